@@ -1,0 +1,380 @@
+"""Results JSON -> docs/benchmarks.md and docs/img/bench-*.png.
+
+What lives here: summaries (min/median/max over rounds, ratio to v6nat), the
+targets of issue 6 checked against one run, the Markdown, and the matplotlib
+plots. Pure over the results document: no lab, no subprocess.
+Usable alone: `python -m bench.report bench/results/latest.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REFERENCE = "v6nat"
+SYSTEM_ORDER = ("v6nat", "routed", "ip6tables", "nftables", "docker-proxy")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a metric is shown: its name in tables, unit, and whether higher is better."""
+
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    digits: int = 0
+
+
+METRICS = (
+    Metric("new_conn_per_s", "New TCP connections per second (wrk -t1 -c32, `Connection: close`)", "conn/s", True),
+    Metric("keepalive_req_per_s", "Keep-alive requests per second (wrk -t1 -c32)", "req/s", True),
+    Metric("latency_p50_ms", "Latency p50 at a fixed rate (keep-alive)", "ms", False, 3),
+    Metric("latency_p99_ms", "Latency p99 at a fixed rate (keep-alive)", "ms", False, 3),
+    Metric("tcp1_gbit_per_s", "Bulk TCP, 1 stream (iperf3)", "Gbit/s", True, 2),
+    Metric("tcp4_gbit_per_s", "Bulk TCP, 4 streams (iperf3 -P 4)", "Gbit/s", True, 2),
+    Metric("tcp1_softirq_pct_per_gbit", "softirq CPU per Gbit/s, 1 stream", "% of a core per Gbit/s", False, 2),
+    Metric("tcp4_softirq_pct_per_gbit", "softirq CPU per Gbit/s, 4 streams", "% of a core per Gbit/s", False, 2),
+    Metric("udp_pps", "UDP datagrams received per second (iperf3 -u -l 64 -b 0)", "packets/s", True),
+)
+METRIC_BY_KEY = {m.key: m for m in METRICS}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One metric for one system at one published-port level, over the rounds."""
+
+    n: int
+    min: float
+    median: float
+    max: float
+
+
+def summarise(samples: Iterable[dict[str, Any]]) -> dict[tuple[str, str, int], Summary]:
+    """(metric, system, ports) -> min/median/max of the rounds."""
+    groups: dict[tuple[str, str, int], list[float]] = {}
+    for s in samples:
+        groups.setdefault((s["metric"], s["system"], s["ports"]), []).append(float(s["value"]))
+    return {k: Summary(len(v), min(v), statistics.median(v), max(v)) for k, v in groups.items()}
+
+
+def ratio(a: Summary | None, b: Summary | None) -> float | None:
+    if a is None or b is None or b.median == 0:
+        return None
+    return a.median / b.median
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of issue 6 and what this run measured for it."""
+
+    what: str
+    wanted: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+
+
+def check_targets(doc: dict[str, Any]) -> list[Target]:
+    s = summarise(doc["samples"])
+    out: list[Target] = []
+
+    def ratio_target(what: str, a: tuple[str, str, int], b: tuple[str, str, int], least: float) -> None:
+        r = ratio(s.get(a), s.get(b))
+        out.append(Target(what, f">= {least:.2f}x", "not measured" if r is None else f"{r:.2f}x",
+                          None if r is None else r >= least))
+
+    ratio_target("v6nat at 5,000 ports vs routed, new connections",
+                 ("new_conn_per_s", "v6nat", 5000), ("new_conn_per_s", "routed", 5000), 0.95)
+    ratio_target("v6nat at 50,000 ports vs v6nat at 1, new connections",
+                 ("new_conn_per_s", "v6nat", 50_000), ("new_conn_per_s", "v6nat", 1), 0.95)
+    for m in ("tcp1_gbit_per_s", "tcp4_gbit_per_s"):
+        ratio_target(f"v6nat vs routed, {METRIC_BY_KEY[m].title}", (m, "v6nat", 1), (m, "routed", 1), 0.95)
+    ratio_target("fast path: v6nat vs routed, new connections at 1 port",
+                 ("new_conn_per_s", "v6nat", 1), ("new_conn_per_s", "routed", 1), 1.10)
+    for rival in ("nftables", "docker-proxy"):
+        behind = []
+        measured = 0
+        for (metric, system, ports), mine in s.items():
+            if system != REFERENCE:
+                continue
+            theirs = s.get((metric, rival, ports))
+            if theirs is None:
+                continue
+            measured += 1
+            better = mine.median >= theirs.median if METRIC_BY_KEY[metric].higher_is_better \
+                else mine.median <= theirs.median
+            if not better:
+                behind.append(f"{metric}@{ports}")
+        out.append(Target(f"v6nat ahead of {rival} on every figure", "all",
+                          "not measured" if not measured else
+                          ("ahead on all " + str(measured)) if not behind else "behind on " + ", ".join(behind),
+                          None if not measured else not behind))
+    answer = doc.get("control", {}).get("run_to_answer", {}).get(REFERENCE)
+    out.append(Target("docker run -> port answering, p99", "< 100 ms",
+                      "not measured" if not answer or not answer["samples_ms"] else
+                      f"{answer['p99_ms']:.1f} ms (median {answer['median_ms']:.1f} ms, {answer['runs']} runs,"
+                      f" {answer['failures']} failed)",
+                      None if not answer or not answer["samples_ms"] else
+                      answer["p99_ms"] < 100 and answer["failures"] == 0))
+    prog = {p["ports"]: p for p in doc.get("control", {}).get("programming", [])}
+    p5 = prog.get(5000)
+    out.append(Target("5,000 mappings programmed", "< 1 s",
+                      "not measured" if p5 is None else f"{p5['program_s']:.3f} s after docker run returned",
+                      None if p5 is None else p5["program_s"] < 1.0))
+    return out
+
+
+# ---------------------------------------------------------------- Markdown
+
+def _fmt(value: float, digits: int) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _systems_in(summaries: dict[tuple[str, str, int], Summary]) -> list[str]:
+    present = {k[1] for k in summaries}
+    return [x for x in SYSTEM_ORDER if x in present] + sorted(present - set(SYSTEM_ORDER))
+
+
+def metric_table(metric: Metric, summaries: dict[tuple[str, str, int], Summary]) -> list[str]:
+    rows = sorted(((k[2], k[1]) for k in summaries if k[0] == metric.key),
+                  key=lambda pk: (pk[0], SYSTEM_ORDER.index(pk[1]) if pk[1] in SYSTEM_ORDER else 99))
+    if not rows:
+        return []
+    better = "higher" if metric.higher_is_better else "lower"
+    lines = [f"### {metric.title}", "",
+             f"{metric.unit}, {better} is better; ratio = the system's median / v6nat's median at the same level.", "",
+             "| published ports | system | rounds | min | median | max | ratio to v6nat |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for ports, system in rows:
+        sm = summaries[(metric.key, system, ports)]
+        r = ratio(sm, summaries.get((metric.key, REFERENCE, ports)))
+        lines.append(f"| {ports:,} | {system} | {sm.n} | {_fmt(sm.min, metric.digits)} | "
+                     f"**{_fmt(sm.median, metric.digits)}** | {_fmt(sm.max, metric.digits)} | "
+                     f"{'—' if r is None else f'{r:.2f}x'} |")
+    return lines + [""]
+
+
+def load_note(doc: dict[str, Any]) -> str:
+    probes = doc["meta"].get("load", [])
+    if not probes:
+        return "not recorded"
+    busy = [p["busy_cores"] for p in probes]
+    la = [p["loadavg1"] for p in probes]
+    cores = doc["meta"]["machine"].get("cores") or 0
+    each = ", ".join(f"{p['when']}: {p['busy_cores']:.2f}" for p in probes)
+    return (f"CPU busy while this harness sent nothing (other tenants): {min(busy):.2f}-{max(busy):.2f} of {cores} "
+            f"cores over {len(probes)} probes ({each}); 1-min load average {min(la):.2f}-{max(la):.2f}.")
+
+
+def render(doc: dict[str, Any], img_rel: str) -> str:
+    meta, plan = doc["meta"], doc["meta"]["plan"]
+    m = meta["machine"]
+    summaries = summarise(doc["samples"])
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `sudo make bench` (`bench/run.py`) from "
+        f"`bench/results/{meta['started'].replace(':', '').replace('+0000', 'Z')}.json` "
+        "(also `bench/results/latest.json`); do not edit by hand.",
+        "Every system runs in its own hermetic lab (client netns \"internet\" 2001:db8::/32 -> host netns with its own "
+        "dockerd -> container on `fd00:ca7e:d09e::/64`), all labs up side by side; each figure is measured in "
+        f"{plan['rounds']} rounds, every round visiting every system in a rotated order, so load from elsewhere on "
+        "the machine hits all systems alike. **Compare ratios within this run, not absolute figures across runs.**",
+        "",
+        f"- Run: {meta['started']}, mode `{plan['mode']}`, {meta['duration_s'] / 60:.1f} min, "
+        f"{plan['seconds']:g} s per traffic run.",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, kernel {m['kernel']}; {m['docker']}; "
+        f"{m['nft']}; {m['ip6tables']}; wrk {m['wrk']}; {m['iperf3']}.",
+        f"- Machine load: {load_note(doc)}",
+        "",
+        "## Systems",
+        "",
+        "| system | what | notes |",
+        "| --- | --- | --- |",
+    ]
+    for name in SYSTEM_ORDER:
+        info = doc["systems"].get(name)
+        if info is None:
+            continue
+        notes = "; ".join(info.get("notes", []))
+        if "error" in info:
+            notes = f"**not measured: {info['error']}**"
+        out.append(f"| {name} | {info['title']} | {notes.replace('|', '/')} |")
+    out += ["", "## Targets (issue 6), as ratios in this run", "",
+            "| target | wanted | measured | met |", "| --- | --- | --- | --- |"]
+    for t in check_targets(doc):
+        met = "—" if t.met is None else ("yes" if t.met else "**no**")
+        out.append(f"| {t.what} | {t.wanted} | {t.measured} | {met} |")
+    out += ["", "## Data plane", "",
+            f"![new connections per second against published ports]({img_rel}/bench-new-conn.png)", "",
+            f"![throughput]({img_rel}/bench-throughput.png)", ""]
+    for metric in METRICS:
+        out += metric_table(metric, summaries)
+    out += control_section(doc) + datapath_section(doc) + method_section(doc)
+    if doc["errors"]:
+        out += ["## Errors in this run", ""] + [f"- {e}" for e in doc["errors"]] + [""]
+    return "\n".join(out)
+
+
+def control_section(doc: dict[str, Any]) -> list[str]:
+    ctl = doc.get("control", {})
+    out = ["## Control plane", ""]
+    answer = ctl.get("run_to_answer", {})
+    if answer:
+        out += ["### `docker run` returning -> the published port answers HTTP 200 (from the client)", "",
+                "The routed system asks the container's own address: its figure is nginx's start-up, the floor.", "",
+                "| system | runs | failed | median ms | p99 ms | max ms |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name in SYSTEM_ORDER:
+            a = answer.get(name)
+            if a:
+                out.append(f"| {name} | {a['runs']} | {a['failures']} | {a['median_ms']:.1f} | {a['p99_ms']:.1f} | "
+                           f"{a['max_ms']:.1f} |")
+        out.append("")
+    prog = ctl.get("programming", [])
+    if prog:
+        out += ["### v6nat: one container publishing many ports", "",
+                "`docker run` time is Docker's own (it binds a reserving socket per port); *answering after* is the "
+                "time from `docker run` returning until 64 of the ports spread over the range (first and last "
+                "included) all answer HTTP 200 from the client. Memory is read right then.", "",
+                "| ports | docker run s | answering after s | daemon RSS MiB | BPF maps memlock MiB |",
+                "| ---: | ---: | ---: | ---: | ---: |"]
+        for p in prog:
+            memlock = sum(p["map_memlock_bytes"].values())
+            out.append(f"| {p['ports']:,} | {p['docker_run_s']:.2f} | {p['program_s']:.3f} | "
+                       f"{p['daemon_rss_bytes'] / 2**20:.1f} | {memlock / 2**20:.1f} |")
+        out.append("")
+        last = prog[-1]["map_memlock_bytes"]
+        if last:
+            out += [f"Maps at {prog[-1]['ports']:,} ports: " +
+                    ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in sorted(last.items())), ""]
+    return out
+
+
+def datapath_section(doc: dict[str, Any]) -> list[str]:
+    dp = doc.get("datapath") or {}
+    out = ["## Datapath micro-benchmarks (BPF_PROG_TEST_RUN)", ""]
+    if not dp:
+        return out + ["Not run.", ""]
+    if "error" in dp:
+        return out + [f"Not measured: {dp['error']}", ""]
+    rows = dp.get("results") if isinstance(dp.get("results"), list) else None
+    if rows and all(isinstance(r, dict) for r in rows):
+        keys = list(rows[0].keys())
+        out += ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
+        out += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+        return out + [""]
+    return out + ["```json", json.dumps(dp, indent=1), "```", ""]
+
+
+def method_section(doc: dict[str, Any]) -> list[str]:
+    plan = doc["meta"]["plan"]
+    return [
+        "## Method", "",
+        "- Server: one container running nginx (the host's nginx-light through a read-only /usr mount, "
+        "`worker_processes 1`, `return 200`, no access log) on port 80 and `iperf3 -s` on 5201, published as "
+        "8080/tcp, 5201/tcp and 5201/udp. The \"1 port\" level is these three; higher levels add filler ports.",
+        "- Clients run in the lab's client namespace: `wrk -t1 -c32` for 1 thread and 32 connections; new "
+        "connections send `Connection: close` so every request is a TCP connection; the fixed-rate latency run "
+        f"paces 10 keep-alive connections with wrk's `delay()` hook to about {plan['latency_rate_per_s']} req/s "
+        "(below every system's saturation) and reads wrk's latency percentiles (request write to response).",
+        "- Bulk TCP: `iperf3 -c` 1 and 4 streams; softirq CPU is the machine-wide `/proc/stat` softirq time during "
+        "the run (the lab's three namespaces share the CPUs, so it covers client, host and container), divided by "
+        "the Gbit/s received. UDP: `iperf3 -u -l 64 -b 0`, datagrams received by the server per second.",
+        "- Filler ports: **ip6tables**: Docker's own rules for the server's port 80 (read back with `ip6tables-save`), "
+        "copied per filler port and inserted before Docker's with `ip6tables-restore --noflush`, so the measured "
+        "port's rule is the last one a new flow reaches (the worst case, and where hosts drift as containers come "
+        "and go). **nftables**: elements added to the `dnat ... map` (one hash lookup whatever the count). "
+        "**v6nat**: a second container published through Docker with the filler ports; the daemon maps them.",
+        "- The levels stop where a system's cost per port is settled or cannot be built: ip6tables and nftables at "
+        "5,000; docker-proxy at the server's own ports (one process per published port).",
+        "",
+    ]
+
+
+# ---------------------------------------------------------------- plots
+
+def plot(doc: dict[str, Any], img_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img_dir.mkdir(parents=True, exist_ok=True)
+    summaries = summarise(doc["samples"])
+    systems = _systems_in(summaries)
+    written = []
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for system in systems:
+        points = sorted((k[2], v) for k, v in summaries.items() if k[0] == "new_conn_per_s" and k[1] == system)
+        if not points:
+            continue
+        xs = [p for p, _ in points]
+        med = [v.median for _, v in points]
+        err = [[v.median - v.min for _, v in points], [v.max - v.median for _, v in points]]
+        ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, label=system)
+    ax.set_xscale("log")
+    ax.set_xlabel("published ports on the host")
+    ax.set_ylabel("new TCP connections / s (median, min-max)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("New connections against published ports")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = img_dir / "bench-new-conn.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    panels = [m for m in ("keepalive_req_per_s", "tcp1_gbit_per_s", "tcp4_gbit_per_s", "udp_pps")
+              if any(k[0] == m for k in summaries)]
+    if panels:
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.6), squeeze=False)
+        for ax, key in zip(axes[0], panels):
+            metric = METRIC_BY_KEY[key]
+            names = [s for s in systems if (key, s, 1) in summaries]
+            vals = [summaries[(key, s, 1)] for s in names]
+            ax.bar(range(len(names)), [v.median for v in vals],
+                   yerr=[[v.median - v.min for v in vals], [v.max - v.median for v in vals]], capsize=3,
+                   color=[f"C{systems.index(s)}" for s in names])
+            ax.set_xticks(range(len(names)), names, rotation=35, ha="right")
+            ax.set_title(metric.title.split(" (")[0], fontsize=9)
+            ax.set_ylabel(metric.unit)
+        fig.tight_layout()
+        path = img_dir / "bench-throughput.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def generate(doc: dict[str, Any], docs_dir: Path) -> Path:
+    """Write docs_dir/benchmarks.md and docs_dir/img/bench-*.png; return the Markdown's path."""
+    plot(doc, docs_dir / "img")
+    path = docs_dir / "benchmarks.md"
+    path.write_text(render(doc, "img") + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.report", description="results JSON -> docs/benchmarks.md")
+    p.add_argument("results", type=Path)
+    p.add_argument("--docs-dir", type=Path, default=Path(__file__).resolve().parent.parent / "docs")
+    a = p.parse_args(argv)
+    try:
+        doc = json.loads(a.results.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"bench.report: cannot read {a.results}: {e}", file=sys.stderr)
+        return 1
+    print(generate(doc, a.docs_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

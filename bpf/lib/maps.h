@@ -1,0 +1,35 @@
+/* maps.h: every map, pinned under V6NAT_PIN_DIR (set by the loader with -D,
+ * <pin_path>/v<LAYOUT_VERSION>). Layouts live in v6nat.h. bcc reuses a pinned
+ * map without checking it: the loader checks type and sizes before compiling. */
+#ifndef V6NAT_MAPS_H
+#define V6NAT_MAPS_H
+
+#ifndef V6NAT_PIN_DIR
+#error "V6NAT_PIN_DIR must be defined by the loader"
+#endif
+#define V6NAT_PIN(name) V6NAT_PIN_DIR "/" #name
+
+/* Only to give a 16-byte address a type as a map key. */
+struct host_addr_key {
+	__u8 addr[16];
+};
+
+BPF_TABLE_PINNED("array", __u32, struct v6nat_config, config, 1, V6NAT_PIN(config));
+BPF_TABLE_PINNED("hash", struct dnat_key, struct dnat_target, dnat, V6NAT_DNAT_MAX,
+		 V6NAT_PIN(dnat));
+BPF_TABLE_PINNED("lpm_trie", struct network_key, struct network_info, networks,
+		 V6NAT_NETWORKS_MAX, V6NAT_PIN(networks), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("hash", __u32, struct public_iface, public_ifaces, V6NAT_PUBLIC_IFACES_MAX,
+		 V6NAT_PIN(public_ifaces));
+BPF_TABLE_PINNED("hash", struct host_addr_key, struct host_addr_info, host_addrs,
+		 V6NAT_HOST_ADDRS_MAX, V6NAT_PIN(host_addrs));
+BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, conntrack, V6NAT_CT_MAX,
+		 V6NAT_PIN(conntrack));
+BPF_TABLE_PINNED("lru_hash", struct frag_key, struct frag_ports, fragments, V6NAT_FRAGS_MAX,
+		 V6NAT_PIN(fragments));
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, V6NAT_HOOK_MAX * V6NAT_COUNTER_MAX,
+		 V6NAT_PIN(counters));
+BPF_TABLE_PINNED("percpu_hash", __u32, struct mapping_stat, mapping_stats, V6NAT_MAPPINGS_MAX,
+		 V6NAT_PIN(mapping_stats));
+
+#endif

@@ -1,0 +1,224 @@
+/* nat.h: published-port lookup, managed networks, SNAT port claims, creating
+ * a conntrack pair, and rewriting a packet by a conntrack half. */
+#ifndef V6NAT_NAT_H
+#define V6NAT_NAT_H
+
+#include "lib/common.h"
+#include "lib/parse.h"
+#include "lib/csum.h"
+#include "lib/conntrack.h"
+
+#define V6NAT_DEFAULT_PORT_MIN 61000
+#define V6NAT_DEFAULT_PORT_MAX 65535
+
+/* Exact host address first, then the any-address entry. */
+static __always_inline struct dnat_target *dnat_lookup(__u8 proto, const __u8 *addr, __be16 port)
+{
+	struct dnat_key key;
+	struct dnat_target *target;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	addr_copy(key.host_addr, addr);
+	key.host_port = port;
+	key.proto = proto;
+	target = dnat.lookup(&key);
+	if (target)
+		return target;
+	__builtin_memset(key.host_addr, 0, sizeof(key.host_addr));
+	return dnat.lookup(&key);
+}
+
+static __always_inline struct network_info *network_of(const __u8 *addr)
+{
+	struct network_key key = { .prefixlen = 128 };
+
+	addr_copy(key.addr, addr);
+	return networks.lookup(&key);
+}
+
+static __always_inline int is_host_addr(const __u8 *addr)
+{
+	struct host_addr_key key;
+
+	addr_copy(key.addr, addr);
+	return host_addrs.lookup(&key) != 0;
+}
+
+/* The masquerade source of `net` leaving via skb->ifindex, or 0. */
+static __always_inline const __u8 *snat_source(struct __sk_buff *skb, const struct network_info *net)
+{
+	__u32 ifindex = skb->ifindex;
+	struct public_iface *iface;
+
+	if (!addr_is_zero(net->snat_addr))
+		return net->snat_addr;
+	iface = public_ifaces.lookup(&ifindex);
+	if (!iface || addr_is_zero(iface->snat_addr))
+		return 0;
+	return iface->snat_addr;
+}
+
+/* Is there a host socket that a packet with the reply tuple would reach? */
+static __always_inline int port_owned_by_host(struct __sk_buff *skb, const struct ct_key *reply)
+{
+	struct bpf_sock_tuple tuple;
+	struct bpf_sock *sk = 0;
+
+	__builtin_memset(&tuple, 0, sizeof(tuple));
+	__builtin_memcpy(tuple.ipv6.saddr, reply->saddr, 16);
+	__builtin_memcpy(tuple.ipv6.daddr, reply->daddr, 16);
+	tuple.ipv6.sport = reply->sport;
+	tuple.ipv6.dport = reply->dport;
+	if (reply->proto == IPPROTO_TCP)
+		sk = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+	else if (reply->proto == IPPROTO_UDP)
+		sk = bpf_sk_lookup_udp(skb, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
+/* Claim a port for the NAT address reply->daddr: the preferred one if free,
+ * then random ones in the configured range. A candidate is free when no host
+ * socket owns it and no published port uses it; inserting the reply half with
+ * BPF_NOEXIST is the atomic claim against other flows. 0 or -1 (exhausted). */
+static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *reply,
+					  const struct ct_entry *reply_entry, __be16 preferred)
+{
+	__u32 zero = 0;
+	struct v6nat_config *cfg = config.lookup(&zero);
+	__u32 lo = V6NAT_DEFAULT_PORT_MIN, span = V6NAT_DEFAULT_PORT_MAX - V6NAT_DEFAULT_PORT_MIN + 1;
+
+	if (cfg && cfg->snat_port_min && cfg->snat_port_min <= cfg->snat_port_max) {
+		lo = cfg->snat_port_min;
+		span = (__u32)cfg->snat_port_max - cfg->snat_port_min + 1;
+	}
+	for (int i = 0; i < V6NAT_SNAT_TRIES; i++) {
+		reply->dport = i == 0 ? preferred : v6_htons(lo + bpf_get_prandom_u32() % span);
+		if (reply->proto != IPPROTO_ICMPV6_) {
+			if (port_owned_by_host(skb, reply))
+				continue;
+			if (dnat_lookup(reply->proto, reply->daddr, reply->dport))
+				continue;
+		}
+		if (conntrack.insert(reply, reply_entry) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/* Create both halves for the packet with tuple `key`, translated as `orig`
+ * says. With claim_port, orig->sport is only preferred: the port really used
+ * is claimed and written back. Returns 0 or a drop reason; `orig` then holds
+ * the half to translate with (another CPU's if it won a race). */
+static __always_inline int ct_create_pair(struct __sk_buff *skb, const struct ct_key *key,
+					  struct ct_entry *orig, int claim_port)
+{
+	struct ct_key reply_key;
+	struct ct_entry reply;
+	struct ct_entry *winner;
+
+	orig->dir = CT_DIR_ORIGINAL;
+	orig->created_ns = bpf_ktime_get_ns();
+	orig->last_seen_ns = orig->created_ns;
+	orig->tcp_state = key->proto == IPPROTO_TCP ? CT_TCP_SYN_SENT : CT_TCP_NONE;
+	ct_key_mirror(&reply_key, orig, key->proto);
+	ct_entry_mirror(&reply, key, orig);
+	if (!claim_port) {
+		if (conntrack.update(&reply_key, &reply) || conntrack.update(key, orig))
+			return V6NAT_DROP_CT_FULL;
+		return 0;
+	}
+	if (nat_claim_port(skb, &reply_key, &reply, orig->sport))
+		return V6NAT_DROP_PORTS_EXHAUSTED;
+	orig->sport = reply_key.dport;
+	if (conntrack.insert(key, orig) == 0)
+		return 0;
+	/* Another CPU created this flow meanwhile: give our claim back. */
+	conntrack.delete(&reply_key);
+	winner = conntrack.lookup(key);
+	if (!winner)
+		return V6NAT_DROP_CT_FULL;
+	__builtin_memcpy(orig, winner, sizeof(*orig));
+	return 0;
+}
+
+/* Rewrite the packet's addresses and ports (or echo identifier) as `e` says. */
+static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct v6nat_pkt *pkt,
+				       const struct ct_entry *e)
+{
+	__u64 l4_flags = pkt->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	__u32 l4 = pkt->l4_off;
+
+	if (csum_rewrite_addr(skb, V6NAT_OFF_SADDR, pkt->saddr, e->saddr, pkt->csum_off, l4_flags) ||
+	    csum_rewrite_addr(skb, V6NAT_OFF_DADDR, pkt->daddr, e->daddr, pkt->csum_off, l4_flags))
+		return -1;
+	if (pkt->frag == FRAG_LATER)
+		return 0;
+	if (pkt->proto == IPPROTO_ICMPV6_) {
+		if (pkt->icmp_type == ICMP6_ECHO_REQUEST)
+			return csum_rewrite_port(skb, l4 + 4, pkt->sport, e->sport, pkt->csum_off, 0);
+		return csum_rewrite_port(skb, l4 + 4, pkt->dport, e->dport, pkt->csum_off, 0);
+	}
+	if (csum_rewrite_port(skb, l4, pkt->sport, e->sport, pkt->csum_off, l4_flags) ||
+	    csum_rewrite_port(skb, l4 + 2, pkt->dport, e->dport, pkt->csum_off, l4_flags))
+		return -1;
+	return 0;
+}
+
+static __always_inline void mapping_account(struct __sk_buff *skb, __u32 mapping_id)
+{
+	struct mapping_stat *stat;
+
+	if (!mapping_id)
+		return;
+	stat = mapping_stats.lookup(&mapping_id);
+	if (!stat) {
+		struct mapping_stat zero = {};
+
+		mapping_stats.update(&mapping_id, &zero);
+		stat = mapping_stats.lookup(&mapping_id);
+		if (!stat)
+			return;
+	}
+	stat->packets += 1;
+	stat->bytes += skb->len;
+}
+
+/* Remember a first fragment's ports for the fragments that follow it. */
+static __always_inline void frag_remember(const struct v6nat_pkt *pkt)
+{
+	struct frag_key key;
+	struct frag_ports ports = { .sport = pkt->sport, .dport = pkt->dport };
+
+	if (pkt->frag != FRAG_FIRST)
+		return;
+	__builtin_memset(&key, 0, sizeof(key));
+	addr_copy(key.saddr, pkt->saddr);
+	addr_copy(key.daddr, pkt->daddr);
+	key.id = pkt->frag_id;
+	key.proto = pkt->proto;
+	fragments.update(&key, &ports);
+}
+
+/* A later fragment: its ports from the first fragment, or -1. */
+static __always_inline int frag_recall(struct v6nat_pkt *pkt)
+{
+	struct frag_key key;
+	struct frag_ports *ports;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	addr_copy(key.saddr, pkt->saddr);
+	addr_copy(key.daddr, pkt->daddr);
+	key.id = pkt->frag_id;
+	key.proto = pkt->proto;
+	ports = fragments.lookup(&key);
+	if (!ports)
+		return -1;
+	pkt->sport = ports->sport;
+	pkt->dport = ports->dport;
+	return 0;
+}
+
+#endif

@@ -1,0 +1,242 @@
+/* v6nat.c: the TC entry points, one per hook; the logic is in lib/.
+ *
+ * v6nat_public_ingress  clsact ingress of each public interface:
+ *     published ports (DNAT, new and established), SNAT replies, ICMPv6 errors
+ *     about either, isolation of NAT'd ULA prefixes.
+ * v6nat_public_egress   clsact egress of each public interface:
+ *     masquerade (SNAT), DNAT replies, ICMPv6 errors about either; internal
+ *     and untranslatable traffic of NAT'd networks never leaves.
+ * v6nat_bridge_ingress  clsact ingress of each managed bridge:
+ *     hairpin (container -> host address:published port) and its replies.
+ *
+ * Every packet that is not ours continues (TC_ACT_UNSPEC) untouched; every
+ * drop goes through v6nat_drop() with a reason. */
+#include "lib/common.h"
+#include "lib/parse.h"
+#include "lib/csum.h"
+#include "lib/conntrack.h"
+#include "lib/nat.h"
+#include "lib/icmp6.h"
+
+static __always_inline __u32 flow_action(const struct ct_entry *e)
+{
+	if (e->dir == CT_DIR_REPLY)
+		return V6NAT_ACT_REVERSE;
+	if (e->kind == CT_KIND_DNAT)
+		return V6NAT_ACT_DNAT;
+	if (e->kind == CT_KIND_SNAT)
+		return V6NAT_ACT_SNAT;
+	return V6NAT_ACT_HAIRPIN;
+}
+
+/* A packet of a known flow: account it on its half, then rewrite it. */
+static __always_inline int flow_translate(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
+					  const struct ct_key *key, struct ct_entry *e, __u32 action)
+{
+	ct_account(skb, hook, key, e, pkt);
+	if (nat_rewrite(skb, pkt, e))
+		return v6nat_drop(hook, V6NAT_DROP_REWRITE_FAILED);
+	frag_remember(pkt);
+	mapping_account(skb, e->mapping_id);
+	v6nat_count(hook, action);
+	return V6NAT_CONTINUE;
+}
+
+/* Create the pair for a new flow, then translate its first packet. */
+static __always_inline int flow_start(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
+				      const struct ct_key *key, struct ct_entry *orig, int claim_port)
+{
+	struct ct_entry *e;
+	int reason = ct_create_pair(skb, key, orig, claim_port);
+
+	if (reason)
+		return v6nat_drop(hook, reason);
+	e = conntrack.lookup(key);
+	if (!e)
+		return v6nat_drop(hook, V6NAT_DROP_CT_FULL);
+	v6nat_count(hook, V6NAT_ACT_NEW_FLOW);
+	return flow_translate(skb, hook, pkt, key, e, flow_action(e));
+}
+
+static __always_inline int icmp_error_verdict(struct __sk_buff *skb, __u32 hook,
+					      const struct v6nat_pkt *pkt, int masquerade)
+{
+	int r = icmp6_error_translate(skb, pkt, hook);
+
+	if (r < 0)
+		return v6nat_drop(hook, V6NAT_DROP_REWRITE_FAILED);
+	if (r > 0)
+		return V6NAT_CONTINUE;
+	return masquerade ? v6nat_drop(hook, V6NAT_DROP_UNSUPPORTED) : v6nat_pass(hook);
+}
+
+static __always_inline int fragment_verdict(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
+					    int masquerade)
+{
+	struct ct_key key;
+	struct ct_entry *e;
+
+	if (frag_recall(pkt) == 0) {
+		ct_key_of_pkt(&key, pkt);
+		e = conntrack.lookup(&key);
+		if (e && ct_allowed(hook, e))
+			return flow_translate(skb, hook, pkt, &key, e, V6NAT_ACT_FRAGMENT);
+	}
+	return masquerade ? v6nat_drop(hook, V6NAT_DROP_FRAG_NO_FIRST) : v6nat_pass(hook);
+}
+
+/* What cannot be parsed is never translated: it continues untouched, unless
+ * it comes from a NAT'd network, whose ULA source must not leave. */
+static __always_inline int unparsed_verdict(__u32 hook, int result, int masquerade)
+{
+	if (masquerade)
+		return v6nat_drop(hook, result == PARSE_EXTHDR_LIMIT ? V6NAT_DROP_EXTHDR_LIMIT
+								      : V6NAT_DROP_UNSUPPORTED);
+	if (result == PARSE_MALFORMED || result == PARSE_EXTHDR_LIMIT) {
+		v6nat_count(hook, V6NAT_ACT_MALFORMED);
+		return V6NAT_CONTINUE;
+	}
+	return v6nat_pass(hook);
+}
+
+int v6nat_public_ingress(struct __sk_buff *skb)
+{
+	const __u32 hook = V6NAT_HOOK_PUBLIC_INGRESS;
+	struct v6nat_pkt pkt = {};
+	struct ct_key key;
+	struct ct_entry *e;
+	struct network_info *net;
+	struct dnat_target *target;
+	int r = v6nat_parse(skb, &pkt);
+
+	if (r == PARSE_NOT_IPV6)
+		return v6nat_pass(hook);
+	net = network_of(pkt.daddr);
+	if (net && (net->flags & (V6NAT_NET_MASQUERADE | V6NAT_NET_INTERNAL)))
+		return v6nat_drop(hook, V6NAT_DROP_DIRECT_ULA);
+	if (r == PARSE_ICMP_ERROR)
+		return icmp_error_verdict(skb, hook, &pkt, 0);
+	if (r == PARSE_FRAGMENT)
+		return fragment_verdict(skb, hook, &pkt, 0);
+	if (r != PARSE_TUPLE)
+		return unparsed_verdict(hook, r, 0);
+
+	ct_key_of_pkt(&key, &pkt);
+	e = conntrack.lookup(&key);
+	if (e && ct_allowed(hook, e))
+		return flow_translate(skb, hook, &pkt, &key, e, flow_action(e));
+
+	if (pkt.proto == IPPROTO_ICMPV6_ || !is_host_addr(pkt.daddr))
+		return v6nat_pass(hook);
+	if (pkt.proto == IPPROTO_TCP && !tcp_is_syn(&pkt))
+		return v6nat_pass(hook);
+	target = dnat_lookup(pkt.proto, pkt.daddr, pkt.dport);
+	if (!target)
+		return v6nat_pass(hook);
+	{
+		struct ct_entry orig = {};
+
+		addr_copy(orig.saddr, pkt.saddr);
+		addr_copy(orig.daddr, target->addr);
+		orig.sport = pkt.sport;
+		orig.dport = target->port;
+		orig.kind = CT_KIND_DNAT;
+		orig.mapping_id = target->mapping_id;
+		return flow_start(skb, hook, &pkt, &key, &orig, 0);
+	}
+}
+
+int v6nat_public_egress(struct __sk_buff *skb)
+{
+	const __u32 hook = V6NAT_HOOK_PUBLIC_EGRESS;
+	struct v6nat_pkt pkt = {};
+	struct ct_key key;
+	struct ct_entry *e;
+	struct network_info *net;
+	const __u8 *source;
+	int masquerade;
+	int r = v6nat_parse(skb, &pkt);
+
+	if (r == PARSE_NOT_IPV6)
+		return v6nat_pass(hook);
+	net = network_of(pkt.saddr);
+	if (net && (net->flags & V6NAT_NET_INTERNAL))
+		return v6nat_drop(hook, V6NAT_DROP_INTERNAL_EGRESS);
+	masquerade = net && (net->flags & V6NAT_NET_MASQUERADE);
+	if (r == PARSE_ICMP_ERROR)
+		return icmp_error_verdict(skb, hook, &pkt, masquerade);
+	if (r == PARSE_FRAGMENT)
+		return fragment_verdict(skb, hook, &pkt, masquerade);
+	if (r != PARSE_TUPLE)
+		return unparsed_verdict(hook, r, masquerade);
+
+	ct_key_of_pkt(&key, &pkt);
+	e = conntrack.lookup(&key);
+	if (e && ct_allowed(hook, e))
+		return flow_translate(skb, hook, &pkt, &key, e, flow_action(e));
+
+	if (!masquerade)
+		return v6nat_pass(hook);
+	if (pkt.proto == IPPROTO_ICMPV6_ && pkt.icmp_type != ICMP6_ECHO_REQUEST)
+		return v6nat_drop(hook, V6NAT_DROP_UNSUPPORTED);
+	if (pkt.proto == IPPROTO_TCP && !tcp_is_syn(&pkt))
+		return v6nat_drop(hook, V6NAT_DROP_TCP_NO_FLOW);
+	source = snat_source(skb, net);
+	if (!source)
+		return v6nat_drop(hook, V6NAT_DROP_NO_SNAT_ADDR);
+	{
+		struct ct_entry orig = {};
+
+		addr_copy(orig.saddr, source);
+		addr_copy(orig.daddr, pkt.daddr);
+		orig.sport = pkt.sport;
+		orig.dport = pkt.dport;
+		orig.kind = CT_KIND_SNAT;
+		return flow_start(skb, hook, &pkt, &key, &orig, 1);
+	}
+}
+
+int v6nat_bridge_ingress(struct __sk_buff *skb)
+{
+	const __u32 hook = V6NAT_HOOK_BRIDGE_INGRESS;
+	struct v6nat_pkt pkt = {};
+	struct ct_key key;
+	struct ct_entry *e;
+	struct dnat_target *target;
+	int r = v6nat_parse(skb, &pkt);
+
+	if (r == PARSE_ICMP_ERROR)
+		return icmp_error_verdict(skb, hook, &pkt, 0);
+	if (r == PARSE_FRAGMENT)
+		return fragment_verdict(skb, hook, &pkt, 0);
+	if (r != PARSE_TUPLE)
+		return unparsed_verdict(hook, r, 0);
+	if (!is_host_addr(pkt.daddr))
+		return v6nat_pass(hook);
+
+	ct_key_of_pkt(&key, &pkt);
+	e = conntrack.lookup(&key);
+	if (e && ct_allowed(hook, e))
+		return flow_translate(skb, hook, &pkt, &key, e, flow_action(e));
+
+	if (pkt.proto == IPPROTO_ICMPV6_ || !network_of(pkt.saddr))
+		return v6nat_pass(hook);
+	if (pkt.proto == IPPROTO_TCP && !tcp_is_syn(&pkt))
+		return v6nat_pass(hook);
+	target = dnat_lookup(pkt.proto, pkt.daddr, pkt.dport);
+	if (!target)
+		return v6nat_pass(hook);
+	{
+		struct ct_entry orig = {};
+
+		/* The source becomes the host address the container asked
+		 * for, so the target's replies come back through the host. */
+		addr_copy(orig.saddr, pkt.daddr);
+		addr_copy(orig.daddr, target->addr);
+		orig.sport = pkt.sport;
+		orig.dport = target->port;
+		orig.kind = CT_KIND_HAIRPIN;
+		orig.mapping_id = target->mapping_id;
+		return flow_start(skb, hook, &pkt, &key, &orig, 1);
+	}
+}

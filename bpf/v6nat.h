@@ -1,0 +1,219 @@
+/* v6nat.h: the one place for every map's key and value, constants, flags,
+ * counters and drop reasons shared by the TC programs and the control plane.
+ *
+ * Python mirrors these structs once, in v6nat_ebpf/datapath/layout.py, and
+ * tests/datapath/test_layout.py checks that mirror against what the compiler
+ * produced. The X-macro lists (V6NAT_ACTIONS, V6NAT_DROP_REASONS, V6NAT_HOOKS)
+ * are read by layout.py straight from this file, so names live only here.
+ *
+ * Byte order: addresses and ports are kept in network byte order everywhere
+ * (keys, values), so the fast path never converts; config values are host order.
+ * Every struct is padded explicitly (`_pad`) and the programs zero the padding
+ * of a key before a lookup: an uninitialised pad byte is a lookup miss.
+ *
+ * Changing any struct below means bumping V6NAT_LAYOUT_VERSION: maps are pinned
+ * under <pin_path>/v<LAYOUT_VERSION>/ and the loader refuses other versions.
+ */
+#ifndef V6NAT_H
+#define V6NAT_H
+
+#define V6NAT_LAYOUT_VERSION 1
+
+/* Map capacities: defaults, overridable with -D by the loader. */
+#ifndef V6NAT_CT_MAX
+#define V6NAT_CT_MAX 262144
+#endif
+#ifndef V6NAT_DNAT_MAX
+#define V6NAT_DNAT_MAX 65536
+#endif
+#define V6NAT_NETWORKS_MAX 1024
+#define V6NAT_PUBLIC_IFACES_MAX 64
+#define V6NAT_HOST_ADDRS_MAX 1024
+#define V6NAT_FRAGS_MAX 8192
+#define V6NAT_MAPPINGS_MAX V6NAT_DNAT_MAX
+
+/* tc hooks, the first index of the counters map. */
+#define V6NAT_HOOKS(X)                                                         \
+	X(PUBLIC_INGRESS, public_ingress)                                      \
+	X(PUBLIC_EGRESS, public_egress)                                        \
+	X(BRIDGE_INGRESS, bridge_ingress)
+
+/* What a program did with a packet (one counter each, per hook). */
+#define V6NAT_ACTIONS(X)                                                       \
+	X(PASS, pass)                 /* not ours: left untouched */           \
+	X(DNAT, dnat)                 /* published port, original direction */ \
+	X(SNAT, snat)                 /* masquerade, original direction */     \
+	X(HAIRPIN, hairpin)           /* container -> host addr:published */   \
+	X(REVERSE, reverse)           /* a reply translated back */            \
+	X(ICMP_ERROR, icmp_error)     /* an ICMPv6 error quoting a flow */     \
+	X(FRAGMENT, fragment)         /* a non-first fragment of a flow */     \
+	X(NEW_FLOW, new_flow)         /* a conntrack pair created */           \
+	X(CT_REBUILT, ct_rebuilt)     /* a half lost to eviction rebuilt */    \
+	X(MALFORMED, malformed)       /* unparsable: passed untranslated */
+
+/* Why a packet was dropped. Every TC_ACT_SHOT goes through v6nat_drop(). */
+#define V6NAT_DROP_REASONS(X)                                                  \
+	X(DIRECT_ULA, direct_ula)         /* from outside straight to a NAT'd ULA prefix */ \
+	X(INTERNAL_EGRESS, internal_egress) /* internal network leaving a public iface */  \
+	X(NO_SNAT_ADDR, no_snat_addr)     /* masquerade, but no source address known */  \
+	X(PORTS_EXHAUSTED, ports_exhausted) /* no free SNAT port after bounded tries */   \
+	X(TCP_NO_FLOW, tcp_no_flow)       /* masqueraded TCP that is no SYN and no flow */ \
+	X(UNSUPPORTED, unsupported)       /* masqueraded packet we cannot translate */    \
+	X(FRAG_NO_FIRST, frag_no_first)   /* masqueraded fragment, first one unseen */    \
+	X(EXTHDR_LIMIT, exthdr_limit)     /* masqueraded packet, too many ext headers */  \
+	X(CT_FULL, ct_full)               /* conntrack insert failed */                   \
+	X(REWRITE_FAILED, rewrite_failed) /* packet store / checksum helper failed */
+
+#define V6NAT_ENUM_ACTION(id, name) V6NAT_ACT_##id,
+#define V6NAT_ENUM_DROP(id, name) V6NAT_DROP_##id,
+#define V6NAT_ENUM_HOOK(id, name) V6NAT_HOOK_##id,
+
+/* Counter index = hook * V6NAT_COUNTER_MAX + counter; drops follow actions. */
+enum v6nat_counter {
+	V6NAT_ACTIONS(V6NAT_ENUM_ACTION)
+	V6NAT_DROP_REASONS(V6NAT_ENUM_DROP)
+	V6NAT_COUNTER_MAX
+};
+
+enum v6nat_hook {
+	V6NAT_HOOKS(V6NAT_ENUM_HOOK)
+	V6NAT_HOOK_MAX
+};
+
+/* config: ARRAY of one record, written by the control plane (set_config). */
+struct v6nat_config {
+	__u64 tcp_established_ns;
+	__u64 tcp_transitory_ns;
+	__u64 udp_ns;
+	__u64 icmp_ns;
+	__u16 snat_port_min; /* host order, inclusive */
+	__u16 snat_port_max;
+	__u32 _pad;
+};
+
+/* dnat: a published port (Docker's `-p [host_addr:]host_port:port`), written
+ * by the control plane. host_addr all-zero means any of host_addrs. */
+struct dnat_key {
+	__u8 host_addr[16];
+	__be16 host_port;
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 _pad;
+};
+
+struct dnat_target {
+	__u8 addr[16]; /* the container's ULA address */
+	__be16 port;
+	__u16 _pad;
+	__u32 mapping_id; /* index into mapping_stats, chosen by the control plane */
+};
+
+/* networks: a managed Docker network's ULA prefix (LPM trie key), written by
+ * the control plane. */
+struct network_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+#define V6NAT_NET_MASQUERADE 0x1 /* SNAT to a public address when leaving */
+#define V6NAT_NET_ICC 0x2        /* containers of the network may talk */
+#define V6NAT_NET_INTERNAL 0x4   /* never leaves via a public interface */
+
+struct network_info {
+	__u8 snat_addr[16]; /* all-zero: the public interface's snat_addr */
+	__u32 network_id;
+	__u32 bridge_ifindex;
+	__u32 flags; /* V6NAT_NET_* */
+	__u32 _pad;
+};
+
+/* public_ifaces: key __u32 ifindex, written by the control plane. */
+struct public_iface {
+	__u8 snat_addr[16]; /* the interface's primary global address */
+};
+
+/* host_addrs: key = 16-byte address; every global address of the public
+ * interfaces (DNAT applies to these only), written by the control plane. */
+struct host_addr_info {
+	__u32 ifindex;
+};
+
+/* conntrack: one half of a translated flow, keyed by the tuple of a packet as
+ * it arrives at the hook that translates it (before translation). Both halves
+ * are written by the programs when a flow starts; the value says what a
+ * matching packet becomes. ICMPv6 echo: request sport=id dport=0, reply sport=0
+ * dport=id, so the reply key is the plain mirror of the request key. */
+struct ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 _pad[3];
+};
+
+enum ct_kind {
+	CT_KIND_DNAT = 1,    /* published port: original at public ingress */
+	CT_KIND_SNAT = 2,    /* masquerade: original at public egress */
+	CT_KIND_HAIRPIN = 3, /* both halves at bridge ingress */
+};
+
+enum ct_dir {
+	CT_DIR_ORIGINAL = 0, /* the direction that created the flow */
+	CT_DIR_REPLY = 1,
+};
+
+enum ct_tcp_state {
+	CT_TCP_NONE = 0,        /* not TCP */
+	CT_TCP_SYN_SENT = 1,    /* SYN seen, no reply yet: transitory timeout */
+	CT_TCP_ESTABLISHED = 2, /* reply seen: established timeout */
+	CT_TCP_CLOSING = 3,     /* FIN seen one way: transitory timeout */
+	CT_TCP_CLOSED = 4,      /* FIN both ways or RST: transitory timeout */
+};
+
+#define CT_F_FIN_ORIGINAL 0x1
+#define CT_F_FIN_REPLY 0x2
+
+struct ct_entry {
+	__u8 saddr[16]; /* the packet's new source */
+	__u8 daddr[16]; /* the packet's new destination */
+	__be16 sport;
+	__be16 dport;
+	__u8 kind;      /* enum ct_kind */
+	__u8 dir;       /* enum ct_dir */
+	__u8 tcp_state; /* enum ct_tcp_state, kept equal in both halves */
+	__u8 tcp_flags; /* CT_F_*, kept equal in both halves */
+	__u32 mapping_id; /* DNAT/hairpin: the published mapping; else 0 */
+	__u32 _pad;
+	__u64 created_ns;   /* bpf_ktime_get_ns() */
+	__u64 last_seen_ns; /* this half's last packet */
+	__u64 packets;      /* this half's packets */
+	__u64 bytes;        /* this half's bytes (skb->len) */
+};
+
+/* fragments: the ports of a fragmented datagram, written by the program that
+ * saw its first fragment, read for the following ones. */
+struct frag_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be32 id;
+	__u8 proto;
+	__u8 _pad[3];
+};
+
+struct frag_ports {
+	__be16 sport;
+	__be16 dport;
+};
+
+/* mapping_stats: PERCPU_HASH, key __u32 mapping_id; written by the programs. */
+struct mapping_stat {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* SNAT port allocation: candidates tried before giving up (exhaustion). */
+#define V6NAT_SNAT_TRIES 16
+/* Extension headers walked before giving up. */
+#define V6NAT_MAX_EXTHDRS 6
+
+#endif /* V6NAT_H */

@@ -1,0 +1,61 @@
+"""`v6nat run` options: flags, V6NAT_* environment, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from v6nat_ebpf.cli import build_parser
+from v6nat_ebpf.config import RunOptions, parse_port_range, run_options
+from v6nat_ebpf.errors import V6natError
+
+
+def options(argv: list[str]) -> RunOptions:
+    return run_options(build_parser().parse_args(["run", *argv]))
+
+
+def test_defaults_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PUBLIC_IFACE", "DOCKER_HOST", "METRICS_LISTEN", "SNAT_PORTS", "PIN_PATH", "LOG_FORMAT", "LOG_LEVEL"):
+        monkeypatch.delenv(f"V6NAT_{name}", raising=False)
+    opts = options(["--public-iface", "eth1", "--public-iface", "eth2,eth1"])
+    assert opts == RunOptions(public_ifaces=("eth1", "eth2"))
+    opts = options(["--public-iface", "eth1", "--snat-ports", "62000-62999", "--metrics-listen", "off",
+                    "--pin-path", "/sys/fs/bpf/x", "--log-format", "json", "--log-level", "DEBUG", "--detach-on-exit"])
+    assert (opts.snat_ports, opts.metrics_listen, opts.pin_path, opts.log_format, opts.log_level, opts.detach_on_exit) == \
+        ((62000, 62999), None, "/sys/fs/bpf/x", "json", "debug", True)
+
+
+def test_environment_gives_defaults_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("V6NAT_PUBLIC_IFACE", "eth3,eth4")
+    monkeypatch.setenv("V6NAT_SNAT_PORTS", "60000-60100")
+    monkeypatch.setenv("V6NAT_DOCKER_HOST", "unix:///run/d.sock")
+    monkeypatch.setenv("V6NAT_DETACH_ON_EXIT", "true")
+    monkeypatch.setenv("V6NAT_PIN_PATH", "/sys/fs/bpf/env")
+    opts = options([])
+    assert (opts.public_ifaces, opts.snat_ports, opts.docker_host, opts.detach_on_exit, opts.pin_path) == \
+        (("eth3", "eth4"), (60000, 60100), "unix:///run/d.sock", True, "/sys/fs/bpf/env")
+    assert options(["--public-iface", "eth9", "--snat-ports", "61000-61001"]).public_ifaces == ("eth9",)
+    assert build_parser().parse_args(["cleanup"]).pin_path == "/sys/fs/bpf/env"
+
+
+@pytest.mark.parametrize("text", ["61000", "65535-61000", "1-2", "61000-70000", "a-b", ""])
+def test_malformed_port_ranges(text: str) -> None:
+    with pytest.raises(V6natError):
+        parse_port_range(text)
+
+
+@pytest.mark.parametrize("argv, env, message", [
+    (["run", "--public-iface", "eth0", "--snat-ports", "9-x"], {}, "malformed port range"),
+    (["run"], {}, "--public-iface is required"),
+    (["run", "--public-iface", "a/b"], {}, "malformed interface name"),
+    (["run", "--public-iface", "eth0"], {"V6NAT_LOG_FORMAT": "xml"}, "log format 'xml'"),
+    (["run", "--public-iface", "eth0"], {"V6NAT_DETACH_ON_EXIT": "maybe"}, "V6NAT_DETACH_ON_EXIT"),
+    (["run", "--public-iface", "eth0", "--resync-interval", "0"], {}, "positive number"),
+])
+def test_bad_input_is_one_line_and_nonzero(argv: list[str], env: dict[str, str], message: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "v6nat_ebpf.cli", *argv], capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", **env}, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr

@@ -1,0 +1,162 @@
+"""The model's Docker semantics, on inspect data captured from a real Docker 20.10 (tests/control/data).
+
+The capture (made with v6nat_ebpf.lab, see tests/control/test_capture.py) holds:
+network ula1 fd00:1::/64 (defaults), ula2 fd00:2::/64 (masquerade off, bridge
+name brula2, host_binding_ipv6 2001:db8:1::1), v4only (no IPv6), gua (internal,
+2001:db8:99::/64); containers "web" (ula1 + ula2; -p 8080:80, -p 53/udp,
+-p [::]:9090:90, -p 0.0.0.0:9191:91, -p [2001:db8:1::1]:9292:92,
+-p 127.0.0.1:9393:93 -p [::1]:9393:93), "pall" (ula2, -P), "range" (ula1,
+-p 30000-30010:80 and -P).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from v6nat_ebpf import model
+from v6nat_ebpf.model import HostState, PublicInterface, docker_state_from_inspect
+
+DATA = Path(__file__).parent / "data" / "docker-20.10-inspect.json"
+HOST = IPv6Address("2001:db8:1::1")
+
+
+@pytest.fixture()
+def inspect() -> dict[str, Any]:
+    return json.loads(DATA.read_text())
+
+
+def container(data: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in data["containers"] if c["Name"] == "/" + name)
+
+
+def published(data: dict[str, Any]) -> dict[tuple[str, str | None, int], tuple[str, int, str]]:
+    state = docker_state_from_inspect(data["networks_verbose"], data["containers"])
+    return {({6: "tcp", 17: "udp"}[m.proto], str(m.host_addr) if m.host_addr else None, m.host_port):
+            (m.container_name, m.container_port, m.network_name) for m in state.mappings}
+
+
+def test_managed_networks_are_ipv6_bridges_with_a_ula_subnet(inspect: dict[str, Any]) -> None:
+    state = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    by_name = {n.name: n for n in state.networks}
+    assert sorted(by_name) == ["ula1", "ula2"]  # not v4only (no IPv6), not gua (not ULA), not host/none
+    ula1, ula2 = by_name["ula1"], by_name["ula2"]
+    assert ula1.bridge == "br-" + ula1.id[:12]
+    assert ula1.subnets == (IPv6Network("fd00:1::/64"),)
+    assert (ula1.masquerade, ula1.icc, ula1.internal, ula1.snat_addr, ula1.host_binding) == (True, True, False, None, None)
+    assert ula2.bridge == "brula2"
+    assert ula2.masquerade is False
+    assert ula2.host_binding == HOST
+
+
+def test_published_ports_follow_the_actual_bindings(inspect: dict[str, Any]) -> None:
+    ports = published(inspect)
+    # -p 8080:80 (Docker lists 0.0.0.0 and ::), the ephemeral -p 53/udp, -p [::]:9090:90
+    assert ports[("tcp", None, 8080)] == ("web", 80, "ula1")
+    assert ports[("tcp", None, 9090)] == ("web", 90, "ula1")
+    udp = [k for k, v in ports.items() if k[0] == "udp"]
+    assert len(udp) == 1 and ports[udp[0]] == ("web", 53, "ula1") and udp[0][2] >= 32768
+    # -p [2001:db8:1::1]:9292:92: only that address
+    assert ports[("tcp", str(HOST), 9292)] == ("web", 92, "ula1")
+    # -p 0.0.0.0:9191:91 (IPv4 only) and loopback-only 9393: no IPv6 mapping
+    assert not [k for k in ports if k[2] in (9191, 9393)]
+    # the range: Docker picked 30000 of 30000-30010; -P gave ephemeral ports to 81 and 82
+    range_ports = {v[1]: k for k, v in ports.items() if v[0] == "range"}
+    assert range_ports[80] == ("tcp", None, 30000)
+    assert sorted(range_ports) == [80, 81, 82] and all(k[2] >= 32768 for p, k in range_ports.items() if p != 80)
+
+
+def test_host_binding_ipv6_narrows_wildcard_bindings(inspect: dict[str, Any]) -> None:
+    ports = published(inspect)
+    pall = {k for k, v in ports.items() if v[0] == "pall"}
+    assert len(pall) == 2 and all(k[1] == str(HOST) for k in pall)
+
+
+def test_a_lone_0000_binding_means_any_only_when_no_ipv4_address_was_asked(inspect: dict[str, Any]) -> None:
+    web = container(inspect, "web")
+    # An engine that reports only 0.0.0.0 for a plain -p 8080:80 (older Docker, IPv6 binding off).
+    web["NetworkSettings"]["Ports"]["80/tcp"] = [{"HostIp": "0.0.0.0", "HostPort": "8080"}]
+    ports = published(inspect)
+    assert ports[("tcp", None, 8080)] == ("web", 80, "ula1")
+    # -p 0.0.0.0:9191:91 asked for IPv4 explicitly: still nothing.
+    assert not [k for k in ports if k[2] == 9191]
+
+
+def test_a_container_on_two_networks_is_published_on_the_first_by_name(inspect: dict[str, Any]) -> None:
+    ports = published(inspect)
+    assert {v[2] for k, v in ports.items() if v[0] == "web"} == {"ula1"}
+    for ep_name in ("ula1", "ula2"):
+        assert any(ep.container_name == "web" and ep.network_name == ep_name
+                   for ep in docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"]).endpoints)
+
+
+def test_the_v6nat_network_label_picks_the_network(inspect: dict[str, Any]) -> None:
+    container(inspect, "web")["Config"]["Labels"] = {"v6nat.network": "ula2"}
+    state = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    web = [m for m in state.mappings if m.container_name == "web"]
+    assert web and {m.network_name for m in web} == {"ula2"}
+    assert {m.container_addr for m in web} == {IPv6Address("fd00:2::2")}
+    # ula2's host_binding_ipv6 now applies to web's wildcard bindings
+    assert {m.host_addr for m in web} == {HOST}
+
+
+def test_a_label_naming_another_network_falls_back_and_says_so(inspect: dict[str, Any]) -> None:
+    container(inspect, "web")["Config"]["Labels"] = {"v6nat.network": "nope"}
+    state = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    assert {m.network_name for m in state.mappings if m.container_name == "web"} == {"ula1"}
+    assert any("v6nat.network='nope'" in p for p in state.problems)
+
+
+def test_stopped_containers_publish_nothing(inspect: dict[str, Any]) -> None:
+    container(inspect, "web")["State"]["Running"] = False
+    assert not [v for v in published(inspect).values() if v[0] == "web"]
+
+
+def test_internal_networks_are_managed_but_never_published_on(inspect: dict[str, Any]) -> None:
+    net = next(n for n in inspect["networks_verbose"] if n["Name"] == "ula1")
+    net["Internal"] = True
+    state = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    assert next(n for n in state.networks if n.name == "ula1").internal
+    # web falls back to ula2 (its other network); range has no other network
+    assert {m.network_name for m in state.mappings if m.container_name == "web"} == {"ula2"}
+    assert not [m for m in state.mappings if m.container_name == "range"]
+
+
+def test_ids_are_stable_and_distinct(inspect: dict[str, Any]) -> None:
+    first = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    moved = copy.deepcopy(inspect)
+    web = container(moved, "web")
+    web["Id"] = "f" * 64  # the container replaced by a new one with another address
+    web["NetworkSettings"]["Networks"]["ula1"]["GlobalIPv6Address"] = "fd00:1::99"
+    second = docker_state_from_inspect(moved["networks_verbose"], moved["containers"])
+    ids1 = {m.key: m.mapping_id for m in first.mappings}
+    ids2 = {m.key: m.mapping_id for m in second.mappings}
+    assert ids1 == ids2 and len(set(ids1.values())) == len(ids1) and 0 not in ids1.values()
+    assert {m.container_addr for m in second.mappings if m.container_name == "web"} == {IPv6Address("fd00:1::99")}
+    assert [n.network_id for n in first.networks] == [n.network_id for n in second.networks]
+
+
+def test_desired_state_joins_docker_and_host(inspect: dict[str, Any]) -> None:
+    docker = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    ula1 = next(n for n in docker.networks if n.name == "ula1")
+    host = HostState(public=(PublicInterface(2, "pub0", (HOST, IPv6Address("2001:db8:1::2:1"))),),
+                     links=(("lo", 1), ("pub0", 2), (ula1.bridge, 7)))
+    desired = model.desired_state(docker, host)
+    # brula2 does not exist yet: no route, no attachment until it appears
+    assert desired.bridges == (ula1.bridge,)
+    assert [(r.prefix, r.bridge_ifindex, r.masquerade) for r in desired.routes] == [(IPv6Network("fd00:1::/64"), 7, True)]
+    assert desired.public_ifaces == ((2, HOST),)
+    assert dict(desired.host_addrs) == {HOST: 2, IPv6Address("2001:db8:1::2:1"): 2}
+    assert desired.public_names == ("pub0",)
+    assert desired.mappings == docker.mappings
+
+
+def test_an_interface_without_address_is_reported() -> None:
+    desired = model.desired_state(model.DockerState(), HostState(public=(PublicInterface(2, "pub0", ()),)))
+    assert desired.public_ifaces == () and desired.public_names == ("pub0",)
+    assert any("pub0" in p for p in desired.problems)

@@ -1,0 +1,85 @@
+"""A small published world in a real Datapath, and real packets run through its programs, for the metrics tests and bench.
+
+The packets go through BPF_PROG_TEST_RUN in the calling thread, so pinning the thread to a CPU
+(os.sched_setaffinity) decides which per-CPU counter slot they land in.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network
+from typing import Iterator
+
+from scapy.layers.inet import TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+
+from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
+from v6nat_ebpf.datapath.testrun import run_program
+from v6nat_ebpf.metrics import ControlPlaneStats, MappingLabels
+
+HOST = IPv6Address("2001:db8:1::1")
+CLIENT = IPv6Address("2001:db8:9::2")
+ULA = IPv6Network("fd00:ca7e:1::/64")
+PUBLIC_IFINDEX = 1  # the programs only compare it with the map's key; nothing is attached by test runs
+BRIDGE_IFINDEX = 2
+
+
+@dataclass(frozen=True)
+class Published:
+    mapping_id: int
+    host_port: int
+    container_addr: IPv6Address
+    labels: MappingLabels
+
+
+def publish_world(dp: Datapath, stats: ControlPlaneStats, count: int = 1, first_port: int = 8080) -> list[Published]:
+    """Host address, one ULA network and `count` TCP mappings host_port -> container:80; labels told to `stats`."""
+    dp.host_addrs.put(HOST, PUBLIC_IFINDEX)
+    dp.public_ifaces.put(PUBLIC_IFINDEX, HOST)
+    dp.networks.put(ULA, NetworkEntry(network_id=1, bridge_ifindex=BRIDGE_IFINDEX, masquerade=True, icc=True, internal=False, snat_addr=None))
+    published = [
+        Published(i + 1, first_port + i, ULA[2 + i], MappingLabels("tcp", first_port + i, f"web{i}", "ula"))
+        for i in range(count)
+    ]
+    dp.dnat.put_many([(DnatKey(proto=6, host_addr=None, host_port=p.host_port), DnatTarget(addr=p.container_addr, port=80, mapping_id=p.mapping_id)) for p in published])
+    stats.set_mappings({p.mapping_id: p.labels for p in published})
+    return published
+
+
+def unpublish(dp: Datapath, stats: ControlPlaneStats, published: list[Published]) -> None:
+    dp.dnat.delete_many([DnatKey(proto=6, host_addr=None, host_port=p.host_port) for p in published])
+    stats.set_mappings({})
+
+
+def syn_to(port: int, sport: int) -> bytes:
+    """A client's TCP SYN to the host's public address: DNAT if `port` is published."""
+    return bytes(Ether() / IPv6(src=str(CLIENT), dst=str(HOST)) / TCP(sport=sport, dport=port, flags="S"))
+
+
+def straight_to_ula(sport: int) -> bytes:
+    """A client's packet addressed straight to a container's ULA address: dropped as direct_ula."""
+    return bytes(Ether() / IPv6(src=str(CLIENT), dst=str(ULA[2])) / UDP(sport=sport, dport=53))
+
+
+def not_ours(sport: int) -> bytes:
+    """Traffic between two outside addresses: passed untouched."""
+    return bytes(Ether() / IPv6(src=str(CLIENT), dst="2001:db8:7::7") / UDP(sport=sport, dport=53))
+
+
+def public_ingress(dp: Datapath, packet: bytes) -> int:
+    """Run the public interface's ingress program on one packet (repeat 1); returns the TC verdict."""
+    return run_program(dp, "v6nat_public_ingress", packet).retval
+
+
+@contextmanager
+def on_cpu(cpu: int) -> Iterator[None]:
+    """Pin the calling thread to one CPU (BPF_PROG_TEST_RUN runs where its caller runs)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

@@ -1,0 +1,128 @@
+"""The `v6nat` command as a user meets it: help, version, check, demo, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from v6nat_ebpf import __version__
+from v6nat_ebpf.lab import Lab, LabConfig, leftovers_of
+
+V6NAT = str(Path(sys.executable).parent / "v6nat")
+FINDING = re.compile(r"^(ok|warn|fail) +(\S.*?)  +(.*)$")
+MACHINE_OK = ["kernel", "BTF", "capabilities", "bpf() syscall", "clsact/cls_bpf", "kernel headers", "bcc"]
+
+
+def v6nat(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([V6NAT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def findings(output: str) -> dict[str, str]:
+    """what -> status; every line must be a finding."""
+    found = {}
+    for line in output.splitlines():
+        match = FINDING.match(line)
+        assert match, f"not a finding line: {line!r}"
+        found[match[2].strip()] = match[1]
+    return found
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -> None:
+    assert result.returncode == code, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("v6nat"), result.stderr
+
+
+def test_help_lists_commands_and_examples() -> None:
+    result = v6nat("--help")
+    assert result.returncode == 0
+    for command in ("check", "demo", "lab"):
+        assert re.search(rf"^\s+{command}\s", result.stdout, re.M), command
+    assert "examples:" in result.stdout and "sudo v6nat demo" in result.stdout
+
+
+def test_version() -> None:
+    result = v6nat("--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"v6nat {__version__}")
+
+
+def test_check_reports_this_machine_ready() -> None:
+    result = v6nat("check")
+    found = findings(result.stdout)
+    assert {what: found.get(what) for what in MACHINE_OK} == {what: "ok" for what in MACHINE_OK}, result.stdout
+    # No dockerd serves the default socket here (labs run their own): a warning, not a failure.
+    assert found["Docker"] == "warn"
+    assert result.returncode == 0, result.stdout
+
+
+def test_check_fails_for_an_unreachable_docker_host_given_explicitly() -> None:
+    result = v6nat("check", "--docker-host", "unix:///nonexistent/docker.sock", "--json")
+    by_what = {f["what"]: f for f in json.loads(result.stdout)}
+    assert by_what["Docker"]["status"] == "fail"
+    assert "/nonexistent/docker.sock" in by_what["Docker"]["detail"]
+    assert result.returncode == 1
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("config, proxy, ip6tables", [
+    (LabConfig(userland_proxy=True), "warn", "ok"),
+    (LabConfig(userland_proxy=False, ip6tables=True), "ok", "warn"),
+])
+def test_check_flags_docker_settings_that_conflict(config: LabConfig, proxy: str, ip6tables: str) -> None:
+    with Lab(config) as lab:
+        found = findings(v6nat("check", "--docker-host", lab.docker_url).stdout)
+    assert found["Docker"] == "ok"
+    assert (found["Docker userland-proxy"], found["Docker ip6tables"]) == (proxy, ip6tables)
+
+
+@pytest.mark.parametrize("args", [
+    ["frobnicate"],
+    ["check", "--no-such-flag"],
+    ["check", "--docker-host"],
+    [],
+    ["lab"],
+])
+def test_bad_input_is_one_line_and_exit_2(args: list[str]) -> None:
+    assert_one_line_error(v6nat(*args), 2)
+
+
+def test_error_from_the_library_is_one_line_and_exit_1() -> None:
+    # As an unprivileged user, `lab cleanup` refuses with a V6natError.
+    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             V6NAT, "lab", "cleanup"], capture_output=True, text=True, timeout=60)
+    assert_one_line_error(result, 1)
+    assert "root" in result.stderr
+
+
+@pytest.mark.lab
+def test_demo_shows_the_internal_address_and_leaves_nothing() -> None:
+    result = v6nat("demo")
+    assert result.returncode == 0, result.stderr
+    assert "the container saw fd00:ca7e:d09e::1, not the client's 2001:db8:1::2" in result.stdout
+    assert "no answer within" in result.stdout
+    for name in re.findall(r"lab (v6l-[0-9a-f]{6})", result.stdout):
+        assert leftovers_of(name) == []
+
+
+@pytest.mark.lab
+def test_demo_interrupted_by_ctrl_c_exits_130_and_tears_down() -> None:
+    proc = subprocess.Popen([V6NAT, "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    name = None
+    for line in proc.stdout:
+        if match := re.search(r"lab (v6l-[0-9a-f]{6})", line):
+            name = match[1]
+            break
+    assert name, "the demo never brought a lab up"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr
+    assert leftovers_of(name) == []

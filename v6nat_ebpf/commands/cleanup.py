@@ -1,0 +1,31 @@
+"""`v6nat cleanup`: remove every filter, pin and sysctl change v6nat made in this namespace, nothing else.
+
+Must not import at module level: bcc (it loads in the command).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from v6nat_ebpf.config import add_pin_path_argument
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from v6nat_ebpf.datapath import Datapath
+    from v6nat_ebpf.host_source import PortReservation
+
+    Datapath.cleanup(args.pin_path)
+    released = PortReservation(args.pin_path).release()
+    print(f"removed v6nat's filters and pins under {args.pin_path}"
+          + ("; SNAT ports released from ip_local_reserved_ports" if released else ""))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "cleanup", help="remove v6nat's filters, pins and port reservation (stop `v6nat run` first)",
+        description="Detach every v6nat filter in this network namespace, remove the pins under --pin-path and "
+                    "give back the SNAT ports reserved in ip_local_reserved_ports. Other tools' filters, "
+                    "qdiscs and sysctls are left alone. Published ports stop working until `v6nat run` again.")
+    add_pin_path_argument(parser)
+    parser.set_defaults(func=cmd_cleanup)

@@ -1,0 +1,89 @@
+"""`v6nat flows`: the conntrack entries of the datapath, one line per flow, like `conntrack -L`.
+
+Reads the pinned maps (no daemon needed). Filters narrow by protocol, kind,
+address (either end, before or after translation) and port.
+
+Must not import at module level: bcc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import json
+from typing import Any
+
+from v6nat_ebpf.config import add_pin_path_argument
+
+PROTOS = {"tcp": 6, "udp": 17, "icmpv6": 58}
+PROTO_NAMES = {number: name for name, number in PROTOS.items()}
+
+
+def _tuple_text(t: Any) -> str:
+    return f"src={t.saddr} dst={t.daddr} sport={t.sport} dport={t.dport}"
+
+
+def flow_line(flow: Any) -> str:
+    proto = PROTO_NAMES.get(flow.proto, str(flow.proto))
+    return (f"{proto:<6} {flow.proto:<3} {flow.kind:<7} {flow.state:<12} {_tuple_text(flow.original)} "
+            f"{_tuple_text(flow.translated)} packets={flow.packets} bytes={flow.bytes} age={flow.age_s:.0f}s")
+
+
+def _matches(flow: Any, args: argparse.Namespace) -> bool:
+    ends = (flow.original, flow.translated)
+    if args.proto is not None and flow.proto != PROTOS[args.proto]:
+        return False
+    if args.kind is not None and flow.kind != args.kind:
+        return False
+    if args.addr is not None and not any(args.addr in (t.saddr, t.daddr) for t in ends):
+        return False
+    if args.port is not None and not any(args.port in (t.sport, t.dport) for t in ends):
+        return False
+    return True
+
+
+def _address(text: str) -> ipaddress.IPv6Address:
+    try:
+        return ipaddress.IPv6Address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv6 address") from None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
+    return int(text)
+
+
+def _json_value(value: Any) -> Any:
+    return str(value) if isinstance(value, ipaddress.IPv6Address) else value
+
+
+def cmd_flows(args: argparse.Namespace) -> int:
+    from v6nat_ebpf.commands import open_pinned_datapath
+
+    flows = [f for f in open_pinned_datapath(args.pin_path).flows() if _matches(f, args)]
+    if args.json:
+        print(json.dumps([dataclasses.asdict(f, dict_factory=lambda kv: {k: _json_value(v) for k, v in kv})
+                          for f in flows], indent=2))
+    else:
+        for flow in flows:
+            print(flow_line(flow))
+        print(f"v6nat flows: {len(flows)} flow entries shown")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "flows", help="list conntrack entries (like conntrack -L)",
+        description="List the datapath's tracked flows: the original tuple, then the translated one.",
+        epilog="examples:\n  v6nat flows --proto tcp --port 8080\n  v6nat flows --kind snat --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print the flows as JSON")
+    parser.add_argument("--proto", choices=sorted(PROTOS), help="only this protocol")
+    parser.add_argument("--kind", choices=("dnat", "snat", "hairpin"), help="only this kind of translation")
+    parser.add_argument("--addr", type=_address, help="only flows with this address at either end")
+    parser.add_argument("--port", type=_port, help="only flows with this port at either end")
+    add_pin_path_argument(parser)
+    parser.set_defaults(func=cmd_flows)

@@ -1,0 +1,170 @@
+"""Options of `v6nat run` (and the `--pin-path` the other commands share): flags, V6NAT_* env, validation.
+
+Lives here: `RunOptions` (the validated, frozen options of one daemon), the
+argparse wiring that gives every flag its `V6NAT_<FLAG>` environment
+equivalent, and the parsers of port ranges and listen addresses, each failing
+with one line.
+
+Precedence: a flag on the command line beats its environment variable, which
+beats the default. Repeatable `--public-iface` takes a comma-separated list
+in V6NAT_PUBLIC_IFACE.
+
+Must not import: docker, pyroute2, bcc, datapath (parsing only, so `--help` stays fast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from v6nat_ebpf.errors import V6natError
+
+DEFAULT_PIN_PATH = "/sys/fs/bpf/v6nat"
+DEFAULT_METRICS_LISTEN = "[::1]:9661"
+DEFAULT_SNAT_PORTS = "61000-65535"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+IFNAME = re.compile(r"^[^/\s:]{1,15}$")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What one `v6nat run` was asked to do."""
+
+    public_ifaces: tuple[str, ...]
+    docker_host: str | None = None
+    metrics_listen: str | None = DEFAULT_METRICS_LISTEN  # None: no metrics server
+    snat_ports: tuple[int, int] = (61000, 65535)
+    pin_path: str = DEFAULT_PIN_PATH
+    log_format: str = "text"
+    log_level: str = "info"
+    detach_on_exit: bool = False
+    resync_interval_s: float = 30.0
+    gc_interval_s: float = 10.0
+
+    @property
+    def log_level_number(self) -> int:
+        return int(getattr(logging, self.log_level.upper()))
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """'61000-65535' -> (61000, 65535); V6natError unless 1 <= min <= max <= 65535."""
+    match = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", text)
+    if not match:
+        raise V6natError(f"malformed port range {text!r}: expected MIN-MAX, e.g. 61000-65535")
+    lo, hi = int(match[1]), int(match[2])
+    if not 1024 <= lo <= hi <= 65535:
+        raise V6natError(f"port range {text!r}: need 1024 <= MIN <= MAX <= 65535")
+    return lo, hi
+
+
+def parse_ifnames(values: list[str]) -> tuple[str, ...]:
+    """Repeated and/or comma-separated interface names, deduplicated in order."""
+    names: list[str] = []
+    for value in values:
+        for name in filter(None, (part.strip() for part in value.split(","))):
+            if not IFNAME.match(name):
+                raise V6natError(f"malformed interface name {name!r}")
+            if name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+def env(name: str) -> str | None:
+    value = os.environ.get(f"V6NAT_{name}")
+    return value if value not in (None, "") else None
+
+
+def _env_flag(name: str) -> bool:
+    value = env(name)
+    if value is None:
+        return False
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise V6natError(f"V6NAT_{name}={value!r}: expected true or false")
+
+
+def _as_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse `type` from a parser raising V6natError (argparse then prints one usage line)."""
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except V6natError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise V6natError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def add_pin_path_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pin-path", metavar="DIR", default=env("PIN_PATH") or DEFAULT_PIN_PATH,
+                        help=f"bpffs directory of the pinned maps (env V6NAT_PIN_PATH; default {DEFAULT_PIN_PATH})")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--public-iface", metavar="IFACE", action="append", default=[],
+                        help="interface facing the outside; repeatable (env V6NAT_PUBLIC_IFACE, comma-separated)")
+    parser.add_argument("--docker-host", metavar="URL", default=env("DOCKER_HOST"),
+                        help="Docker API (env V6NAT_DOCKER_HOST; default $DOCKER_HOST or unix:///var/run/docker.sock)")
+    parser.add_argument("--metrics-listen", metavar="[ADDR]:PORT",
+                        default=env("METRICS_LISTEN") or DEFAULT_METRICS_LISTEN,
+                        help=f"serve /metrics, /healthz, /readyz, /status here, 'off' for none "
+                             f"(env V6NAT_METRICS_LISTEN; default {DEFAULT_METRICS_LISTEN})")
+    parser.add_argument("--snat-ports", metavar="MIN-MAX", type=_as_type(parse_port_range),
+                        default=env("SNAT_PORTS") or DEFAULT_SNAT_PORTS,
+                        help=f"source ports for masqueraded flows, kept out of the host's ephemeral range "
+                             f"(env V6NAT_SNAT_PORTS; default {DEFAULT_SNAT_PORTS})")
+    add_pin_path_argument(parser)
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=env("LOG_FORMAT") or "text",
+                        help="log lines as text or one JSON object each (env V6NAT_LOG_FORMAT)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, default=env("LOG_LEVEL") or "info",
+                        help="(env V6NAT_LOG_LEVEL; default info)")
+    parser.add_argument("--detach-on-exit", action="store_true", default=None,
+                        help="on SIGTERM also remove the programs, pins and port reservation "
+                             "(default: leave the datapath serving; env V6NAT_DETACH_ON_EXIT)")
+    parser.add_argument("--resync-interval", metavar="SECONDS", type=_as_type(_positive_seconds),
+                        default=env("RESYNC_INTERVAL") or "30",
+                        help="full resync with Docker this often, to catch a missed event (env V6NAT_RESYNC_INTERVAL)")
+    parser.add_argument("--gc-interval", metavar="SECONDS", type=_as_type(_positive_seconds),
+                        default=env("GC_INTERVAL") or "10",
+                        help="expire conntrack entries this often (env V6NAT_GC_INTERVAL)")
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """RunOptions from parsed arguments (flags already merged with V6NAT_* defaults)."""
+    ifaces = parse_ifnames(args.public_iface or ([env("PUBLIC_IFACE")] if env("PUBLIC_IFACE") else []))
+    if not ifaces:
+        raise V6natError("--public-iface is required (or V6NAT_PUBLIC_IFACE)")
+    if args.log_format not in LOG_FORMATS:
+        raise V6natError(f"log format {args.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
+    if args.log_level not in LOG_LEVELS:
+        raise V6natError(f"log level {args.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
+    listen = args.metrics_listen
+    detach = args.detach_on_exit if args.detach_on_exit is not None else _env_flag("DETACH_ON_EXIT")
+    return RunOptions(
+        public_ifaces=ifaces,
+        docker_host=args.docker_host,
+        metrics_listen=None if listen.lower() in ("off", "none", "") else listen,
+        snat_ports=args.snat_ports,
+        pin_path=args.pin_path,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        detach_on_exit=detach,
+        resync_interval_s=args.resync_interval,
+        gc_interval_s=args.gc_interval,
+    )

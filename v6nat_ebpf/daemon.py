@@ -1,0 +1,288 @@
+"""`v6nat run`: the daemon that keeps the datapath equal to what Docker and the host say.
+
+Lives here: start-up checks (one-line errors), logging set-up (text or JSON),
+and `Daemon`, which wires the sources to the reconciler:
+
+    docker_source thread (events) ─┐
+    host_source thread (netlink)  ─┼─> pending kinds + a wake-up pipe ─> main loop:
+    SIGHUP, resync and GC timers  ─┘      read host state, DockerState -> desired_state -> Reconciler.apply
+
+One loop does every map write, so there is no write race; the source threads
+only refresh their caches and poke the loop. SIGTERM/SIGINT stop cleanly and
+leave the datapath serving (unless --detach-on-exit); SIGHUP forces a full
+resync with Docker.
+
+May import everything below it (config, model, sources, reconciler, datapath, metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from v6nat_ebpf.config import RunOptions
+from v6nat_ebpf.docker_source import DockerSource
+from v6nat_ebpf.errors import V6natError
+from v6nat_ebpf.host_source import HostWatcher, PortReservation, forwarding_warnings, read_host_state
+from v6nat_ebpf.model import DesiredState, desired_state
+from v6nat_ebpf.reconciler import Reconciler
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_ERROR_S = 1.0
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": round(record.created, 3), "level": record.levelname.lower(),
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(log_format: str, level: int) -> None:
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def check_can_run() -> None:
+    """Fail with one line when this process cannot load BPF programs (privileges, bcc, headers)."""
+    from v6nat_ebpf import preflight  # its checks report instead of raising; turn a "fail" into an error
+
+    for check in (preflight.check_capabilities, preflight.check_bcc, preflight.check_headers):
+        finding = check()
+        if finding.status == "fail":
+            raise V6natError(f"{finding.what}: {finding.detail}")
+
+
+class Waker:
+    """A self-pipe: any thread (and, through set_wakeup_fd, any signal) wakes the main loop."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+
+    def poke(self) -> None:
+        try:
+            os.write(self.write_fd, b"!")
+        except BlockingIOError:
+            pass  # already full of pokes: the loop will wake anyway
+
+    def wait(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.read_fd], [], [], max(timeout, 0.0))
+        if ready:
+            try:
+                while os.read(self.read_fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+class Daemon:
+    """One running v6nat: owns the sources, the reconciler and the timers for an open Datapath."""
+
+    def __init__(self, opts: RunOptions, dp: Any, stats: Any = None) -> None:
+        self.opts = opts
+        self.dp = dp
+        self.stats = stats
+        self.reconciler = Reconciler(dp)
+        self.waker = Waker()
+        self._pending: set[str] = set()
+        self._pending_lock = threading.Lock()
+        self._stopping = False
+        self._hup = False
+        self._docker_up = False
+        self._last_problems: frozenset[str] = frozenset()
+        self._last_mapping_ids: frozenset[int] | None = None
+        self.docker = DockerSource(opts.docker_host, self._docker_event, self._docker_connection)
+        self.watcher = HostWatcher(self._request)
+        self.syncs = 0
+
+    # ------------------------------------------------------------ called from other threads
+
+    def _request(self, kind: str) -> None:
+        with self._pending_lock:
+            self._pending.add(kind)
+        self.waker.poke()
+
+    def _docker_event(self, kind: str) -> None:
+        if self.stats is not None and kind != "resync":
+            self.stats.event_handled(kind)
+        self._request(kind)
+
+    def _docker_connection(self, up: bool) -> None:
+        self._docker_up = up
+        if self.stats is not None:
+            self.stats.docker_connected(up)
+
+    def _take_pending(self) -> set[str]:
+        with self._pending_lock:
+            kinds, self._pending = self._pending, set()
+        return kinds
+
+    # ------------------------------------------------------------ signals (main thread)
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._hup = True
+
+    def stop(self) -> None:
+        """Ask the loop to stop (from any thread)."""
+        self._stopping = True
+        self.waker.poke()
+
+    # ------------------------------------------------------------ the loop
+
+    def serve(self) -> None:
+        """Run until SIGTERM/SIGINT or stop(); the datapath keeps serving afterwards."""
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+            signal.signal(signal.SIGTERM, self._on_stop_signal)
+            signal.signal(signal.SIGINT, self._on_stop_signal)
+            signal.signal(signal.SIGHUP, self._on_hup)
+            previous_fd = signal.set_wakeup_fd(self.waker.write_fd)
+        try:
+            self._loop()
+        finally:
+            self.watcher.stop()
+            self.docker.stop()
+            if in_main:
+                signal.set_wakeup_fd(previous_fd)
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+            self.waker.close()
+
+    def _loop(self) -> None:
+        self.watcher.start()
+        self.docker.start()
+        self._request("startup")
+        now = time.monotonic()
+        next_resync, next_gc, retry_at = now + self.opts.resync_interval_s, now + self.opts.gc_interval_s, None
+        while not self._stopping:
+            deadline = min(t for t in (next_resync, next_gc, retry_at) if t is not None)
+            self.waker.wait(deadline - time.monotonic())
+            if self._stopping:
+                break
+            now = time.monotonic()
+            if self._hup or (now >= next_resync and self._docker_up):
+                log.info("full resync with Docker (%s)", "SIGHUP" if self._hup else "timer")
+                self._hup = False
+                self.docker.resync()
+            if now >= next_resync:
+                next_resync = now + self.opts.resync_interval_s
+            if now >= next_gc:
+                self._collect_garbage()
+                next_gc = now + self.opts.gc_interval_s
+            kinds = self._take_pending()
+            if retry_at is not None and now >= retry_at:
+                kinds.add("retry")
+                retry_at = None
+            if kinds:
+                try:
+                    self.sync(kinds)
+                except Exception:  # the daemon must outlive any one failed pass; the next one repairs
+                    log.exception("reconcile failed; retrying in %.0f s", RETRY_AFTER_ERROR_S)
+                    retry_at = time.monotonic() + RETRY_AFTER_ERROR_S
+        log.info("stopping (the datapath keeps serving%s)", ", until cleanup" if not self.opts.detach_on_exit else "")
+
+    def _collect_garbage(self) -> None:
+        try:
+            removed = self.dp.gc()
+        except (OSError, V6natError) as exc:
+            log.warning("conntrack GC failed: %s", exc)
+            return
+        if removed:
+            log.debug("conntrack GC removed %d flows", removed)
+        if self.stats is not None:
+            self.stats.gc_ran(removed)
+
+    def desired(self) -> DesiredState:
+        return desired_state(self.docker.state(), read_host_state(self.opts.public_ifaces, strict=False))
+
+    def sync(self, kinds: set[str]) -> None:
+        """One reconcile pass: the current host and Docker state into the maps."""
+        desired = self.desired()
+        problems = frozenset(desired.problems)
+        for problem in sorted(problems - self._last_problems):
+            log.warning("%s", problem)
+        self._last_problems = problems
+        summary = self.reconciler.apply(desired, docker_known=self.docker.known)
+        self.syncs += 1
+        if self.stats is not None:
+            self._report(desired, summary.seconds, summary.errors, "resync" in kinds and self.docker.known)
+
+    def _report(self, desired: DesiredState, seconds: float, errors: int, resynced: bool) -> None:
+        from v6nat_ebpf.metrics import MappingLabels, protocol_name
+
+        stats = self.stats
+        stats.observe_reconcile(seconds, errors)
+        roles = {name: "public" for name in desired.public_names}
+        if self.docker.known:
+            roles.update({name: "bridge" for name in desired.bridges})
+        stats.expect_interfaces(roles)
+        ids = frozenset(m.mapping_id for m in desired.mappings)
+        if self.docker.known and ids != self._last_mapping_ids:
+            stats.set_mappings({m.mapping_id: MappingLabels(protocol=protocol_name(m.proto), host_port=m.host_port,
+                                                            container=m.container_name, network=m.network_name)
+                                for m in desired.mappings})
+            self._last_mapping_ids = ids
+        if resynced:
+            stats.resynced()
+
+
+def run(opts: RunOptions) -> int:
+    """`v6nat run`: check, open (or adopt) the datapath, serve until told to stop."""
+    configure_logging(opts.log_format, opts.log_level_number)
+    check_can_run()
+    read_host_state(opts.public_ifaces)  # unknown interface -> one line, before anything is loaded
+    for warning in forwarding_warnings(opts.public_ifaces):
+        log.warning("%s", warning)
+
+    from v6nat_ebpf.datapath import Datapath, DatapathConfig  # bcc: imported only when running
+
+    lo, hi = opts.snat_ports
+    dp = Datapath.open(pin_path=opts.pin_path, config=DatapathConfig(snat_port_min=lo, snat_port_max=hi))
+    from v6nat_ebpf.metrics import ControlPlaneStats, start_metrics_server
+
+    stats = ControlPlaneStats()
+    stats.maps_adopted()
+    reservation = PortReservation(opts.pin_path)
+    reservation.reserve(lo, hi)
+    server = start_metrics_server(opts.metrics_listen, dp, stats) if opts.metrics_listen else None
+    log.info("v6nat serving: public %s, Docker %s, pins %s", ",".join(opts.public_ifaces),
+             opts.docker_host or "default", opts.pin_path)
+    daemon = Daemon(opts, dp, stats)
+    try:
+        daemon.serve()
+    finally:
+        if server is not None:
+            server.shutdown()
+        if opts.detach_on_exit:
+            Datapath.cleanup(opts.pin_path)
+            reservation.release()
+            log.info("detached: programs, pins and port reservation removed")
+    return 0

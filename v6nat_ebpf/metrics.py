@@ -1,0 +1,651 @@
+"""What a v6nat daemon shows about itself: Prometheus metrics, health endpoints, the status snapshot.
+
+Lives here:
+- `ControlPlaneStats`: the few facts only the daemon knows (Docker connection, events, reconcile
+  timings, resyncs, GC runs, readiness, the labels of each published mapping). The daemon calls its
+  methods; it is thread-safe.
+- `take_snapshot(dp, stats)`: every number, read at call time from the datapath's BPF maps and from
+  `ControlPlaneStats`, as one frozen `Snapshot`. The collector and `v6nat status` both use it, so a
+  person and Prometheus see the same figures.
+- `V6natCollector`: a prometheus-client custom collector turning a fresh `Snapshot` into metric
+  families on every scrape (no polling loop, no cached copies).
+- `start_metrics_server(listen, dp, stats)`: `/metrics`, `/healthz`, `/readyz` and `/status`
+  (the snapshot as JSON) on a per-daemon `CollectorRegistry`.
+
+Must not import: docker, pyroute2, the daemon, the reconciler or the CLI. It reads the datapath only
+through the read methods listed in `DatapathReader`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import json
+import logging
+import platform
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socket import AF_INET, AF_INET6
+from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
+
+import bcc
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+
+from v6nat_ebpf import __version__
+from v6nat_ebpf.errors import V6natError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "[::1]:9661"
+
+# Datapath counter ids (see datapath-api.md) and how they are exported.
+TRANSLATION_KINDS = ("dnat", "snat", "hairpin", "reverse")
+PASS_COUNTER = "pass"
+DROP_PREFIX = "drop_"
+SNAT_EXHAUSTED_REASON = "ports_exhausted"
+# The other datapath counters (bpf/v6nat.h V6NAT_ACTIONS), each its own metric; a counter missing
+# from this table is still exported, as v6nat_datapath_events_total{event="<name>"}.
+EVENT_METRICS = {
+    "icmp_error": ("v6nat_icmp_errors_translated_total", "ICMPv6 errors quoting a flow, translated."),
+    "fragment": ("v6nat_fragments_translated_total", "Non-first fragments of a flow, translated."),
+    "malformed": ("v6nat_malformed_packets_total", "Unparsable packets, passed untranslated."),
+    "new_flow": ("v6nat_conntrack_created_flows_total", "Conntrack flows (entry pairs) created."),
+    "ct_rebuilt": (
+        "v6nat_conntrack_rebuilt_halves_total",
+        "Conntrack halves found missing (evicted by the LRU) and rebuilt from the other half.",
+    ),
+}
+
+PROTOCOL_NAMES = {6: "tcp", 17: "udp", 58: "icmpv6"}
+
+RECONCILE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+MAPPING_LABELS = ("protocol", "host_port", "container", "network")
+
+
+class DatapathReader(Protocol):
+    """The read side of `v6nat_ebpf.datapath.Datapath` that metrics use (see datapath-api.md)."""
+
+    def counters(self) -> dict[str, int]: ...
+    def mapping_stats(self) -> dict[int, tuple[int, int]]: ...
+    def map_fill(self) -> dict[str, tuple[int, int]]: ...
+    def flows(self) -> list[Any]: ...
+    def attached(self) -> dict[str, str]: ...
+    @property
+    def config(self) -> Any: ...  # DatapathConfig: snat_port_min, snat_port_max
+
+
+def protocol_name(proto: int) -> str:
+    """IP protocol number -> the label value used everywhere in metrics ("tcp", "udp", "icmpv6")."""
+    return PROTOCOL_NAMES.get(proto, str(proto))
+
+
+@dataclass(frozen=True)
+class MappingLabels:
+    """How one published mapping is labelled: protocol ("tcp"/"udp"), host port, container name, network name."""
+
+    protocol: str
+    host_port: int
+    container: str
+    network: str
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A finished histogram: cumulative counts per upper bound (the last bound is +Inf), sum and count."""
+
+    buckets: tuple[tuple[float, int], ...]
+    sum: float
+    count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "buckets": {_bound_text(le): n for le, n in self.buckets},
+            "sum": self.sum,
+            "count": self.count,
+        }
+
+
+@dataclass
+class _HistogramAccumulator:
+    bounds: tuple[float, ...]
+    counts: list[int] = field(init=False)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def finish(self) -> Histogram:
+        cumulative, running = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts):
+            running += n
+            cumulative.append((bound, running))
+        return Histogram(tuple(cumulative), self.total, running)
+
+
+@dataclass(frozen=True)
+class ControlPlaneView:
+    """A consistent copy of `ControlPlaneStats` taken at one instant."""
+
+    maps_adopted: bool
+    expected_interfaces: Mapping[str, str]
+    docker_connected: bool
+    first_sync_done: bool
+    last_resync_s: float
+    docker_events: Mapping[str, int]
+    reconcile: Histogram
+    map_write_errors: int
+    gc_runs: int
+    gc_removed: int
+    mappings: Mapping[int, MappingLabels]
+
+
+class ControlPlaneStats:
+    """Facts the daemon reports as it runs; read by the collector, `/readyz` and `/status`.
+
+    Every method is cheap and thread-safe; call them from whichever thread does the work.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._maps_adopted = False
+        self._expected_interfaces: dict[str, str] = {}
+        self._docker_connected = False
+        self._first_sync_done = False
+        self._last_resync_s = 0.0
+        self._docker_events: Counter[str] = Counter()
+        self._reconcile = _HistogramAccumulator(RECONCILE_BUCKETS_S)
+        self._map_write_errors = 0
+        self._gc_runs = 0
+        self._gc_removed = 0
+        self._mappings: dict[int, MappingLabels] = {}
+
+    def maps_adopted(self, adopted: bool = True) -> None:
+        """The datapath's maps are created or adopted (after `Datapath.open`)."""
+        with self._lock:
+            self._maps_adopted = adopted
+
+    def expect_interfaces(self, roles: Mapping[str, str]) -> None:
+        """The interfaces the daemon means to have programs on: ifname -> "public" | "bridge" (replaces the set)."""
+        with self._lock:
+            self._expected_interfaces = dict(roles)
+
+    def docker_connected(self, up: bool) -> None:
+        """The Docker event stream is up (True) or lost (False)."""
+        with self._lock:
+            self._docker_connected = up
+
+    def event_handled(self, kind: str) -> None:
+        """One Docker event was handled; `kind` is from a small fixed vocabulary (e.g. "container_start")."""
+        with self._lock:
+            self._docker_events[kind] += 1
+
+    def observe_reconcile(self, seconds: float, write_errors: int = 0) -> None:
+        """One reconcile pass took `seconds`; `write_errors` map writes in it failed."""
+        with self._lock:
+            self._reconcile.observe(seconds)
+            self._map_write_errors += write_errors
+
+    def resynced(self, now: float | None = None) -> None:
+        """A full resync with Docker succeeded at `now` (Unix time, default: the current time)."""
+        with self._lock:
+            self._first_sync_done = True
+            self._last_resync_s = time.time() if now is None else now
+
+    def gc_ran(self, removed: int) -> None:
+        """One conntrack GC pass ran and removed `removed` flows."""
+        with self._lock:
+            self._gc_runs += 1
+            self._gc_removed += removed
+
+    def set_mappings(self, mappings: Mapping[int, MappingLabels]) -> None:
+        """The published mappings now in the datapath: mapping_id -> labels (replaces the set).
+
+        Per-mapping series exist exactly for these ids, so a removed mapping's series go with it.
+        """
+        with self._lock:
+            self._mappings = dict(mappings)
+
+    def view(self) -> ControlPlaneView:
+        with self._lock:
+            return ControlPlaneView(
+                maps_adopted=self._maps_adopted,
+                expected_interfaces=dict(self._expected_interfaces),
+                docker_connected=self._docker_connected,
+                first_sync_done=self._first_sync_done,
+                last_resync_s=self._last_resync_s,
+                docker_events=dict(self._docker_events),
+                reconcile=self._reconcile.finish(),
+                map_write_errors=self._map_write_errors,
+                gc_runs=self._gc_runs,
+                gc_removed=self._gc_removed,
+                mappings=self._mappings,  # replaced, never mutated, by set_mappings
+            )
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    version: str
+    kernel: str
+    bcc_version: str
+
+
+def build_info() -> BuildInfo:
+    return BuildInfo(version=__version__, kernel=platform.release(), bcc_version=str(bcc.__version__))
+
+
+@dataclass(frozen=True)
+class MappingTraffic:
+    mapping_id: int
+    labels: MappingLabels
+    packets: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str  # one line; "ready" when ready
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every number v6nat exports, read at one time. Counters are totals since the maps were created."""
+
+    taken_at_s: float
+    build: BuildInfo
+    translations: Mapping[str, int]
+    passed: int
+    drops: Mapping[str, int]
+    events: Mapping[str, int]  # every other datapath counter, by its name in bpf/v6nat.h
+    mappings: tuple[MappingTraffic, ...]
+    conntrack_flows: Mapping[tuple[str, str, str], int]  # (protocol, kind, state) -> flows
+    maps: Mapping[str, tuple[int, int]]  # map -> (entries, capacity)
+    snat_ports_in_use: Mapping[str, int]  # protocol -> distinct (address, port) in use
+    snat_pool_ports: int  # ports per SNAT address and protocol
+    interfaces: Mapping[str, tuple[str, bool]]  # ifname -> (role, attached now)
+    control: ControlPlaneView
+    readiness: Readiness
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for `v6nat status --json` and `/status`)."""
+        c = self.control
+        return {
+            "taken_at": self.taken_at_s,
+            "build": vars(self.build),
+            "ready": self.readiness.ready,
+            "ready_reason": self.readiness.reason,
+            "translations": dict(self.translations),
+            "passed": self.passed,
+            "drops": dict(self.drops),
+            "snat": {
+                "exhausted": self.drops.get(SNAT_EXHAUSTED_REASON, 0),
+                "ports_in_use": dict(self.snat_ports_in_use),
+                "pool_ports": self.snat_pool_ports,
+            },
+            "events": dict(self.events),
+            "mappings": [
+                {"mapping_id": m.mapping_id, **vars(m.labels), "packets": m.packets, "bytes": m.bytes}
+                for m in self.mappings
+            ],
+            "conntrack_flows": [
+                {"protocol": p, "kind": k, "state": s, "flows": n}
+                for (p, k, s), n in sorted(self.conntrack_flows.items())
+            ],
+            "maps": {
+                name: {"entries": e, "capacity": cap} for name, (e, cap) in sorted(self.maps.items())
+            },
+            "interfaces": {
+                name: {"role": role, "attached": up} for name, (role, up) in sorted(self.interfaces.items())
+            },
+            "control_plane": {
+                "docker_connected": c.docker_connected,
+                "first_sync_done": c.first_sync_done,
+                "last_resync": c.last_resync_s or None,
+                "docker_events": dict(c.docker_events),
+                "reconcile_seconds": c.reconcile.as_dict(),
+                "map_write_errors": c.map_write_errors,
+                "gc_runs": c.gc_runs,
+                "gc_removed_flows": c.gc_removed,
+            },
+        }
+
+
+def readiness(dp: DatapathReader, control: ControlPlaneView) -> Readiness:
+    """Ready = maps adopted, programs attached on every expected interface, first Docker sync done."""
+    if not control.maps_adopted:
+        return Readiness(False, "maps not adopted yet")
+    if not control.expected_interfaces:
+        return Readiness(False, "no interface to attach to yet")
+    missing = sorted(set(control.expected_interfaces) - set(dp.attached()))
+    if missing:
+        return Readiness(False, "programs not attached on " + ", ".join(missing))
+    if not control.first_sync_done:
+        return Readiness(False, "first sync with Docker not done yet")
+    return Readiness(True, "ready")
+
+
+def take_snapshot(dp: DatapathReader, stats: ControlPlaneStats) -> Snapshot:
+    """Read every figure now: the BPF maps (per-CPU summed by the datapath) and the control-plane facts."""
+    control = stats.view()
+    counters = dp.counters()
+    translations = {kind: counters.get(kind, 0) for kind in TRANSLATION_KINDS}
+    drops = {name[len(DROP_PREFIX):]: n for name, n in counters.items() if name.startswith(DROP_PREFIX)}
+    known = {*TRANSLATION_KINDS, PASS_COUNTER}
+    events = {name: n for name, n in counters.items() if name not in known and not name.startswith(DROP_PREFIX)}
+
+    stats_by_id = dp.mapping_stats()
+    mappings = tuple(
+        MappingTraffic(mapping_id, labels, *stats_by_id.get(mapping_id, (0, 0)))
+        for mapping_id, labels in sorted(control.mappings.items())
+    )
+
+    conntrack: Counter[tuple[str, str, str]] = Counter()
+    snat_ports: dict[str, set[tuple[Any, int]]] = {}
+    for flow in dp.flows():
+        proto = protocol_name(flow.proto)
+        conntrack[(proto, flow.kind, flow.state)] += 1
+        if flow.kind == "snat":
+            snat_ports.setdefault(proto, set()).add(_snat_source(flow))
+
+    attached = dp.attached()
+    interfaces = {name: (role, name in attached) for name, role in control.expected_interfaces.items()}
+    interfaces.update({name: (role, True) for name, role in attached.items()})
+
+    return Snapshot(
+        taken_at_s=time.time(),
+        build=build_info(),
+        translations=translations,
+        passed=counters.get(PASS_COUNTER, 0),
+        drops=drops,
+        events=events,
+        mappings=mappings,
+        conntrack_flows=dict(conntrack),
+        maps=dp.map_fill(),
+        snat_ports_in_use={proto: len(ports) for proto, ports in snat_ports.items()},
+        snat_pool_ports=dp.config.snat_port_max - dp.config.snat_port_min + 1,
+        interfaces=interfaces,
+        control=control,
+        readiness=readiness(dp, control),
+    )
+
+
+def _snat_source(flow: Any) -> tuple[Any, int]:
+    translated = flow.translated
+    return (translated.saddr, translated.sport)
+
+
+def _bound_text(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+class V6natCollector:
+    """Prometheus collector: one `take_snapshot` per scrape, turned into `v6nat_*` metric families."""
+
+    def __init__(self, dp: DatapathReader, stats: ControlPlaneStats) -> None:
+        self._dp = dp
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        yield from snapshot_metrics(take_snapshot(self._dp, self._stats))
+
+
+def snapshot_metrics(snap: Snapshot) -> Iterator[Metric]:
+    """The metric families of one snapshot (one place that names every exported metric)."""
+    build = GaugeMetricFamily(
+        "v6nat_build_info", "Version of v6nat, the kernel and bcc; always 1.", labels=["version", "kernel", "bcc_version"]
+    )
+    build.add_metric([snap.build.version, snap.build.kernel, snap.build.bcc_version], 1)
+    yield build
+
+    yield _labelled(CounterMetricFamily, "v6nat_translations_total", "Packets translated, by kind.", "kind", snap.translations)
+    yield CounterMetricFamily("v6nat_passed_packets_total", "Packets the programs left untouched (not ours).", value=snap.passed)
+    yield _labelled(CounterMetricFamily, "v6nat_drops_total", "Packets dropped, by reason.", "reason", snap.drops)
+    unnamed = {}
+    for event, n in snap.events.items():
+        if event in EVENT_METRICS:
+            yield CounterMetricFamily(*EVENT_METRICS[event], value=n)
+        else:
+            unnamed[event] = n
+    if unnamed:
+        yield _labelled(CounterMetricFamily, "v6nat_datapath_events_total", "Other datapath counters, by name.", "event", unnamed)
+
+    yield from _mapping_metrics(snap.mappings)
+
+    flows = GaugeMetricFamily(
+        "v6nat_conntrack_flows", "Tracked flows (one per entry pair), by protocol, kind and state.", labels=["protocol", "kind", "state"]
+    )
+    for labels, n in sorted(snap.conntrack_flows.items()):
+        flows.add_metric(list(labels), n)
+    yield flows
+
+    entries = GaugeMetricFamily("v6nat_map_entries", "Entries in a BPF map.", labels=["map"])
+    capacity = GaugeMetricFamily("v6nat_map_capacity_entries", "Maximum entries of a BPF map.", labels=["map"])
+    ratio = GaugeMetricFamily("v6nat_map_fill_ratio", "Entries / capacity of a BPF map.", labels=["map"])
+    for name, (n, cap) in sorted(snap.maps.items()):
+        entries.add_metric([name], n)
+        capacity.add_metric([name], cap)
+        ratio.add_metric([name], n / cap if cap else 0.0)
+    yield from (entries, capacity, ratio)
+
+    yield _labelled(
+        GaugeMetricFamily, "v6nat_snat_ports_in_use", "SNAT (address, port) pairs held by flows, by protocol.", "protocol", snap.snat_ports_in_use
+    )
+    yield GaugeMetricFamily(
+        "v6nat_snat_pool_ports", "SNAT ports available per SNAT address and protocol.", value=snap.snat_pool_ports
+    )
+    c = snap.control
+    yield GaugeMetricFamily("v6nat_mappings", "Published mappings in the datapath.", value=len(snap.mappings))
+    yield GaugeMetricFamily("v6nat_docker_connected", "1 while the Docker event stream is up.", value=int(c.docker_connected))
+    yield _labelled(CounterMetricFamily, "v6nat_docker_events_total", "Docker events handled, by kind.", "kind", c.docker_events)
+    yield _histogram("v6nat_reconcile_duration_seconds", "Time of one reconcile pass.", c.reconcile)
+    yield CounterMetricFamily("v6nat_map_write_errors_total", "BPF map writes that failed.", value=c.map_write_errors)
+    yield GaugeMetricFamily(
+        "v6nat_last_resync_timestamp_seconds", "Unix time of the last successful full resync with Docker (0: none yet).", value=c.last_resync_s
+    )
+    yield CounterMetricFamily("v6nat_conntrack_gc_runs_total", "Conntrack GC passes.", value=c.gc_runs)
+    yield CounterMetricFamily("v6nat_conntrack_gc_removed_flows_total", "Flows removed by conntrack GC.", value=c.gc_removed)
+    attached = GaugeMetricFamily(
+        "v6nat_interface_attached", "1 if our programs are attached to the interface, 0 if expected but missing.", labels=["interface", "role"]
+    )
+    for name, (role, up) in sorted(snap.interfaces.items()):
+        attached.add_metric([name, role], int(up))
+    yield attached
+    yield GaugeMetricFamily("v6nat_ready", "1 when /readyz answers 200.", value=int(snap.readiness.ready))
+
+
+def _labelled(family: type, name: str, doc: str, label: str, values: Mapping[str, int]) -> Metric:
+    metric = family(name, doc, labels=[label])
+    for key, n in sorted(values.items()):
+        metric.add_metric([key], n)
+    return metric
+
+
+def _histogram(name: str, doc: str, hist: Histogram) -> Metric:
+    return HistogramMetricFamily(name, doc, buckets=[(_bound_text(le), n) for le, n in hist.buckets], sum_value=hist.sum)
+
+
+def _mapping_metrics(mappings: Sequence[MappingTraffic]) -> Iterable[Metric]:
+    # Two mapping ids can share labels (same container port published on two host addresses): sum them.
+    totals: dict[tuple[str, str, str, str], list[int]] = {}
+    for m in mappings:
+        key = (m.labels.protocol, str(m.labels.host_port), m.labels.container, m.labels.network)
+        acc = totals.setdefault(key, [0, 0])
+        acc[0] += m.packets
+        acc[1] += m.bytes
+    packets = CounterMetricFamily("v6nat_mapping_packets_total", "Packets through a published mapping (both directions).", labels=MAPPING_LABELS)
+    octets = CounterMetricFamily("v6nat_mapping_bytes_total", "Bytes through a published mapping (both directions).", labels=MAPPING_LABELS)
+    for key, (p, b) in totals.items():
+        packets.add_metric(key, p)
+        octets.add_metric(key, b)
+    return (packets, octets)
+
+
+def render_status(status: Mapping[str, Any]) -> str:
+    """A status dict (`Snapshot.as_dict()`, or `fetch_status()`) as aligned text for a person (`v6nat status`)."""
+    build, cp, snat = status["build"], status["control_plane"], status["snat"]
+    resync = "never" if not cp["last_resync"] else f"{status['taken_at'] - cp['last_resync']:.0f} s ago"
+    exhausted = f"  exhausted: {snat['exhausted']}"
+    in_use = ", ".join(f"{p} {n}" for p, n in sorted(snat["ports_in_use"].items())) or "none"
+    in_use += f" (pool {snat['pool_ports']} per address and protocol)"
+    sections = [
+        "\n".join(
+            (
+                f"v6nat {build['version']}  kernel {build['kernel']}  bcc {build['bcc_version']}",
+                f"ready: {'yes' if status['ready'] else 'no, ' + status['ready_reason']}",
+                f"docker: {'connected' if cp['docker_connected'] else 'disconnected'}  last resync: {resync}  "
+                f"events: {sum(cp['docker_events'].values())}  map write errors: {cp['map_write_errors']}",
+                f"snat ports in use: {in_use}{exhausted}  gc runs: {cp['gc_runs']} removed flows: {cp['gc_removed_flows']}",
+            )
+        ),
+        _table(
+            ("INTERFACE", "ROLE", "ATTACHED"),
+            [(n, i["role"], "yes" if i["attached"] else "NO") for n, i in status["interfaces"].items()],
+        ),
+        _table(
+            ("TRANSLATED", "PACKETS"),
+            [*((k, n) for k, n in status["translations"].items()), ("pass", status["passed"])],
+        ),
+        _table(("DROP REASON", "PACKETS"), sorted(status["drops"].items())),
+        _table(
+            ("MAP", "ENTRIES", "CAPACITY", "FILL"),
+            [
+                (n, m["entries"], m["capacity"], f"{m['entries'] / m['capacity']:.1%}" if m["capacity"] else "-")
+                for n, m in status["maps"].items()
+            ],
+        ),
+        _table(
+            ("PROTO", "KIND", "STATE", "FLOWS"),
+            [(f["protocol"], f["kind"], f["state"], f["flows"]) for f in status["conntrack_flows"]],
+        ),
+        _table(
+            ("PROTO", "HOST PORT", "CONTAINER", "NETWORK", "PACKETS", "BYTES"),
+            [(m["protocol"], m["host_port"], m["container"], m["network"], m["packets"], m["bytes"]) for m in status["mappings"]],
+        ),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def fetch_status(listen: str, timeout_s: float = 2.0) -> dict[str, Any]:
+    """GET /status from the daemon serving on `listen`; V6natError (one line) when it does not answer."""
+    host, port = parse_listen(listen)
+    url = f"http://[{host}]:{port}/status" if ":" in host else f"http://{host}:{port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as reply:
+            return json.load(reply)
+    except (OSError, ValueError) as e:
+        raise V6natError(f"no v6nat daemon answering on {listen}: {getattr(e, 'reason', e)}") from None
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    return "\n".join(
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)
+    )
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """"[addr]:port" (IPv6) or "a.b.c.d:port" -> (address, port); V6natError on anything else."""
+    host, sep, port_text = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        addr = ipaddress.ip_address(host)
+        port = int(port_text)
+    except ValueError:
+        raise V6natError(f"--metrics-listen {listen!r}: expected [IPv6-address]:port or IPv4-address:port") from None
+    if not sep or not 0 <= port <= 65535 or (addr.version == 6 and not listen.startswith("[")):
+        raise V6natError(f"--metrics-listen {listen!r}: expected [IPv6-address]:port or IPv4-address:port")
+    return str(addr), port
+
+
+class MetricsServer:
+    """The HTTP server of one daemon; `port` is the bound port (useful with port 0), `shutdown()` stops it."""
+
+    def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread) -> None:
+        self._httpd = httpd
+        self._thread = thread
+        self.address: str = httpd.server_address[0]
+        self.port: int = httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}"
+
+    def shutdown(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+def start_metrics_server(listen: str, dp: DatapathReader, stats: ControlPlaneStats) -> MetricsServer:
+    """Serve /metrics, /healthz, /readyz and /status on `listen` ("[::1]:9661") from a thread; returns at once."""
+    host, port = parse_listen(listen)
+    if not ipaddress.ip_address(host).is_loopback:
+        log.warning("metrics listen on non-loopback address %s: exposed beyond this host by explicit choice", listen)
+    registry = CollectorRegistry()
+    registry.register(V6natCollector(dp, stats))
+    handler = _handler_class(registry, dp, stats)
+    server_class = type("_MetricsHTTPServer", (ThreadingHTTPServer,), {"address_family": AF_INET6 if ":" in host else AF_INET, "daemon_threads": True})
+    try:
+        httpd = server_class((host, port), handler)
+    except OSError as e:
+        raise V6natError(f"--metrics-listen {listen}: {e.strerror}") from None
+    thread = threading.Thread(target=httpd.serve_forever, name="v6nat-metrics", daemon=True)
+    thread.start()
+    server = MetricsServer(httpd, thread)
+    log.info("metrics on %s/metrics", server.url)
+    return server
+
+
+def _handler_class(registry: CollectorRegistry, dp: DatapathReader, stats: ControlPlaneStats) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            try:
+                self._route(self.path.split("?", 1)[0])
+            except Exception as e:  # a failed map read must answer 500, not kill the server thread
+                log.exception("serving %s", self.path)
+                self._reply(500, "text/plain; charset=utf-8", f"error: {e}\n".encode())
+
+        def _route(self, path: str) -> None:
+            if path == "/metrics":
+                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                self._reply(200, content_type, encoder(registry))
+            elif path == "/healthz":
+                self._reply(200, "text/plain; charset=utf-8", b"ok\n")
+            elif path == "/readyz":
+                ready = readiness(dp, stats.view())
+                self._reply(200 if ready.ready else 503, "text/plain; charset=utf-8", ready.reason.encode() + b"\n")
+            elif path == "/status":
+                body = json.dumps(take_snapshot(dp, stats).as_dict(), indent=2).encode()
+                self._reply(200, "application/json", body)
+            else:
+                self._reply(404, "text/plain; charset=utf-8", b"not found: try /metrics, /healthz, /readyz, /status\n")
+
+        def _reply(self, code: int, content_type: str, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("%s %s", self.address_string(), format % args)
+
+    return Handler

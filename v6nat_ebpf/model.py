@@ -1,0 +1,385 @@
+"""What v6nat should program, derived from Docker's and the host's state as plain values.
+
+Lives here: frozen dataclasses for Docker networks, endpoints and published
+ports, for the host's public interfaces, and the `DesiredState` the reconciler
+makes the BPF maps equal to; and the pure functions that build them from plain
+dicts of Docker inspect data (`docker_state_from_inspect`) and from host facts
+(`desired_state`). Every Docker semantic v6nat honours is decided here, so the
+sources only fetch and the reconciler only writes.
+
+Must not import: docker, pyroute2, bcc, or anything of v6nat_ebpf but errors
+(stdlib only).
+
+Decisions (also in README.md, "Docker semantics"):
+- Managed network: bridge driver, EnableIPv6, at least one subnet inside
+  fc00::/7. Only its ULA subnets are routed through v6nat.
+- Published ports come from the actual bindings (NetworkSettings.Ports), so
+  ephemeral ports (`-p 80`, `-P`) and ports Docker picked from a range are
+  the ones Docker really bound.
+- A binding's HostIp: "" or "::" means every host address (or the network's
+  `com.docker.network.bridge.host_binding_ipv6` when set); a global IPv6
+  address means only that one; loopback, link-local and IPv4-mapped addresses
+  never reach a public interface and are ignored.
+- An IPv4 binding (`0.0.0.0`) gives no IPv6 mapping when the user asked for an
+  IPv4 address (`-p 0.0.0.0:8080:80`). Docker 20.10 and later list a `::`
+  binding next to `0.0.0.0` for a plain `-p 8080:80`; when Docker lists only
+  `0.0.0.0` for a port whose requested HostIp was empty (older engines, or an
+  engine with IPv6 binding off), it is treated as `::`, as the user meant
+  "every address". Any other IPv4 address gives no IPv6 mapping.
+- A container on several managed networks is published on exactly one: the
+  network named (or id given) in its label `v6nat.network` if it is on it,
+  otherwise the one whose name sorts first. Internal networks are never
+  chosen: Docker does not publish ports on them.
+- Mapping ids and network ids are hashes of what identifies them (the
+  published (proto, host address, host port); the Docker network id), so a
+  restarted daemon or a replaced container keeps the same ids and counters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network
+from typing import Any, Iterable, Mapping
+
+ULA = IPv6Network("fc00::/7")
+PROTOS = {"tcp": 6, "udp": 17}
+NETWORK_LABEL = "v6nat.network"
+
+OPT_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+OPT_ICC = "com.docker.network.bridge.enable_icc"
+OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
+OPT_HOST_IPV6 = "com.docker.network.host_ipv6"  # Docker 28: SNAT source address
+OPT_HOST_BINDING_IPV6 = "com.docker.network.bridge.host_binding_ipv6"  # docker-ipv6nat
+
+
+@dataclass(frozen=True)
+class Network:
+    """A managed Docker network: a bridge with IPv6 on at least one ULA subnet."""
+
+    id: str
+    name: str
+    bridge: str
+    subnets: tuple[IPv6Network, ...]  # its ULA subnets only
+    masquerade: bool = True
+    icc: bool = True
+    internal: bool = False
+    snat_addr: IPv6Address | None = None  # None: the public interface's address
+    host_binding: IPv6Address | None = None  # the address "::" bindings mean, None: every address
+
+    @property
+    def network_id(self) -> int:
+        """A stable non-zero 32-bit id for the datapath, from the Docker network id."""
+        return _u32_id(self.id)
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    """A running container's address on a managed network."""
+
+    container_id: str
+    container_name: str
+    network_name: str
+    address: IPv6Address
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One published port: (proto, host address or any, host port) -> container address and port."""
+
+    proto: int
+    host_addr: IPv6Address | None  # None: every host address
+    host_port: int
+    container_addr: IPv6Address
+    container_port: int
+    container_name: str
+    network_name: str
+
+    @property
+    def key(self) -> tuple[int, IPv6Address | None, int]:
+        return (self.proto, self.host_addr, self.host_port)
+
+    @property
+    def mapping_id(self) -> int:
+        """Stable across restarts and container replacements: a hash of the published key."""
+        return _u32_id(f"{self.proto}/{self.host_addr or '::'}/{self.host_port}")
+
+    def __str__(self) -> str:
+        proto = {6: "tcp", 17: "udp"}.get(self.proto, str(self.proto))
+        host = f"[{self.host_addr}]" if self.host_addr else "[::]"
+        return (f"{proto} {host}:{self.host_port} -> [{self.container_addr}]:{self.container_port}"
+                f" ({self.container_name} on {self.network_name})")
+
+
+@dataclass(frozen=True)
+class DockerState:
+    """What Docker says: managed networks, endpoints of running containers, published ports."""
+
+    networks: tuple[Network, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()
+    mappings: tuple[PortMapping, ...] = ()
+    problems: tuple[str, ...] = ()  # things ignored, one line each, for the log
+
+
+@dataclass(frozen=True)
+class PublicInterface:
+    """A public interface and its global IPv6 addresses (the preferred one first)."""
+
+    ifindex: int
+    name: str
+    addresses: tuple[IPv6Address, ...]
+
+    @property
+    def snat_addr(self) -> IPv6Address | None:
+        return self.addresses[0] if self.addresses else None
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What netlink says: the public interfaces and every link that exists (bridges among them)."""
+
+    public: tuple[PublicInterface, ...] = ()
+    links: tuple[tuple[str, int], ...] = ()  # (ifname, ifindex)
+
+    def ifindex(self, name: str) -> int | None:
+        return dict(self.links).get(name)
+
+
+@dataclass(frozen=True, order=True)
+class NetworkRoute:
+    """One entry of the datapath's networks map: a managed ULA prefix and how to treat it."""
+
+    prefix: IPv6Network
+    network_id: int
+    bridge_ifindex: int
+    masquerade: bool
+    icc: bool
+    internal: bool
+    snat_addr: IPv6Address | None
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Exactly what the datapath maps and attachments should hold."""
+
+    mappings: tuple[PortMapping, ...] = ()
+    routes: tuple[NetworkRoute, ...] = ()
+    public_ifaces: tuple[tuple[int, IPv6Address], ...] = ()  # (ifindex, snat address)
+    host_addrs: tuple[tuple[IPv6Address, int], ...] = ()  # (address, ifindex)
+    bridges: tuple[str, ...] = ()  # bridge ifnames that must carry our programs
+    public_names: tuple[str, ...] = ()  # public ifnames that must carry our programs
+    problems: tuple[str, ...] = ()
+
+
+def _u32_id(text: str) -> int:
+    value = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little")
+    return value or 1  # 0 means "no mapping" in the datapath
+
+
+def _opt_bool(options: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = options.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _opt_addr(options: Mapping[str, str], name: str, problems: list[str], net_name: str) -> IPv6Address | None:
+    raw = options.get(name)
+    if not raw:
+        return None
+    try:
+        return IPv6Address(raw)
+    except ValueError:
+        problems.append(f"network {net_name}: option {name}={raw!r} is not an IPv6 address, ignored")
+        return None
+
+
+def network_from_inspect(data: Mapping[str, Any], problems: list[str]) -> Network | None:
+    """A managed Network from `docker network inspect` data, or None when v6nat does not manage it."""
+    if data.get("Driver") != "bridge" or not data.get("EnableIPv6"):
+        return None
+    subnets = []
+    for pool in (data.get("IPAM") or {}).get("Config") or []:
+        try:
+            subnet = ipaddress.ip_network(pool.get("Subnet", ""), strict=False)
+        except ValueError:
+            continue
+        if isinstance(subnet, IPv6Network) and subnet.subnet_of(ULA):
+            subnets.append(subnet)
+    if not subnets:
+        return None
+    options = data.get("Options") or {}
+    net_id = data["Id"]
+    name = data.get("Name") or net_id[:12]
+    return Network(
+        id=net_id,
+        name=name,
+        bridge=options.get(OPT_BRIDGE_NAME) or f"br-{net_id[:12]}",
+        subnets=tuple(sorted(subnets)),
+        masquerade=_opt_bool(options, OPT_MASQUERADE, True),
+        icc=_opt_bool(options, OPT_ICC, True),
+        internal=bool(data.get("Internal")),
+        snat_addr=_opt_addr(options, OPT_HOST_IPV6, problems, name),
+        host_binding=_opt_addr(options, OPT_HOST_BINDING_IPV6, problems, name),
+    )
+
+
+def _container_name(data: Mapping[str, Any]) -> str:
+    return (data.get("Name") or data.get("Id", "")[:12]).lstrip("/")
+
+
+def _endpoints_of(data: Mapping[str, Any], networks: Mapping[str, Network]) -> list[Endpoint]:
+    """The container's IPv6 addresses on managed networks (keyed by network id in `networks`)."""
+    found = []
+    attached = (data.get("NetworkSettings") or {}).get("Networks") or {}
+    for net_name, ep in attached.items():
+        network = networks.get(ep.get("NetworkID", ""))
+        raw = ep.get("GlobalIPv6Address")
+        if network is None or not raw:
+            continue
+        addr = IPv6Address(raw)
+        if any(addr in subnet for subnet in network.subnets):
+            found.append(Endpoint(data["Id"], _container_name(data), network.name, addr))
+    return found
+
+
+def choose_endpoint(data: Mapping[str, Any], endpoints: list[Endpoint], networks_by_name: Mapping[str, Network],
+                    problems: list[str]) -> Endpoint | None:
+    """The one endpoint a container's ports are published on (see the module docstring)."""
+    candidates = sorted((ep for ep in endpoints if not networks_by_name[ep.network_name].internal),
+                        key=lambda ep: ep.network_name)
+    if not candidates:
+        return None
+    wanted = ((data.get("Config") or {}).get("Labels") or {}).get(NETWORK_LABEL)
+    if wanted:
+        for ep in candidates:
+            network = networks_by_name[ep.network_name]
+            if wanted in (network.name, network.id) or (len(wanted) >= 12 and network.id.startswith(wanted)):
+                return ep
+        problems.append(f"container {_container_name(data)}: label {NETWORK_LABEL}={wanted!r} names no managed "
+                        f"network it is on; using {candidates[0].network_name}")
+    return candidates[0]
+
+
+def _requested_host_ips(data: Mapping[str, Any], port_spec: str) -> set[str]:
+    bindings = ((data.get("HostConfig") or {}).get("PortBindings") or {}).get(port_spec) or []
+    return {b.get("HostIp") or "" for b in bindings} or {""}
+
+
+def _binding_host_addr(host_ip: str, requested: set[str], has_ipv6_binding: bool,
+                       network: Network) -> tuple[bool, IPv6Address | None]:
+    """(published over IPv6?, host address or None for every address) for one actual binding."""
+    try:
+        addr = ipaddress.ip_address(host_ip) if host_ip else None
+    except ValueError:
+        return False, None
+    if addr is None or addr == IPv6Address("::"):
+        return True, network.host_binding
+    if isinstance(addr, ipaddress.IPv4Address):
+        # Only a 0.0.0.0 binding of a port the user did not pin to IPv4 stands for "::".
+        meant_any = str(addr) == "0.0.0.0" and "" in requested and not has_ipv6_binding
+        return meant_any, network.host_binding if meant_any else None
+    if addr.is_loopback or addr.is_link_local or addr.ipv4_mapped is not None or addr.is_multicast:
+        return False, None
+    return True, addr
+
+
+def mappings_of(data: Mapping[str, Any], endpoint: Endpoint, network: Network) -> list[PortMapping]:
+    """The IPv6 port mappings of one running container published on `endpoint`."""
+    result = []
+    ports = (data.get("NetworkSettings") or {}).get("Ports") or {}
+    for spec, bindings in sorted(ports.items()):
+        port_text, _, proto_name = spec.partition("/")
+        proto = PROTOS.get(proto_name or "tcp")
+        if proto is None or not bindings:
+            continue
+        requested = _requested_host_ips(data, spec)
+        has_ipv6 = any(":" in (b.get("HostIp") or "") for b in bindings)
+        seen = set()
+        for binding in bindings:
+            published, host_addr = _binding_host_addr(binding.get("HostIp") or "", requested, has_ipv6, network)
+            host_port_text = binding.get("HostPort") or ""
+            if not published or not host_port_text.isdigit():
+                continue
+            mapping = PortMapping(proto, host_addr, int(host_port_text), endpoint.address, int(port_text),
+                                  endpoint.container_name, network.name)
+            if mapping.key not in seen:
+                seen.add(mapping.key)
+                result.append(mapping)
+    return result
+
+
+def _is_running(data: Mapping[str, Any]) -> bool:
+    state = data.get("State") or {}
+    return bool(state.get("Running")) and not state.get("Restarting")
+
+
+def docker_state_from_inspect(networks: Iterable[Mapping[str, Any]],
+                              containers: Iterable[Mapping[str, Any]]) -> DockerState:
+    """DockerState from `docker network inspect` and `docker container inspect` dicts."""
+    problems: list[str] = []
+    managed = [n for n in (network_from_inspect(d, problems) for d in networks) if n is not None]
+    managed.sort(key=lambda n: n.name)
+    by_id = {n.id: n for n in managed}
+    by_name = {n.name: n for n in managed}
+    endpoints: list[Endpoint] = []
+    mappings: dict[tuple[int, IPv6Address | None, int], PortMapping] = {}
+    for data in sorted(containers, key=_container_name):
+        if not _is_running(data):
+            continue
+        mine = _endpoints_of(data, by_id)
+        endpoints.extend(mine)
+        chosen = choose_endpoint(data, mine, by_name, problems)
+        if chosen is None:
+            continue
+        for mapping in mappings_of(data, chosen, by_name[chosen.network_name]):
+            other = mappings.get(mapping.key)
+            if other is not None:
+                problems.append(f"{mapping} conflicts with {other}; keeping the latter")
+                continue
+            mappings[mapping.key] = mapping
+    return DockerState(tuple(managed), tuple(sorted(endpoints)), tuple(sorted(mappings.values(), key=_sort_key)),
+                       tuple(problems))
+
+
+def _sort_key(mapping: PortMapping) -> tuple[int, str, int]:
+    return (mapping.proto, str(mapping.host_addr or ""), mapping.host_port)
+
+
+def desired_state(docker: DockerState, host: HostState) -> DesiredState:
+    """Combine Docker's and the host's state into what the maps and attachments must hold.
+
+    A network whose bridge does not exist yet (Docker creates it with the first
+    container) gets no route and no attachment until it appears; its
+    containers' mappings are kept, as they cannot carry traffic before anyway.
+    """
+    problems = list(docker.problems)
+    routes = []
+    bridges = []
+    for network in docker.networks:
+        ifindex = host.ifindex(network.bridge)
+        if ifindex is None:
+            continue
+        bridges.append(network.bridge)
+        for subnet in network.subnets:
+            routes.append(NetworkRoute(subnet, network.network_id, ifindex, network.masquerade, network.icc,
+                                       network.internal, network.snat_addr))
+    public_ifaces = []
+    host_addrs: dict[IPv6Address, int] = {}
+    for iface in host.public:
+        if iface.snat_addr is None:
+            problems.append(f"public interface {iface.name} has no global IPv6 address yet")
+            continue
+        public_ifaces.append((iface.ifindex, iface.snat_addr))
+        for addr in iface.addresses:
+            host_addrs.setdefault(addr, iface.ifindex)
+    return DesiredState(
+        mappings=docker.mappings,
+        routes=tuple(sorted(routes, key=lambda r: (r.prefix.network_address, r.prefix.prefixlen))),
+        public_ifaces=tuple(sorted(public_ifaces)),
+        host_addrs=tuple(sorted(host_addrs.items())),
+        bridges=tuple(sorted(set(bridges))),
+        public_names=tuple(sorted(i.name for i in host.public)),
+        problems=tuple(problems),
+    )

@@ -1,0 +1,276 @@
+"""`v6nat check`: can this machine run v6nat, and what would get in its way.
+
+Each check returns one `Finding` (ok / warn / fail, what, detail). Checks only
+read the machine's state; the one that needs to create things (clsact and a
+cls_bpf filter) does so in a throw-away network namespace (`unshare --net`)
+that vanishes with its process. Nothing here touches the root namespace.
+
+Imports: stdlib, v6nat_ebpf.errors; bcc and docker are imported inside the
+checks that need them, so a missing one is a finding, not a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Literal
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+Status = Literal["ok", "warn", "fail"]
+
+MIN_KERNEL = (5, 10)  # bpf_redirect_neigh, bpf_fib_lookup with TC, BTF-era verifier
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
+BPF_MAP_CREATE = 0
+BPF_MAP_TYPE_ARRAY = 2
+BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351, "riscv64": 280}
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: Status
+    what: str
+    detail: str
+
+
+def check_kernel() -> Finding:
+    release = platform.release()
+    match = re.match(r"(\d+)\.(\d+)", release)
+    if not match:
+        return Finding("warn", "kernel", f"cannot parse version {release!r}")
+    version = (int(match[1]), int(match[2]))
+    if version >= MIN_KERNEL:
+        return Finding("ok", "kernel", release)
+    return Finding("fail", "kernel", f"{release}: v6nat needs {MIN_KERNEL[0]}.{MIN_KERNEL[1]} or newer")
+
+
+def check_btf() -> Finding:
+    if Path("/sys/kernel/btf/vmlinux").exists():
+        return Finding("ok", "BTF", "/sys/kernel/btf/vmlinux")
+    return Finding("warn", "BTF", "no /sys/kernel/btf/vmlinux (not required by bcc; bpftool output is poorer)")
+
+
+def check_clsact() -> Finding:
+    # lo of a fresh netns is enough: clsact plus a classic-BPF cls_bpf filter proves both.
+    script = "tc qdisc add dev lo clsact && tc filter add dev lo ingress bpf bytecode '1,6 0 0 0,'"
+    try:
+        result = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Finding("fail", "clsact/cls_bpf", f"could not try: {exc}")
+    if result.returncode == 0:
+        return Finding("ok", "clsact/cls_bpf", "qdisc and filter created in a temporary netns")
+    return Finding("fail", "clsact/cls_bpf", result.stderr.strip().splitlines()[-1] if result.stderr.strip()
+                   else f"tc exited with {result.returncode}")
+
+
+class _MapCreateAttr(ctypes.Structure):
+    _fields_ = [("map_type", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
+                ("map_flags", ctypes.c_uint32), ("_rest", ctypes.c_uint8 * 108)]
+
+
+def check_bpf_syscall() -> Finding:
+    number = BPF_SYSCALL.get(platform.machine())
+    if number is None:
+        return Finding("warn", "bpf() syscall", f"not probed on {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = _MapCreateAttr(map_type=BPF_MAP_TYPE_ARRAY, key_size=4, value_size=8, max_entries=1)
+    fd = libc.syscall(number, BPF_MAP_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    if fd < 0:
+        err = ctypes.get_errno()
+        return Finding("fail", "bpf() syscall", f"creating an array map failed: {os.strerror(err)}")
+    os.close(fd)
+    return Finding("ok", "bpf() syscall", "created and closed a 1-entry array map")
+
+
+def check_bcc() -> Finding:
+    try:
+        import bcc  # noqa: PLC0415 (optional: system package python3-bpfcc)
+    except ImportError as exc:
+        return Finding("fail", "bcc", f"cannot import bcc ({exc}); install python3-bpfcc and use .venv/bin/v6nat")
+    try:
+        program = bcc.BPF(text="int probe(struct __sk_buff *skb) { return 0; }")
+        program.load_func("probe", bcc.BPF.SCHED_CLS)
+        program.cleanup()
+    except Exception as exc:  # bcc raises bare Exception on compile/load errors
+        return Finding("fail", "bcc", f"cannot compile a SCHED_CLS program: {str(exc).splitlines()[0]}")
+    return Finding("ok", "bcc", f"compiled and loaded a SCHED_CLS program (bcc {getattr(bcc, '__version__', '?')})")
+
+
+def check_headers() -> Finding:
+    build = Path(f"/lib/modules/{platform.release()}/build")
+    if not (build / "include").exists():
+        return Finding("fail", "kernel headers", f"{build} missing: run scripts/setup")
+    target = build.resolve()
+    if platform.release() in target.name:
+        return Finding("ok", "kernel headers", str(target))
+    return Finding("ok", "kernel headers", f"{target} (another version; TC programs need only uapi headers)")
+
+
+def check_capabilities() -> Finding:
+    effective = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            effective = int(line.split()[1], 16)
+    have = {name for name, bit in CAPS.items() if effective >> bit & 1}
+    missing = []
+    if "CAP_NET_ADMIN" not in have:
+        missing.append("CAP_NET_ADMIN")
+    if not have & {"CAP_BPF", "CAP_SYS_ADMIN"}:
+        missing.append("CAP_BPF or CAP_SYS_ADMIN")
+    if missing:
+        return Finding("fail", "capabilities", f"missing {', '.join(missing)} (run as root)")
+    return Finding("ok", "capabilities", " ".join(sorted(have)))
+
+
+def check_docker(docker_host: str | None) -> list[Finding]:
+    """Docker reachable, and its settings that would fight v6nat."""
+    url = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    try:
+        import docker  # noqa: PLC0415
+
+        client = docker.DockerClient(base_url=url, timeout=10)
+        version = client.version()["Version"]
+        client.close()
+    except Exception as exc:  # the SDK raises DockerException, requests and OS errors alike
+        status: Status = "fail" if docker_host else "warn"
+        return [Finding(status, "Docker", f"not reachable at {url}: {str(exc).splitlines()[0][:120]}")]
+    findings = [Finding("ok", "Docker", f"{version} at {url}")]
+    settings = dockerd_settings(url)
+    if settings is None:
+        findings.append(Finding("warn", "Docker settings", "cannot see the dockerd process serving "
+                                f"{url}; check userland-proxy and ip6tables yourself"))
+        return findings
+    if settings.get("userland-proxy", True):
+        findings.append(Finding("warn", "Docker userland-proxy", "on: docker-proxy also answers published "
+                                "ports and hides client addresses; set \"userland-proxy\": false"))
+    else:
+        findings.append(Finding("ok", "Docker userland-proxy", "off"))
+    if settings.get("ip6tables", False):
+        findings.append(Finding("warn", "Docker ip6tables", "on: Docker's own IPv6 NAT rules would "
+                                "translate the same flows; set \"ip6tables\": false"))
+    else:
+        findings.append(Finding("ok", "Docker ip6tables", "off"))
+    return findings
+
+
+def dockerd_settings(url: str) -> dict[str, bool] | None:
+    """userland-proxy and ip6tables of the dockerd process serving `url`, from its flags and config file."""
+    socket = urlparse(url).path if url.startswith("unix://") else None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if Path(argv[0]).name != "dockerd":
+            continue
+        flags = _parse_flags(argv[1:])
+        hosts = flags.get("-H", []) + flags.get("--host", [])
+        serves = any(urlparse(h).path == socket for h in hosts) if hosts else socket in (
+            "/var/run/docker.sock", "/run/docker.sock")
+        if socket and serves:
+            return _effective_settings(flags)
+    return None
+
+
+def _parse_flags(args: list[str]) -> dict[str, list[str]]:
+    flags: dict[str, list[str]] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-"):
+            name, eq, value = arg.partition("=")
+            if not eq and name in ("-H", "--host", "--config-file") and i + 1 < len(args):
+                value, i = args[i + 1], i + 1
+            elif not eq:
+                value = "true"
+            flags.setdefault(name, []).append(value)
+        i += 1
+    return flags
+
+
+def _effective_settings(flags: dict[str, list[str]]) -> dict[str, bool]:
+    config_file = flags.get("--config-file", ["/etc/docker/daemon.json"])[-1]
+    settings: dict[str, bool] = {}
+    try:
+        config = json.loads(Path(config_file).read_text())
+        settings.update({k: bool(config[k]) for k in ("userland-proxy", "ip6tables") if k in config})
+    except (OSError, ValueError):
+        pass
+    for key in ("userland-proxy", "ip6tables"):
+        if f"--{key}" in flags:
+            settings[key] = flags[f"--{key}"][-1].lower() in ("true", "1")
+    return settings
+
+
+def check_accept_ra() -> list[Finding]:
+    """Interfaces whose router-advertisement config IPv6 forwarding would break."""
+    conf = Path("/proc/sys/net/ipv6/conf")
+    if not conf.exists():
+        return [Finding("fail", "IPv6", "IPv6 is disabled in this kernel")]
+    forwarding = (conf / "all" / "forwarding").read_text().strip() == "1"
+    ra_routes = subprocess.run(["ip", "-6", "route", "show", "proto", "ra"], capture_output=True, text=True)
+    ra_devs = set(re.findall(r"\bdev (\S+)", ra_routes.stdout))
+    findings = []
+    for dev in sorted(ra_devs):
+        try:
+            accept_ra = int((conf / dev / "accept_ra").read_text())
+        except (OSError, ValueError):
+            continue
+        if accept_ra == 1:
+            when = "now that" if forwarding else "once"
+            findings.append(Finding("warn", f"accept_ra {dev}", f"routes learned from router advertisements "
+                                    f"stop being refreshed {when} forwarding is on; set "
+                                    f"net.ipv6.conf.{dev}.accept_ra=2"))
+        else:
+            findings.append(Finding("ok", f"accept_ra {dev}", f"accept_ra={accept_ra}"))
+    if not findings:
+        findings.append(Finding("ok", "accept_ra", "no interface relies on router advertisements"))
+    return findings
+
+
+def run_checks(docker_host: str | None = None) -> list[Finding]:
+    single: list[Callable[[], Finding]] = [check_kernel, check_btf, check_capabilities, check_bpf_syscall,
+                                           check_clsact, check_headers, check_bcc]
+    findings = [check() for check in single]
+    findings += check_docker(docker_host)
+    findings += check_accept_ra()
+    return findings
+
+
+def format_findings(findings: list[Finding]) -> str:
+    width = max(len(f.what) for f in findings)
+    return "\n".join(f"{f.status:<5} {f.what:<{width}}  {f.detail}" for f in findings)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    findings = run_checks(args.docker_host)
+    if args.json:
+        print(json.dumps([asdict(f) for f in findings], indent=2))
+    else:
+        print(format_findings(findings))
+    return 1 if any(f.status == "fail" for f in findings) else 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "check", help="preflight: kernel, bcc, capabilities, Docker settings",
+        description="Check that this machine can run v6nat. One line per finding: ok, warn or fail. "
+                    "Exit status 1 if anything fails.")
+    parser.add_argument("--docker-host", metavar="URL", default=os.environ.get("V6NAT_DOCKER_HOST"),
+                        help="Docker API to check (default: $DOCKER_HOST or unix:///var/run/docker.sock; "
+                             "env V6NAT_DOCKER_HOST)")
+    parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    parser.set_defaults(func=cmd_check)

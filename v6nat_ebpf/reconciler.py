@@ -1,0 +1,206 @@
+"""Make the datapath's maps and attachments equal to a DesiredState, with the fewest writes.
+
+Lives here: `plan` (pure: desired vs current table -> puts and deletes) and
+`Reconciler`, which reads what the maps hold *now* (so a restarted daemon
+adopts the pinned state and only fixes what differs), applies the plan with
+batch operations where the table has them, counts failed writes, and returns a
+`Summary` for logs and metrics. A full resync and an event take the same path.
+
+Must not import: docker, pyroute2, bcc (it talks to the datapath's typed maps only).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Hashable, Iterable, Mapping, Protocol, TypeVar
+
+from v6nat_ebpf.errors import V6natError
+from v6nat_ebpf.model import DesiredState
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Table(Protocol):
+    """The part of a datapath map the reconciler uses (put_many/delete_many are optional)."""
+
+    def items(self) -> Iterable[tuple[Any, Any]]: ...
+    def put(self, key: Any, value: Any) -> None: ...
+    def delete(self, key: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class Plan(Generic[K, V]):
+    """The writes that turn one table's current content into the desired one."""
+
+    puts: tuple[tuple[K, V], ...]
+    deletes: tuple[K, ...]
+    unchanged: int
+
+
+def plan(desired: Mapping[K, V], current: Mapping[K, V]) -> Plan[K, V]:
+    """Puts for keys missing or different, deletes for keys not desired; pure and deterministic."""
+    puts = tuple((k, v) for k, v in desired.items() if current.get(k, _MISSING) != v)
+    deletes = tuple(k for k in current if k not in desired)
+    return Plan(puts, deletes, len(desired) - len(puts))
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class TableSummary:
+    added: int = 0  # keys written (new or changed)
+    removed: int = 0
+    unchanged: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What one reconcile pass did, per table, plus attachments."""
+
+    tables: Mapping[str, TableSummary] = field(default_factory=dict)
+    attached: tuple[str, ...] = ()
+    detached: tuple[str, ...] = ()
+    attach_errors: int = 0
+    seconds: float = 0.0
+
+    @property
+    def added(self) -> int:
+        return sum(t.added for t in self.tables.values())
+
+    @property
+    def removed(self) -> int:
+        return sum(t.removed for t in self.tables.values())
+
+    @property
+    def unchanged(self) -> int:
+        return sum(t.unchanged for t in self.tables.values())
+
+    @property
+    def errors(self) -> int:
+        return sum(t.errors for t in self.tables.values()) + self.attach_errors
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed or self.attached or self.detached)
+
+    def __str__(self) -> str:
+        parts = [f"{name} +{t.added} -{t.removed} ={t.unchanged}" + (f" !{t.errors}" if t.errors else "")
+                 for name, t in self.tables.items()]
+        if self.attached:
+            parts.append("attached " + ",".join(self.attached))
+        if self.detached:
+            parts.append("detached " + ",".join(self.detached))
+        if self.attach_errors:
+            parts.append(f"attach errors {self.attach_errors}")
+        return "; ".join(parts) + f" in {self.seconds * 1000:.1f} ms"
+
+
+def _apply_one_by_one(write: Callable[[Any], None], items: Iterable[Any], what: str) -> int:
+    errors = 0
+    for item in items:
+        try:
+            write(item)
+        except (OSError, V6natError, KeyError, ValueError) as exc:
+            errors += 1
+            log.warning("%s %s failed: %s", what, item, exc)
+    return errors
+
+
+def apply_plan(table: Table, name: str, todo: Plan[Any, Any]) -> TableSummary:
+    """Write `todo` into `table`: batched when the table supports it, one by one when a batch fails."""
+    errors = 0
+    if todo.puts:
+        put_many = getattr(table, "put_many", None)
+        try:
+            if put_many is None:
+                raise OSError("no batch put")
+            put_many(list(todo.puts))
+        except (OSError, V6natError):
+            errors += _apply_one_by_one(lambda kv: table.put(*kv), todo.puts, f"{name} put")
+    if todo.deletes:
+        delete_many = getattr(table, "delete_many", None)
+        try:
+            if delete_many is None:
+                raise OSError("no batch delete")
+            delete_many(list(todo.deletes))
+        except (OSError, V6natError):
+            errors += _apply_one_by_one(table.delete, todo.deletes, f"{name} delete")
+    return TableSummary(len(todo.puts), len(todo.deletes), todo.unchanged, errors)
+
+
+class Reconciler:
+    """Applies DesiredStates to one open Datapath.
+
+    `docker_known=False` (Docker never answered since this daemon started)
+    leaves the Docker-derived tables (dnat, networks) and bridge attachments as
+    they are, so a daemon restarted while Docker is down keeps serving the
+    pinned mappings instead of wiping them.
+    """
+
+    def __init__(self, dp: Any) -> None:
+        self._dp = dp
+        self._replaced_once: set[str] = set()
+
+    def apply(self, desired: DesiredState, docker_known: bool = True) -> Summary:
+        from v6nat_ebpf.datapath import DnatKey, DnatTarget, NetworkEntry  # the datapath's value types
+
+        started = time.monotonic()
+        dp = self._dp
+        tables: dict[str, TableSummary] = {}
+        # Addresses before mappings: a new wildcard mapping is usable only once its host addresses are known.
+        tables["public_ifaces"] = apply_plan(dp.public_ifaces, "public_ifaces",
+                                             plan(dict(desired.public_ifaces), dict(dp.public_ifaces.items())))
+        tables["host_addrs"] = apply_plan(dp.host_addrs, "host_addrs",
+                                          plan(dict(desired.host_addrs), dict(dp.host_addrs.items())))
+        if docker_known:
+            routes = {r.prefix: NetworkEntry(network_id=r.network_id, bridge_ifindex=r.bridge_ifindex,
+                                             masquerade=r.masquerade, icc=r.icc, internal=r.internal,
+                                             snat_addr=r.snat_addr)
+                      for r in desired.routes}
+            tables["networks"] = apply_plan(dp.networks, "networks", plan(routes, dict(dp.networks.items())))
+            dnat = {DnatKey(proto=m.proto, host_addr=m.host_addr, host_port=m.host_port):
+                    DnatTarget(addr=m.container_addr, port=m.container_port, mapping_id=m.mapping_id)
+                    for m in desired.mappings}
+            tables["dnat"] = apply_plan(dp.dnat, "dnat", plan(dnat, dict(dp.dnat.items())))
+        attached, detached, attach_errors = self._attachments(desired, docker_known)
+        summary = Summary(tables, attached, detached, attach_errors, time.monotonic() - started)
+        log.log(logging.INFO if summary.changed or summary.errors else logging.DEBUG, "reconciled: %s", summary)
+        return summary
+
+    def _attachments(self, desired: DesiredState, docker_known: bool) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+        """Attach our programs where missing (and once per interface per daemon, to load this build's
+        programs over a previous daemon's); detach them where no longer wanted."""
+        dp = self._dp
+        current = dp.attached()
+        wanted = {name: "public" for name in desired.public_names}
+        if docker_known:
+            wanted.update({name: "bridge" for name in desired.bridges})
+        else:
+            wanted.update({name: role for name, role in current.items() if role == "bridge"})
+        attached, detached, errors = [], [], 0
+        for name, role in sorted(wanted.items()):
+            if current.get(name) == role and name in self._replaced_once:
+                continue
+            try:
+                (dp.attach_public if role == "public" else dp.attach_bridge)(name)
+                self._replaced_once.add(name)
+                attached.append(name)
+            except (OSError, V6natError) as exc:
+                errors += 1
+                log.warning("attaching to %s (%s) failed: %s", name, role, exc)
+        for name in sorted(set(current) - set(wanted)):
+            try:
+                dp.detach(name)
+                self._replaced_once.discard(name)
+                detached.append(name)
+            except (OSError, V6natError) as exc:
+                errors += 1
+                log.warning("detaching from %s failed: %s", name, exc)
+        return tuple(attached), tuple(detached), errors
