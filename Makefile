@@ -3,10 +3,11 @@
 
 SHELL := /bin/bash
 VENV := .venv
-# -rfEs: list failures, errors and skips at the end (a skip fails the suite: tests/conftest.py).
-PYTEST_FLAGS ?= -q -rfEs -p no:cacheprovider
+# -rfEs: list failures, errors and skips at the end (a skip fails the suite: tests/conftest.py);
+# a module that fails to import is an error, but the rest of the suite still runs.
+PYTEST_FLAGS ?= -q -rfEs -p no:cacheprovider --continue-on-collection-errors
 
-.PHONY: setup demo test clean lint
+.PHONY: setup demo test clean lint bench
 
 setup:
 	scripts/setup
@@ -21,6 +22,12 @@ test: setup
 	echo "make test: pytest exit status $$rc after $$(( $$(date +%s) - start )) s"; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; \
 	exit $$rc
+
+# Benchmarks (bench/run.py): JSON in bench/results/, then docs/benchmarks.md and
+# docs/img/bench-*.png. About 20-30 min; BENCH_ARGS=--quick for a few minutes.
+BENCH_ARGS ?=
+bench: setup
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	@if [ -x $(VENV)/bin/v6nat ] && [ "$$(id -u)" -eq 0 ]; then $(VENV)/bin/v6nat lab cleanup; fi

@@ -21,7 +21,6 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ def _wrk_script(close: bool, delay_ms: int | None) -> str:
     return "\n".join(lines) + _WRK_DONE
 
 
-def wrk(netns: str, url: str, seconds: float, connections: int = 32, close: bool = False,
+def wrk(netns: str, url: str, seconds: int, connections: int = 32, close: bool = False,
         rate_per_s: int | None = None) -> WrkResult:
     """Run `wrk -t1` against url from netns.
 
@@ -105,7 +104,7 @@ def wrk(netns: str, url: str, seconds: float, connections: int = 32, close: bool
     try:
         out = run_in_netns(
             netns,
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "2s", "-s", script, url],
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "-s", script, url],
             seconds + TOOL_TIMEOUT_SLACK_S,
         )
     finally:
@@ -266,8 +265,3 @@ def wait_http_ok(host: str, ports: list[int], deadline_s: float, poll_s: float =
     return None
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Write a small file the containers read (configs), readable by all."""
-    path.write_text(text)
-    path.chmod(0o644)
-    return path

@@ -141,6 +141,10 @@ def _systems_in(summaries: dict[tuple[str, str, int], Summary]) -> list[str]:
     return [x for x in SYSTEM_ORDER if x in present] + sorted(present - set(SYSTEM_ORDER))
 
 
+def _ratio_cell(r: float | None) -> str:
+    return "—" if r is None else f"{r:.2f}x"
+
+
 def metric_table(metric: Metric, summaries: dict[tuple[str, str, int], Summary]) -> list[str]:
     rows = sorted(((k[2], k[1]) for k in summaries if k[0] == metric.key),
                   key=lambda pk: (pk[0], SYSTEM_ORDER.index(pk[1]) if pk[1] in SYSTEM_ORDER else 99))
@@ -148,15 +152,16 @@ def metric_table(metric: Metric, summaries: dict[tuple[str, str, int], Summary])
         return []
     better = "higher" if metric.higher_is_better else "lower"
     lines = [f"### {metric.title}", "",
-             f"{metric.unit}, {better} is better; ratio = the system's median / v6nat's median at the same level.", "",
-             "| published ports | system | rounds | min | median | max | ratio to v6nat |",
-             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+             f"{metric.unit}, {better} is better; the ratios divide the medians at the same level.", "",
+             "| published ports | system | rounds | min | median | max | v6nat / this | this / routed |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for ports, system in rows:
         sm = summaries[(metric.key, system, ports)]
-        r = ratio(sm, summaries.get((metric.key, REFERENCE, ports)))
+        vs_v6nat = ratio(summaries.get((metric.key, REFERENCE, ports)), sm)
+        vs_routed = ratio(sm, summaries.get((metric.key, "routed", ports)))
         lines.append(f"| {ports:,} | {system} | {sm.n} | {_fmt(sm.min, metric.digits)} | "
                      f"**{_fmt(sm.median, metric.digits)}** | {_fmt(sm.max, metric.digits)} | "
-                     f"{'—' if r is None else f'{r:.2f}x'} |")
+                     f"{_ratio_cell(vs_v6nat)} | {_ratio_cell(vs_routed)} |")
     return lines + [""]
 
 
@@ -190,7 +195,7 @@ def render(doc: dict[str, Any], img_rel: str) -> str:
         f"- Run: {meta['started']}, mode `{plan['mode']}`, {meta['duration_s'] / 60:.1f} min, "
         f"{plan['seconds']:g} s per traffic run.",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, kernel {m['kernel']}; {m['docker']}; "
-        f"{m['nft']}; {m['ip6tables']}; wrk {m['wrk']}; {m['iperf3']}.",
+        f"{m['nft']}; {m['ip6tables']}; {m['wrk'].split(' Copyright')[0]}; {m['iperf3']}.",
         f"- Machine load: {load_note(doc)}",
         "",
         "## Systems",
@@ -325,7 +330,8 @@ def plot(doc: dict[str, Any], img_dir: Path) -> list[Path]:
     ax.set_ylim(bottom=0)
     ax.set_title("New connections against published ports")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     fig.tight_layout()
     path = img_dir / "bench-new-conn.png"
     fig.savefig(path, dpi=110)

@@ -49,7 +49,7 @@ class Plan:
 
     mode: str
     rounds: int
-    seconds: float
+    seconds: int
     levels: tuple[int, ...]
     answer_runs: int
     program_ports: tuple[int, ...]
@@ -80,7 +80,11 @@ class Recorder:
                              "value": value, **extra})
 
     def error(self, what: str, exc: BaseException) -> None:
-        msg = f"{what}: {exc}"
+        # A tool's stderr can be a whole traceback: its last line says what happened.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        msg = f"{what}: {lines[0] if lines else type(exc).__name__}"
+        if len(lines) > 1:
+            msg += f" ... {lines[-1]}"
         log.warning("%s", msg)
         self.errors.append(msg)
 
@@ -111,7 +115,7 @@ def traffic_figures(plan: Plan) -> dict[str, Callable[[System, Recorder, int], N
 
     def latency(s: System, rec: Recorder, rnd: int) -> None:
         t = s.target()
-        r = load.wrk(s.lab.client_ns, t.url, plan.seconds * 1.5, 10, rate_per_s=plan.latency_rate_per_s)
+        r = load.wrk(s.lab.client_ns, t.url, plan.seconds * 2, 10, rate_per_s=plan.latency_rate_per_s)
         rec.sample("latency_p50_ms", s.name, s.ports, rnd, r.p50_ms, rate_per_s=r.requests_per_s)
         rec.sample("latency_p99_ms", s.name, s.ports, rnd, r.p99_ms, rate_per_s=r.requests_per_s)
 
@@ -242,12 +246,16 @@ def run(plan: Plan, results_dir: Path, docs_dir: Path | None) -> dict[str, Any]:
             if cls.name not in plan.systems:
                 continue
             s = cls(conf)
+            own = ExitStack()  # a system that fails to start is torn down at once
             try:
-                s.start(stack)
-                systems.append(s)
+                s.start(own)
             except (SystemError_, LabError) as e:
+                own.close()
                 rec.error(f"starting {cls.name}", e)
-                systems_info[cls.name] = {"title": cls.title, "error": str(e)}
+                systems_info[cls.name] = {"title": cls.title, "error": rec.errors[-1].split(": ", 1)[1]}
+            else:
+                stack.enter_context(own)
+                systems.append(s)
         if systems:
             measure_traffic(plan, systems, rec)
             rec.probe_load("after traffic")
@@ -298,7 +306,7 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, Path, Path | None]:
     p.add_argument("--systems", help=f"comma list out of {','.join(c.name for c in ALL_SYSTEMS)}")
     p.add_argument("--figures", help=f"comma list out of {','.join(TRAFFIC_FIGURES + OTHER_FIGURES)}")
     p.add_argument("--rounds", type=int)
-    p.add_argument("--seconds", type=float, help="duration of each traffic run")
+    p.add_argument("--seconds", type=int, help="duration of each traffic run")
     p.add_argument("--levels", help="published-port levels for new_conn, e.g. 1,1000,5000")
     p.add_argument("--answer-runs", type=int, help="containers started for run_to_answer")
     p.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")

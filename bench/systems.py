@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
@@ -42,6 +43,17 @@ FILLER_BASE = 10000
 REPO = Path(__file__).resolve().parent.parent
 V6NAT_BIN = REPO / ".venv" / "bin" / "v6nat"
 READY_TIMEOUT_S = 30.0
+METRICS_LISTEN = "[::1]:9661"  # in the lab's host netns: one per lab
+METRICS_URL = f"http://{METRICS_LISTEN}"
+# Docker 20.10 holds a listening socket per published port and address family
+# even with the userland proxy off, and this machine caps a process at 20,000
+# open files: dockerd cannot publish much more than 9,000 ports here. Levels past
+# DOCKER_PORTS_MAX add entries straight into v6nat's dnat map (datapath API).
+DOCKER_PORTS_MAX = 5_000
+DIRECT_MAPPING_ID_BASE = 1_000_000
+# The daemon's periodic resync would remove the direct entries: once an hour
+# instead of every 30 s (start, events and SIGHUP still resync).
+RESYNC_INTERVAL_S = 3600
 
 NGINX_CONF = """\
 worker_processes 1;
@@ -167,7 +179,16 @@ class System:
                 time.sleep(0.05)
 
     def describe(self) -> dict[str, Any]:
-        return {"title": self.title, "max_ports": self.max_ports, "notes": self.notes}
+        return {"title": self.title, "max_ports": self.max_ports, "notes": self.notes,
+                "lab": self._lab.name if self._lab else None}
+
+
+def _http_status_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
 
 
 def filler_ports(n: int) -> range:
@@ -271,13 +292,16 @@ class V6nat(System):
 
     name = "v6nat"
     title = "v6nat"
-    max_ports = 5_000
+    max_ports = 50_000
     lab_config = LabConfig(iptables=False, ip6tables=False, userland_proxy=False)
 
     def __init__(self, conf_dir: Path) -> None:
         super().__init__(conf_dir)
         self.daemon: subprocess.Popen[Any] | None = None
         self.filler: Any = None
+        self.filler_ports = range(0)
+        self.datapath: Any = None  # the bench's own handle on the pinned maps, for direct entries
+        self.direct_count = 0
 
     def before_server(self) -> None:
         if not V6NAT_BIN.exists():
@@ -288,12 +312,20 @@ class V6nat(System):
             self.daemon = self.lab.popen(
                 self.lab.host_ns,
                 [str(V6NAT_BIN), "run", "--public-iface", self.lab.public_iface, "--docker-host",
-                 self.lab.docker_url, "--pin-path", str(self.lab.pin_path)],
+                 self.lab.docker_url, "--pin-path", str(self.lab.pin_path), "--metrics-listen", METRICS_LISTEN,
+                 "--resync-interval", str(RESYNC_INTERVAL_S)],
                 nsenter=True, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def after_server(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is not None:
-            raise SystemError_(f"v6nat run exited {self.daemon.returncode}: {self.log_tail()}")
+        """Wait for the daemon's /readyz (maps adopted, interfaces attached, first resync done)."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        with netns_pool(self.lab.host_ns) as pool:
+            while not pool.submit(_http_status_ok, METRICS_URL + "/readyz").result():
+                if self.daemon is not None and self.daemon.poll() is not None:
+                    raise SystemError_(f"v6nat run exited {self.daemon.returncode}: {self.log_tail()}")
+                if time.monotonic() > deadline:
+                    raise SystemError_(f"v6nat not ready within {READY_TIMEOUT_S:.0f} s: {self.log_tail()}")
+                time.sleep(0.1)
 
     def log_tail(self) -> str:
         try:
@@ -302,13 +334,40 @@ class V6nat(System):
             return "(no log)"
 
     def publish(self, n: int) -> None:
+        """Up to DOCKER_PORTS_MAX through Docker (a filler container); past it, straight into the dnat map."""
         super().publish(n)
-        ports = filler_ports(n)
-        if self.filler is not None:
+        ports = filler_ports(min(n, DOCKER_PORTS_MAX))
+        if self.filler is not None and len(self.filler_ports) != len(ports):
             self.filler.remove(force=True)
-            self.filler = None
-        if ports:
+            self.filler, self.filler_ports = None, range(0)
+        if ports and self.filler is None:
             self.filler, _, _ = self.run_filler(ports)
+            self.filler_ports = ports
+        self.set_direct_entries(max(0, n - DOCKER_PORTS_MAX))
+
+    def set_direct_entries(self, count: int) -> None:
+        """Make `count` dnat entries exist that the bench wrote itself (host ports past Docker's fillers).
+
+        They point at the server's port 80 with mapping ids of their own; the
+        daemon runs with a long resync interval so it does not remove them.
+        """
+        if count == self.direct_count:
+            return
+        from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget
+
+        if self.datapath is None:
+            self.datapath = Datapath.open(pin_path=str(self.lab.pin_path))
+        first = FILLER_BASE + DOCKER_PORTS_MAX
+        keys = [DnatKey(proto=6, host_addr=None, host_port=first + i) for i in range(max(count, self.direct_count))]
+        if count > self.direct_count:
+            self.datapath.dnat.put_many(
+                [(k, DnatTarget(addr=self.server_addr, port=80, mapping_id=DIRECT_MAPPING_ID_BASE + i))
+                 for i, k in enumerate(keys) if i >= self.direct_count])
+        else:
+            self.datapath.dnat.delete_many(keys[count:])
+        self.direct_count = count
+        entries, capacity = self.datapath.map_fill()["dnat"]
+        self.notes.append(f"dnat map with {count:,} direct entries: {entries:,} of {capacity:,} slots used")
 
     def run_filler(self, ports: range, name: str = "filler") -> tuple[Any, float, float]:
         """Run a container publishing `ports` (host port p -> container port p).

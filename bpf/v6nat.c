@@ -18,6 +18,21 @@
 #include "lib/nat.h"
 #include "lib/icmp6.h"
 
+/* The parsed packet lives in per-CPU map memory, not on the stack: the
+ * verifier then forgets which extension-header path produced it, and those
+ * paths merge instead of multiplying through the rest of the program. */
+BPF_PERCPU_ARRAY(scratch, struct v6nat_pkt, 1);
+
+static __always_inline struct v6nat_pkt *pkt_scratch(void)
+{
+	__u32 zero = 0;
+	struct v6nat_pkt *pkt = scratch.lookup(&zero);
+
+	if (pkt)
+		__builtin_memset(pkt, 0, sizeof(*pkt));
+	return pkt;
+}
+
 static __always_inline __u32 flow_action(const struct ct_entry *e)
 {
 	if (e->dir == CT_DIR_REPLY)
@@ -44,7 +59,7 @@ static __always_inline int flow_translate(struct __sk_buff *skb, __u32 hook, str
 
 /* Create the pair for a new flow, then translate its first packet. */
 static __always_inline int flow_start(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
-				      const struct ct_key *key, struct ct_entry *orig, int claim_port)
+				      struct ct_key *key, struct ct_entry *orig, int claim_port)
 {
 	struct ct_entry *e;
 	int reason = ct_create_pair(skb, key, orig, claim_port);
@@ -102,84 +117,92 @@ static __always_inline int unparsed_verdict(__u32 hook, int result, int masquera
 int v6nat_public_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_PUBLIC_INGRESS;
-	struct v6nat_pkt pkt = {};
+	struct v6nat_pkt *pkt = pkt_scratch();
 	struct ct_key key;
 	struct ct_entry *e;
 	struct network_info *net;
 	struct dnat_target *target;
-	int r = v6nat_parse(skb, &pkt);
+	int r;
+
+	if (!pkt)
+		return V6NAT_CONTINUE;
+	r = v6nat_parse(skb, pkt);
 
 	if (r == PARSE_NOT_IPV6)
 		return v6nat_pass(hook);
-	net = network_of(pkt.daddr);
+	net = network_of(pkt->daddr);
 	if (net && (net->flags & (V6NAT_NET_MASQUERADE | V6NAT_NET_INTERNAL)))
 		return v6nat_drop(hook, V6NAT_DROP_DIRECT_ULA);
 	if (r == PARSE_ICMP_ERROR)
-		return icmp_error_verdict(skb, hook, &pkt, 0);
+		return icmp_error_verdict(skb, hook, pkt, 0);
 	if (r == PARSE_FRAGMENT)
-		return fragment_verdict(skb, hook, &pkt, 0);
+		return fragment_verdict(skb, hook, pkt, 0);
 	if (r != PARSE_TUPLE)
 		return unparsed_verdict(hook, r, 0);
 
-	ct_key_of_pkt(&key, &pkt);
+	ct_key_of_pkt(&key, pkt);
 	e = conntrack.lookup(&key);
 	if (e && ct_allowed(hook, e))
-		return flow_translate(skb, hook, &pkt, &key, e, flow_action(e));
+		return flow_translate(skb, hook, pkt, &key, e, flow_action(e));
 
-	if (pkt.proto == IPPROTO_ICMPV6_ || !is_host_addr(pkt.daddr))
+	if (pkt->proto == IPPROTO_ICMPV6_ || !is_host_addr(pkt->daddr))
 		return v6nat_pass(hook);
-	if (pkt.proto == IPPROTO_TCP && !tcp_is_syn(&pkt))
+	if (pkt->proto == IPPROTO_TCP && !tcp_is_syn(pkt))
 		return v6nat_pass(hook);
-	target = dnat_lookup(pkt.proto, pkt.daddr, pkt.dport);
+	target = dnat_lookup(pkt->proto, pkt->daddr, pkt->dport);
 	if (!target)
 		return v6nat_pass(hook);
 	{
 		struct ct_entry orig = {};
 
-		addr_copy(orig.saddr, pkt.saddr);
+		addr_copy(orig.saddr, pkt->saddr);
 		addr_copy(orig.daddr, target->addr);
-		orig.sport = pkt.sport;
+		orig.sport = pkt->sport;
 		orig.dport = target->port;
 		orig.kind = CT_KIND_DNAT;
 		orig.mapping_id = target->mapping_id;
-		return flow_start(skb, hook, &pkt, &key, &orig, 0);
+		return flow_start(skb, hook, pkt, &key, &orig, 0);
 	}
 }
 
 int v6nat_public_egress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_PUBLIC_EGRESS;
-	struct v6nat_pkt pkt = {};
+	struct v6nat_pkt *pkt = pkt_scratch();
 	struct ct_key key;
 	struct ct_entry *e;
 	struct network_info *net;
 	const __u8 *source;
 	int masquerade;
-	int r = v6nat_parse(skb, &pkt);
+	int r;
+
+	if (!pkt)
+		return V6NAT_CONTINUE;
+	r = v6nat_parse(skb, pkt);
 
 	if (r == PARSE_NOT_IPV6)
 		return v6nat_pass(hook);
-	net = network_of(pkt.saddr);
+	net = network_of(pkt->saddr);
 	if (net && (net->flags & V6NAT_NET_INTERNAL))
 		return v6nat_drop(hook, V6NAT_DROP_INTERNAL_EGRESS);
 	masquerade = net && (net->flags & V6NAT_NET_MASQUERADE);
 	if (r == PARSE_ICMP_ERROR)
-		return icmp_error_verdict(skb, hook, &pkt, masquerade);
+		return icmp_error_verdict(skb, hook, pkt, masquerade);
 	if (r == PARSE_FRAGMENT)
-		return fragment_verdict(skb, hook, &pkt, masquerade);
+		return fragment_verdict(skb, hook, pkt, masquerade);
 	if (r != PARSE_TUPLE)
 		return unparsed_verdict(hook, r, masquerade);
 
-	ct_key_of_pkt(&key, &pkt);
+	ct_key_of_pkt(&key, pkt);
 	e = conntrack.lookup(&key);
 	if (e && ct_allowed(hook, e))
-		return flow_translate(skb, hook, &pkt, &key, e, flow_action(e));
+		return flow_translate(skb, hook, pkt, &key, e, flow_action(e));
 
 	if (!masquerade)
 		return v6nat_pass(hook);
-	if (pkt.proto == IPPROTO_ICMPV6_ && pkt.icmp_type != ICMP6_ECHO_REQUEST)
+	if (pkt->proto == IPPROTO_ICMPV6_ && pkt->icmp_type != ICMP6_ECHO_REQUEST)
 		return v6nat_drop(hook, V6NAT_DROP_UNSUPPORTED);
-	if (pkt.proto == IPPROTO_TCP && !tcp_is_syn(&pkt))
+	if (pkt->proto == IPPROTO_TCP && !tcp_is_syn(pkt))
 		return v6nat_drop(hook, V6NAT_DROP_TCP_NO_FLOW);
 	source = snat_source(skb, net);
 	if (!source)
@@ -188,42 +211,46 @@ int v6nat_public_egress(struct __sk_buff *skb)
 		struct ct_entry orig = {};
 
 		addr_copy(orig.saddr, source);
-		addr_copy(orig.daddr, pkt.daddr);
-		orig.sport = pkt.sport;
-		orig.dport = pkt.dport;
+		addr_copy(orig.daddr, pkt->daddr);
+		orig.sport = pkt->sport;
+		orig.dport = pkt->dport;
 		orig.kind = CT_KIND_SNAT;
-		return flow_start(skb, hook, &pkt, &key, &orig, 1);
+		return flow_start(skb, hook, pkt, &key, &orig, 1);
 	}
 }
 
 int v6nat_bridge_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_BRIDGE_INGRESS;
-	struct v6nat_pkt pkt = {};
+	struct v6nat_pkt *pkt = pkt_scratch();
 	struct ct_key key;
 	struct ct_entry *e;
 	struct dnat_target *target;
-	int r = v6nat_parse(skb, &pkt);
+	int r;
+
+	if (!pkt)
+		return V6NAT_CONTINUE;
+	r = v6nat_parse(skb, pkt);
 
 	if (r == PARSE_ICMP_ERROR)
-		return icmp_error_verdict(skb, hook, &pkt, 0);
+		return icmp_error_verdict(skb, hook, pkt, 0);
 	if (r == PARSE_FRAGMENT)
-		return fragment_verdict(skb, hook, &pkt, 0);
+		return fragment_verdict(skb, hook, pkt, 0);
 	if (r != PARSE_TUPLE)
 		return unparsed_verdict(hook, r, 0);
-	if (!is_host_addr(pkt.daddr))
+	if (!is_host_addr(pkt->daddr))
 		return v6nat_pass(hook);
 
-	ct_key_of_pkt(&key, &pkt);
+	ct_key_of_pkt(&key, pkt);
 	e = conntrack.lookup(&key);
 	if (e && ct_allowed(hook, e))
-		return flow_translate(skb, hook, &pkt, &key, e, flow_action(e));
+		return flow_translate(skb, hook, pkt, &key, e, flow_action(e));
 
-	if (pkt.proto == IPPROTO_ICMPV6_ || !network_of(pkt.saddr))
+	if (pkt->proto == IPPROTO_ICMPV6_ || !network_of(pkt->saddr))
 		return v6nat_pass(hook);
-	if (pkt.proto == IPPROTO_TCP && !tcp_is_syn(&pkt))
+	if (pkt->proto == IPPROTO_TCP && !tcp_is_syn(pkt))
 		return v6nat_pass(hook);
-	target = dnat_lookup(pkt.proto, pkt.daddr, pkt.dport);
+	target = dnat_lookup(pkt->proto, pkt->daddr, pkt->dport);
 	if (!target)
 		return v6nat_pass(hook);
 	{
@@ -231,12 +258,12 @@ int v6nat_bridge_ingress(struct __sk_buff *skb)
 
 		/* The source becomes the host address the container asked
 		 * for, so the target's replies come back through the host. */
-		addr_copy(orig.saddr, pkt.daddr);
+		addr_copy(orig.saddr, pkt->daddr);
 		addr_copy(orig.daddr, target->addr);
-		orig.sport = pkt.sport;
+		orig.sport = pkt->sport;
 		orig.dport = target->port;
 		orig.kind = CT_KIND_HAIRPIN;
 		orig.mapping_id = target->mapping_id;
-		return flow_start(skb, hook, &pkt, &key, &orig, 1);
+		return flow_start(skb, hook, pkt, &key, &orig, 1);
 	}
 }

@@ -18,7 +18,7 @@ ULA = "fd00:ca7e:d09e::/64"
 
 # A process that holds a lab with a running container until it is signalled.
 HOLDER = textwrap.dedent("""
-    import sys, time
+    import time
     from v6nat_ebpf.lab import Lab, LabConfig
     with Lab(LabConfig()) as lab:
         net = lab.create_network("ula", "fd00:ca7e:d09e::/64")

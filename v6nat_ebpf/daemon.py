@@ -257,6 +257,10 @@ class Daemon:
 def run(opts: RunOptions) -> int:
     """`v6nat run`: check, open (or adopt) the datapath, serve until told to stop."""
     configure_logging(opts.log_format, opts.log_level_number)
+    from v6nat_ebpf.metrics import ControlPlaneStats, parse_listen, start_metrics_server
+
+    if opts.metrics_listen:
+        parse_listen(opts.metrics_listen)
     check_can_run()
     read_host_state(opts.public_ifaces)  # unknown interface -> one line, before anything is loaded
     for warning in forwarding_warnings(opts.public_ifaces):
@@ -266,8 +270,6 @@ def run(opts: RunOptions) -> int:
 
     lo, hi = opts.snat_ports
     dp = Datapath.open(pin_path=opts.pin_path, config=DatapathConfig(snat_port_min=lo, snat_port_max=hi))
-    from v6nat_ebpf.metrics import ControlPlaneStats, start_metrics_server
-
     stats = ControlPlaneStats()
     stats.maps_adopted()
     reservation = PortReservation(opts.pin_path)

@@ -326,13 +326,13 @@ class Snapshot:
         }
 
 
-def readiness(dp: DatapathReader, control: ControlPlaneView) -> Readiness:
+def readiness(control: ControlPlaneView, attached: Mapping[str, str]) -> Readiness:
     """Ready = maps adopted, programs attached on every expected interface, first Docker sync done."""
     if not control.maps_adopted:
         return Readiness(False, "maps not adopted yet")
     if not control.expected_interfaces:
         return Readiness(False, "no interface to attach to yet")
-    missing = sorted(set(control.expected_interfaces) - set(dp.attached()))
+    missing = sorted(set(control.expected_interfaces) - set(attached))
     if missing:
         return Readiness(False, "programs not attached on " + ", ".join(missing))
     if not control.first_sync_done:
@@ -381,7 +381,7 @@ def take_snapshot(dp: DatapathReader, stats: ControlPlaneStats) -> Snapshot:
         snat_pool_ports=dp.config.snat_port_max - dp.config.snat_port_min + 1,
         interfaces=interfaces,
         control=control,
-        readiness=readiness(dp, control),
+        readiness=readiness(control, attached),
     )
 
 
@@ -630,7 +630,7 @@ def _handler_class(registry: CollectorRegistry, dp: DatapathReader, stats: Contr
             elif path == "/healthz":
                 self._reply(200, "text/plain; charset=utf-8", b"ok\n")
             elif path == "/readyz":
-                ready = readiness(dp, stats.view())
+                ready = readiness(stats.view(), dp.attached())
                 self._reply(200 if ready.ready else 503, "text/plain; charset=utf-8", ready.reason.encode() + b"\n")
             elif path == "/status":
                 body = json.dumps(take_snapshot(dp, stats).as_dict(), indent=2).encode()

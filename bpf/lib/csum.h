@@ -56,7 +56,7 @@ static __always_inline int csum_rewrite_addr(struct __sk_buff *skb, __u32 off, c
 		if (bpf_l4_csum_replace(skb, csum_off, 0, delta, BPF_F_PSEUDO_HDR | l4_flags))
 			return -1;
 	}
-	return bpf_skb_store_bytes(skb, off, new, 16, BPF_F_RECOMPUTE_CSUM);
+	return bpf_skb_store_bytes(skb, off, (void *)new, 16, BPF_F_RECOMPUTE_CSUM);
 }
 
 /* Rewrite a 16-bit L4 field (a port, an echo identifier) at `off`. */

@@ -84,7 +84,7 @@ static __always_inline int port_owned_by_host(struct __sk_buff *skb, const struc
  * socket owns it and no published port uses it; inserting the reply half with
  * BPF_NOEXIST is the atomic claim against other flows. 0 or -1 (exhausted). */
 static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *reply,
-					  const struct ct_entry *reply_entry, __be16 preferred)
+					  struct ct_entry *reply_entry, __be16 preferred)
 {
 	__u32 zero = 0;
 	struct v6nat_config *cfg = config.lookup(&zero);
@@ -112,7 +112,7 @@ static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *
  * says. With claim_port, orig->sport is only preferred: the port really used
  * is claimed and written back. Returns 0 or a drop reason; `orig` then holds
  * the half to translate with (another CPU's if it won a race). */
-static __always_inline int ct_create_pair(struct __sk_buff *skb, const struct ct_key *key,
+static __always_inline int ct_create_pair(struct __sk_buff *skb, struct ct_key *key,
 					  struct ct_entry *orig, int claim_port)
 {
 	struct ct_key reply_key;

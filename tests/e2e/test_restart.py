@@ -1,0 +1,121 @@
+"""Restarts without loss: kill -9 of the daemon under a transfer, dockerd restarts, SIGTERM and cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from typing import Iterator
+
+import pytest
+from docker.models.networks import Network
+from e2e_support import V6nat, eventually, tcp_echo_server
+
+from v6nat_ebpf.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+SLOW_PORT, WEB_PORT = 8200, 8080
+SLOW_LINES = 60  # one line every 0.1 s: a 6 s transfer
+
+
+def slow_server() -> list[str]:
+    script = f"for i in $(seq {SLOW_LINES}); do echo line$i; sleep 0.1; done"
+    return ["socat", "TCP6-LISTEN:80,fork,reuseaddr", f"SYSTEM:{script}"]
+
+
+@pytest.fixture(scope="module")
+def ula(lab: Lab) -> Network:
+    return lab.create_network("ula", "fd00:c::/64")
+
+
+@pytest.fixture(scope="module")
+def served(lab: Lab, ula: Network, v6nat: V6nat) -> Iterator[None]:
+    slow = lab.run_container("slow", ula, slow_server(), ports={"80/tcp": SLOW_PORT})
+    web = lab.run_container("web", ula, tcp_echo_server(), ports={"80/tcp": WEB_PORT})
+    eventually(lambda: answers(lab, WEB_PORT), what="web answers")
+    yield
+    slow.remove(force=True)
+    web.remove(force=True)
+
+
+def answers(lab: Lab, port: int) -> bool:
+    return lab.probe_peer(lab.host_addr, port, timeout_s=1).peer == lab.client_addr
+
+
+def test_kill9_during_a_transfer_loses_nothing(lab: Lab, ula: Network, v6nat: V6nat, served: None) -> None:
+    transfer = lab.popen(lab.client_ns, ["socat", "-T20", "-", f"TCP6:[{lab.host_addr}]:{SLOW_PORT}"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1)
+    v6nat.kill9()
+    # Nobody in charge: established and new connections keep working on the pinned state.
+    assert answers(lab, WEB_PORT)
+    # A container replaced while the daemon is dead is picked up by the restarted one.
+    lab.docker.containers.get("web").remove(force=True)
+    blocker = lab.run_container("blocker", ula, "sleep 600")
+    lab.run_container("web", ula, tcp_echo_server(), ports={"80/tcp": WEB_PORT})
+    v6nat.start()
+    eventually(lambda: answers(lab, WEB_PORT), what="replaced web answers after the restart")
+    out, err = transfer.communicate(timeout=30)
+    lines = out.decode().split()
+    print(f"\nMEASURED kill -9 under a {SLOW_LINES * 0.1:.0f} s transfer: {SLOW_LINES - len(lines)} lines lost, "
+          f"transfer exit {transfer.returncode}")
+    assert lines == [f"line{i}" for i in range(1, SLOW_LINES + 1)], err
+    blocker.remove(force=True)
+
+
+def test_dockerd_restart_keeps_serving_and_converges(lab: Lab, ula: Network, v6nat: V6nat, served: None) -> None:
+    doomed = lab.run_container("doomed", ula, tcp_echo_server(), ports={"80/tcp": 8300})
+    eventually(lambda: answers(lab, 8300), what="doomed answers")
+    pid = lab.docker.api.inspect_container(doomed.id)["State"]["Pid"]
+    lab.stop_docker()
+    assert answers(lab, WEB_PORT)  # live-restore: containers run on, v6nat keeps serving
+    os.kill(pid, signal.SIGKILL)  # dies while Docker cannot tell anyone
+    lab.start_docker()
+    back = time.monotonic()
+    # Docker notices the dead container; the daemon resyncs and drops its mapping.
+    eventually(lambda: all(m["host_port"] != 8300 for m in status(v6nat)["mappings"]), timeout=10,
+               what="mapping of the dead container removed")
+    print(f"\nMEASURED dockerd back -> stale mapping removed: {(time.monotonic() - back) * 1000:.0f} ms")
+    fresh = lab.run_container("fresh", ula, tcp_echo_server(), ports={"80/tcp": 8301})
+    eventually(lambda: answers(lab, 8301), what="a container started after the restart answers")
+    assert answers(lab, WEB_PORT)
+    fresh.remove(force=True)
+    lab.docker.containers.get("doomed").remove(force=True)
+
+
+def status(v6nat: V6nat) -> dict:
+    return json.loads(v6nat.cli("status", "--json", "--metrics-listen", v6nat.listen, "--pin-path",
+                                v6nat.lab.pin_path).stdout)
+
+
+def test_sighup_resyncs(lab: Lab, v6nat: V6nat, served: None) -> None:
+    before = v6nat.log().count("full resync with Docker (SIGHUP)")
+    v6nat.send(signal.SIGHUP)
+    eventually(lambda: v6nat.log().count("full resync with Docker (SIGHUP)") > before, what="SIGHUP resync logged")
+    assert answers(lab, WEB_PORT)
+
+
+def reserved_ports(lab: Lab) -> str:
+    return lab.exec(lab.host_ns, ["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]).stdout.strip()
+
+
+def test_sigterm_leaves_the_datapath_and_cleanup_removes_it(lab: Lab, v6nat: V6nat, served: None) -> None:
+    assert reserved_ports(lab) == "61000-65535"
+    assert v6nat.stop() == 0
+    assert answers(lab, WEB_PORT)
+    result = v6nat.cli("cleanup", "--pin-path", lab.pin_path)
+    assert "removed" in result.stdout
+    assert not answers(lab, WEB_PORT)
+    for iface in [lab.public_iface] + [n.attrs["Options"].get("com.docker.network.bridge.name") or
+                                       "br-" + n.id[:12] for n in lab.docker.networks.list(names=["ula"])]:
+        for direction in ("ingress", "egress"):
+            shown = lab.exec(lab.host_ns, ["tc", "filter", "show", "dev", iface, direction], check=False).stdout
+            assert "v6nat" not in shown, shown
+    assert reserved_ports(lab) == ""
+    assert not any(os.scandir(lab.pin_path))
+    # and it comes back: a new daemon serves again
+    v6nat.start()
+    eventually(lambda: answers(lab, WEB_PORT), what="served again after a new start")

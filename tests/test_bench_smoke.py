@@ -1,0 +1,43 @@
+"""Smoke test of the benchmark harness: one figure, one system, one round of one second.
+
+Runs `python -m bench.run` as `make bench` does (labs built and torn down,
+results JSON, Markdown and plots) into a temporary directory, and checks that
+the run measured a positive figure and left no lab behind. No timing assertion:
+the point is that the harness keeps working.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from v6nat_ebpf.lab import leftovers_of
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEM = "v6nat"
+
+
+@pytest.mark.lab
+def test_bench_harness_measures_new_connections(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--systems", SYSTEM, "--figures", "new_conn", "--levels", "1",
+         "--rounds", "1", "--seconds", "1", "--results-dir", str(tmp_path / "results"),
+         "--docs-dir", str(tmp_path / "docs")],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    doc = json.loads((tmp_path / "results" / "latest.json").read_text())
+    assert doc["errors"] == []
+    [sample] = [s for s in doc["samples"] if s["metric"] == "new_conn_per_s"]
+    assert sample["system"] == SYSTEM and sample["ports"] == 1
+    assert sample["value"] > 0
+
+    page = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert f"| 1 | {SYSTEM} | 1 |" in page
+    assert (tmp_path / "docs" / "img" / "bench-new-conn.png").stat().st_size > 0
+    lab = doc["systems"][SYSTEM]["lab"]
+    assert lab and leftovers_of(lab) == [], f"the harness left lab {lab} behind"

@@ -1,0 +1,250 @@
+"""The bpf(2) calls the datapath needs, through the system's libbpf (ctypes).
+
+Maps are opened from their pins, so every process (the daemon, `v6nat status`,
+the metrics collector) reads and writes them the same way, with or without the
+compiled programs. Also BPF_PROG_TEST_RUN for the packet tests and the bench.
+Imports nothing from the project except errors.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import os
+from dataclasses import dataclass
+from functools import cache
+
+from v6nat_ebpf.errors import V6natError
+
+BPF_ANY = 0
+BPF_NOEXIST = 1
+
+# Errors meaning "this kernel or map type has no batch operation" (524: ENOTSUPP).
+_BATCH_UNSUPPORTED = {errno.EINVAL, errno.EOPNOTSUPP, 524}
+
+MAP_TYPE_NAMES = {
+    1: "hash",
+    2: "array",
+    5: "percpu_hash",
+    6: "percpu_array",
+    9: "lru_hash",
+    11: "lpm_trie",
+}
+
+
+class _MapBatchOpts(ct.Structure):
+    _fields_ = [("sz", ct.c_size_t), ("elem_flags", ct.c_uint64), ("flags", ct.c_uint64)]
+
+
+class _TestRunOpts(ct.Structure):
+    _fields_ = [
+        ("sz", ct.c_size_t),
+        ("data_in", ct.c_void_p),
+        ("data_out", ct.c_void_p),
+        ("data_size_in", ct.c_uint32),
+        ("data_size_out", ct.c_uint32),
+        ("ctx_in", ct.c_void_p),
+        ("ctx_out", ct.c_void_p),
+        ("ctx_size_in", ct.c_uint32),
+        ("ctx_size_out", ct.c_uint32),
+        ("retval", ct.c_uint32),
+        ("repeat", ct.c_int),
+        ("duration", ct.c_uint32),
+        ("flags", ct.c_uint32),
+        ("cpu", ct.c_uint32),
+        ("batch_size", ct.c_uint32),
+    ]
+
+
+class _MapInfo(ct.Structure):
+    # The head of struct bpf_map_info; the buffer passed is larger and zeroed.
+    _fields_ = [
+        ("type", ct.c_uint32),
+        ("id", ct.c_uint32),
+        ("key_size", ct.c_uint32),
+        ("value_size", ct.c_uint32),
+        ("max_entries", ct.c_uint32),
+        ("map_flags", ct.c_uint32),
+        ("name", ct.c_char * 16),
+    ]
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    """What the kernel says about a map: what adoption checks."""
+
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+
+    @property
+    def type_name(self) -> str:
+        return MAP_TYPE_NAMES.get(self.type, f"type {self.type}")
+
+
+@cache
+def _libbpf() -> ct.CDLL:
+    try:
+        lib = ct.CDLL("libbpf.so.1", use_errno=True)
+    except OSError as exc:
+        raise V6natError(f"cannot load libbpf.so.1 ({exc}); install libbpf1") from exc
+    vp, u32p = ct.c_void_p, ct.POINTER(ct.c_uint32)
+    signatures = {
+        "bpf_obj_get": ([ct.c_char_p], ct.c_int),
+        "bpf_obj_get_info_by_fd": ([ct.c_int, vp, u32p], ct.c_int),
+        "bpf_map_lookup_elem": ([ct.c_int, vp, vp], ct.c_int),
+        "bpf_map_update_elem": ([ct.c_int, vp, vp, ct.c_uint64], ct.c_int),
+        "bpf_map_delete_elem": ([ct.c_int, vp], ct.c_int),
+        "bpf_map_get_next_key": ([ct.c_int, vp, vp], ct.c_int),
+        "bpf_map_update_batch": ([ct.c_int, vp, vp, u32p, vp], ct.c_int),
+        "bpf_map_delete_batch": ([ct.c_int, vp, u32p, vp], ct.c_int),
+        "bpf_prog_test_run_opts": ([ct.c_int, vp], ct.c_int),
+        "libbpf_num_possible_cpus": ([], ct.c_int),
+    }
+    for name, (argtypes, restype) in signatures.items():
+        fn = getattr(lib, name)
+        fn.argtypes = argtypes
+        fn.restype = restype
+    return lib
+
+
+def _err(ret: int) -> int:
+    """libbpf 1.x returns -errno; older paths set errno and return -1."""
+    return -ret if ret < -1 else ct.get_errno()
+
+
+def possible_cpus() -> int:
+    return _libbpf().libbpf_num_possible_cpus()
+
+
+def obj_get(path: str) -> int:
+    """An fd for the pinned object at `path` (the caller closes it)."""
+    fd = _libbpf().bpf_obj_get(path.encode())
+    if fd < 0:
+        raise V6natError(f"cannot open pinned BPF object {path}: {os.strerror(_err(fd))}")
+    return fd
+
+
+def map_info(fd: int) -> MapInfo:
+    buf = (ct.c_uint8 * 256)()
+    size = ct.c_uint32(ct.sizeof(buf))
+    ret = _libbpf().bpf_obj_get_info_by_fd(fd, buf, ct.byref(size))
+    if ret:
+        raise V6natError(f"BPF_OBJ_GET_INFO_BY_FD failed: {os.strerror(_err(ret))}")
+    info = _MapInfo.from_buffer(buf)
+    return MapInfo(info.type, info.key_size, info.value_size, info.max_entries, info.map_flags)
+
+
+class BpfMap:
+    """Raw access to one map by fd: bytes-sized ctypes buffers in and out."""
+
+    def __init__(self, fd: int, key_size: int, value_size: int, percpu: bool) -> None:
+        self.fd = fd
+        self.key_size = key_size
+        self.value_size = value_size
+        # Per-CPU values come as one 8-byte aligned slot per possible CPU.
+        self.slot = (value_size + 7) & ~7 if percpu else value_size
+        self.ncpus = possible_cpus() if percpu else 1
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def lookup(self, key: ct.Structure | ct.Array) -> bytes | None:
+        buf = ct.create_string_buffer(self.slot * self.ncpus)
+        ret = _libbpf().bpf_map_lookup_elem(self.fd, ct.byref(key), buf)
+        if ret == 0:
+            return buf.raw
+        if _err(ret) == errno.ENOENT:
+            return None
+        raise OSError(_err(ret), f"map lookup: {os.strerror(_err(ret))}")
+
+    def update(self, key: ct.Structure | ct.Array, value: ct.Structure | ct.Array | bytes,
+               flags: int = BPF_ANY) -> None:
+        ret = _libbpf().bpf_map_update_elem(self.fd, ct.byref(key), _ref(value), flags)
+        if ret:
+            raise OSError(_err(ret), f"map update: {os.strerror(_err(ret))}")
+
+    def delete(self, key: ct.Structure | ct.Array) -> bool:
+        ret = _libbpf().bpf_map_delete_elem(self.fd, ct.byref(key))
+        if ret == 0:
+            return True
+        if _err(ret) == errno.ENOENT:
+            return False
+        raise OSError(_err(ret), f"map delete: {os.strerror(_err(ret))}")
+
+    def keys(self) -> list[bytes]:
+        """All keys, by BPF_MAP_GET_NEXT_KEY (restarts if the current key vanished)."""
+        out: list[bytes] = []
+        cur = ct.create_string_buffer(self.key_size)
+        nxt = ct.create_string_buffer(self.key_size)
+        ret = _libbpf().bpf_map_get_next_key(self.fd, None, nxt)
+        while ret == 0:
+            out.append(nxt.raw)
+            ct.memmove(cur, nxt, self.key_size)
+            ret = _libbpf().bpf_map_get_next_key(self.fd, cur, nxt)
+        if _err(ret) != errno.ENOENT:
+            raise OSError(_err(ret), f"map iteration: {os.strerror(_err(ret))}")
+        return out
+
+    def update_batch(self, keys: bytes, values: bytes, count: int) -> bool:
+        """BPF_MAP_UPDATE_BATCH; False where the kernel or map type lacks it."""
+        opts = _MapBatchOpts(ct.sizeof(_MapBatchOpts), BPF_ANY, 0)
+        n = ct.c_uint32(count)
+        ret = _libbpf().bpf_map_update_batch(self.fd, keys, values, ct.byref(n), ct.byref(opts))
+        if ret == 0:
+            return True
+        if _err(ret) in _BATCH_UNSUPPORTED and n.value == 0:
+            return False
+        raise OSError(_err(ret), f"map batch update: {os.strerror(_err(ret))}")
+
+    def delete_batch(self, keys: bytes, count: int) -> bool:
+        """BPF_MAP_DELETE_BATCH; False where unsupported. Missing keys are an error
+        for the kernel, so callers pass keys known to exist or fall back."""
+        opts = _MapBatchOpts(ct.sizeof(_MapBatchOpts), 0, 0)
+        n = ct.c_uint32(count)
+        ret = _libbpf().bpf_map_delete_batch(self.fd, keys, ct.byref(n), ct.byref(opts))
+        if ret == 0:
+            return True
+        if n.value == 0 and _err(ret) in _BATCH_UNSUPPORTED | {errno.ENOENT}:
+            return False
+        raise OSError(_err(ret), f"map batch delete: {os.strerror(_err(ret))}")
+
+
+def _ref(value: ct.Structure | ct.Array | bytes) -> ct.c_void_p | ct.Array:
+    if isinstance(value, bytes):
+        return ct.create_string_buffer(value, len(value))
+    return ct.byref(value)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class TestRunResult:
+    retval: int
+    data: bytes
+    duration_ns: int
+
+
+def prog_test_run(prog_fd: int, data: bytes, ctx: bytes | None = None, repeat: int = 1) -> TestRunResult:
+    """BPF_PROG_TEST_RUN: run the program on `data` `repeat` times (each run on
+    the packet the previous one left) and return the last output."""
+    data_in = ct.create_string_buffer(data, len(data))
+    out_size = len(data) + 256  # room for programs that grow the packet
+    data_out = ct.create_string_buffer(out_size)
+    opts = _TestRunOpts()
+    opts.sz = ct.sizeof(_TestRunOpts)
+    opts.data_in = ct.cast(data_in, ct.c_void_p)
+    opts.data_size_in = len(data)
+    opts.data_out = ct.cast(data_out, ct.c_void_p)
+    opts.data_size_out = out_size
+    opts.repeat = repeat
+    if ctx is not None:
+        ctx_in = ct.create_string_buffer(ctx, len(ctx))
+        opts.ctx_in = ct.cast(ctx_in, ct.c_void_p)
+        opts.ctx_size_in = len(ctx)
+    ret = _libbpf().bpf_prog_test_run_opts(prog_fd, ct.byref(opts))
+    if ret:
+        raise OSError(_err(ret), f"BPF_PROG_TEST_RUN: {os.strerror(_err(ret))}")
+    return TestRunResult(ct.c_int32(opts.retval).value, data_out.raw[: opts.data_size_out], opts.duration)

@@ -1,0 +1,189 @@
+"""Python's one mirror of bpf/v6nat.h: ctypes structs, the map table, and the
+names (hooks, actions, drop reasons) and constants read from the header itself.
+
+tests/datapath/test_layout.py checks every struct here against what the
+compiler produced. Imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+HEADER = BPF_DIR / "v6nat.h"
+
+u8, u16, u32, u64 = ct.c_uint8, ct.c_uint16, ct.c_uint32, ct.c_uint64
+Addr = ct.c_uint8 * 16
+
+
+def _xmacro(text: str, name: str) -> list[str]:
+    """The second argument of every X(ID, name) entry of `#define name(X)`."""
+    match = re.search(rf"#define {name}\(X\)((?:.*\\\n)*.*)", text)
+    if not match:
+        raise RuntimeError(f"{HEADER}: no X-macro {name}")
+    return re.findall(r"X\(\w+,\s*(\w+)\)", match.group(1))
+
+
+def _constants(text: str) -> dict[str, int]:
+    """`#define NAME <int>` and `NAME = <int>,` (enum members) of the header."""
+    found = {m[0]: int(m[1], 0) for m in re.findall(r"#define\s+(\w+)\s+(0x[0-9a-fA-F]+|\d+)\b", text)}
+    found.update({m[0]: int(m[1], 0) for m in re.findall(r"^\s*(\w+)\s*=\s*(0x[0-9a-fA-F]+|\d+),", text, re.M)})
+    return found
+
+
+@dataclass(frozen=True)
+class HeaderNames:
+    hooks: tuple[str, ...]
+    actions: tuple[str, ...]
+    drop_reasons: tuple[str, ...]
+    constants: dict[str, int]
+
+    @property
+    def counters(self) -> tuple[str, ...]:
+        """Counter names in counter-id order: actions, then drop_<reason>."""
+        return self.actions + tuple(f"drop_{r}" for r in self.drop_reasons)
+
+    def const(self, name: str) -> int:
+        return self.constants[name]
+
+
+@cache
+def header() -> HeaderNames:
+    text = HEADER.read_text()
+    return HeaderNames(
+        hooks=tuple(_xmacro(text, "V6NAT_HOOKS")),
+        actions=tuple(_xmacro(text, "V6NAT_ACTIONS")),
+        drop_reasons=tuple(_xmacro(text, "V6NAT_DROP_REASONS")),
+        constants=_constants(text),
+    )
+
+
+class Config(ct.Structure):
+    _fields_ = [
+        ("tcp_established_ns", u64),
+        ("tcp_transitory_ns", u64),
+        ("udp_ns", u64),
+        ("icmp_ns", u64),
+        ("snat_port_min", u16),
+        ("snat_port_max", u16),
+        ("_pad", u32),
+    ]
+
+
+class RawDnatKey(ct.Structure):
+    _fields_ = [("host_addr", Addr), ("host_port", u16), ("proto", u8), ("_pad", u8)]
+
+
+class RawDnatTarget(ct.Structure):
+    _fields_ = [("addr", Addr), ("port", u16), ("_pad", u16), ("mapping_id", u32)]
+
+
+class RawNetworkKey(ct.Structure):
+    _fields_ = [("prefixlen", u32), ("addr", Addr)]
+
+
+class RawNetworkInfo(ct.Structure):
+    _fields_ = [
+        ("snat_addr", Addr),
+        ("network_id", u32),
+        ("bridge_ifindex", u32),
+        ("flags", u32),
+        ("_pad", u32),
+    ]
+
+
+class RawPublicIface(ct.Structure):
+    _fields_ = [("snat_addr", Addr)]
+
+
+class RawHostAddrKey(ct.Structure):
+    _fields_ = [("addr", Addr)]
+
+
+class RawHostAddrInfo(ct.Structure):
+    _fields_ = [("ifindex", u32)]
+
+
+class RawCtKey(ct.Structure):
+    _fields_ = [
+        ("saddr", Addr),
+        ("daddr", Addr),
+        ("sport", u16),
+        ("dport", u16),
+        ("proto", u8),
+        ("_pad", u8 * 3),
+    ]
+
+
+class RawCtEntry(ct.Structure):
+    _fields_ = [
+        ("saddr", Addr),
+        ("daddr", Addr),
+        ("sport", u16),
+        ("dport", u16),
+        ("kind", u8),
+        ("dir", u8),
+        ("tcp_state", u8),
+        ("tcp_flags", u8),
+        ("mapping_id", u32),
+        ("_pad", u32),
+        ("created_ns", u64),
+        ("last_seen_ns", u64),
+        ("packets", u64),
+        ("bytes", u64),
+    ]
+
+
+class RawFragKey(ct.Structure):
+    _fields_ = [("saddr", Addr), ("daddr", Addr), ("id", u32), ("proto", u8), ("_pad", u8 * 3)]
+
+
+class RawFragPorts(ct.Structure):
+    _fields_ = [("sport", u16), ("dport", u16)]
+
+
+class RawMappingStat(ct.Structure):
+    _fields_ = [("packets", u64), ("bytes", u64)]
+
+
+# bpf_map_type values used here.
+HASH, ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LPM_TRIE = 1, 2, 5, 6, 9, 11
+BPF_F_NO_PREALLOC = 1
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """One pinned map as bpf/lib/maps.h declares it."""
+
+    name: str
+    type: int
+    key: type[ct.Structure] | type[ct._SimpleCData]
+    value: type[ct.Structure] | type[ct._SimpleCData]
+    max_entries: int
+    flags: int = 0
+
+    @property
+    def percpu(self) -> bool:
+        return self.type in (PERCPU_HASH, PERCPU_ARRAY)
+
+
+def map_specs(ct_max: int, dnat_max: int) -> dict[str, MapSpec]:
+    """Every pinned map, with the capacities the loader compiles in."""
+    h = header()
+    specs = [
+        MapSpec("config", ARRAY, u32, Config, 1),
+        MapSpec("dnat", HASH, RawDnatKey, RawDnatTarget, dnat_max),
+        MapSpec("networks", LPM_TRIE, RawNetworkKey, RawNetworkInfo, h.const("V6NAT_NETWORKS_MAX"),
+                BPF_F_NO_PREALLOC),
+        MapSpec("public_ifaces", HASH, u32, RawPublicIface, h.const("V6NAT_PUBLIC_IFACES_MAX")),
+        MapSpec("host_addrs", HASH, RawHostAddrKey, RawHostAddrInfo, h.const("V6NAT_HOST_ADDRS_MAX")),
+        MapSpec("conntrack", LRU_HASH, RawCtKey, RawCtEntry, ct_max),
+        MapSpec("fragments", LRU_HASH, RawFragKey, RawFragPorts, h.const("V6NAT_FRAGS_MAX")),
+        MapSpec("counters", PERCPU_ARRAY, u32, u64, len(h.hooks) * len(h.counters)),
+        MapSpec("mapping_stats", PERCPU_HASH, u32, RawMappingStat, dnat_max),
+    ]
+    return {s.name: s for s in specs}

@@ -1,0 +1,440 @@
+"""Typed access to the datapath's maps: values the control plane writes
+(DnatKey, DnatTarget, NetworkEntry, DatapathConfig) and what it reads back
+(Flow, counters, mapping stats), converted to and from the layouts of
+bpf/v6nat.h (mirrored in layout.py). put/delete are idempotent; *_many use
+the kernel's batch operations where the map type has them.
+
+Imports the standard library, layout, bpfsys and errors; never bcc.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import errno
+import logging
+import time
+from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network
+from typing import Generic, Iterable, TypeVar
+
+from v6nat_ebpf.datapath import layout
+from v6nat_ebpf.datapath.bpfsys import BPF_ANY, BpfMap
+from v6nat_ebpf.errors import V6natError
+
+log = logging.getLogger(__name__)
+
+PROTO_NAMES = {6: "tcp", 17: "udp", 58: "icmpv6"}
+_NS = 1_000_000_000
+
+
+def _addr_bytes(addr: IPv6Address | None) -> layout.Addr:
+    return layout.Addr.from_buffer_copy(addr.packed if addr else bytes(16))
+
+
+def _addr(raw: ct.Array) -> IPv6Address:
+    return IPv6Address(bytes(raw))
+
+
+def _be16(port: int) -> int:
+    return int.from_bytes(port.to_bytes(2, "big"), "little")
+
+
+def _port(be: int) -> int:
+    return int.from_bytes(be.to_bytes(2, "little"), "big")
+
+
+@dataclass(frozen=True)
+class DatapathConfig:
+    """Runtime settings (config map) and map capacities (compiled in)."""
+
+    snat_port_min: int = 61000
+    snat_port_max: int = 65535
+    tcp_established_s: int = 7440
+    tcp_transitory_s: int = 240
+    udp_s: int = 300
+    icmp_s: int = 60
+    conntrack_max: int = 262144
+    dnat_max: int = 65536
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.snat_port_min <= self.snat_port_max <= 65535:
+            raise V6natError(f"bad SNAT port range {self.snat_port_min}-{self.snat_port_max}")
+        for name in ("tcp_established_s", "tcp_transitory_s", "udp_s", "icmp_s"):
+            if getattr(self, name) <= 0:
+                raise V6natError(f"timeout {name} must be positive, not {getattr(self, name)}")
+        if self.conntrack_max < 64 or self.dnat_max < 1:
+            raise V6natError("map capacities too small (conntrack_max >= 64, dnat_max >= 1)")
+
+    def to_raw(self) -> layout.Config:
+        return layout.Config(
+            tcp_established_ns=self.tcp_established_s * _NS,
+            tcp_transitory_ns=self.tcp_transitory_s * _NS,
+            udp_ns=self.udp_s * _NS,
+            icmp_ns=self.icmp_s * _NS,
+            snat_port_min=self.snat_port_min,
+            snat_port_max=self.snat_port_max,
+        )
+
+
+@dataclass(frozen=True)
+class DnatKey:
+    """A published port: proto, host address (None = any host address), port."""
+
+    proto: int
+    host_addr: IPv6Address | None
+    host_port: int
+
+
+@dataclass(frozen=True)
+class DnatTarget:
+    addr: IPv6Address
+    port: int
+    mapping_id: int  # 0 = not counted in mapping_stats
+
+
+@dataclass(frozen=True)
+class NetworkEntry:
+    network_id: int
+    bridge_ifindex: int
+    masquerade: bool
+    icc: bool
+    internal: bool
+    snat_addr: IPv6Address | None  # None = the public interface's address
+
+
+@dataclass(frozen=True)
+class FlowTuple:
+    saddr: IPv6Address
+    daddr: IPv6Address
+    sport: int  # ICMPv6 echo: the identifier (request) or 0
+    dport: int
+
+    def __str__(self) -> str:
+        return f"[{self.saddr}]:{self.sport} -> [{self.daddr}]:{self.dport}"
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A conntrack pair as one record: the original direction's tuple and what
+    it is translated to, with both halves' counters added up."""
+
+    proto: int
+    kind: str  # "dnat" | "snat" | "hairpin"
+    state: str  # TCP: syn_sent, established, closing, closed; else "none"
+    original: FlowTuple
+    translated: FlowTuple
+    packets: int
+    bytes: int
+    age_s: float
+    idle_s: float
+    mapping_id: int
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Table(Generic[K, V]):
+    """A map of typed keys and values; subclasses convert to the raw layouts."""
+
+    key_type: type[ct.Structure] | type[ct._SimpleCData]
+    value_type: type[ct.Structure]
+    batch = True
+
+    def __init__(self, raw: BpfMap) -> None:
+        self.raw = raw
+
+    def _key(self, key: K) -> ct.Structure | ct._SimpleCData:
+        raise NotImplementedError
+
+    def _value(self, value: V) -> ct.Structure:
+        raise NotImplementedError
+
+    def _unkey(self, raw: bytes) -> K:
+        raise NotImplementedError
+
+    def _unvalue(self, raw: bytes) -> V:
+        raise NotImplementedError
+
+    def put(self, key: K, value: V) -> None:
+        try:
+            self.raw.update(self._key(key), self._value(value), BPF_ANY)
+        except OSError as exc:
+            raise V6natError(f"cannot write {key}: {exc.strerror} (map full?)") from exc
+
+    def get(self, key: K) -> V | None:
+        found = self.raw.lookup(self._key(key))
+        return None if found is None else self._unvalue(found)
+
+    def delete(self, key: K) -> bool:
+        """Remove `key`; False if it was not there."""
+        return self.raw.delete(self._key(key))
+
+    def items(self) -> list[tuple[K, V]]:
+        out = []
+        for kb in self.raw.keys():
+            found = self.raw.lookup(self.key_type.from_buffer_copy(kb))
+            if found is not None:
+                out.append((self._unkey(kb), self._unvalue(found)))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.raw.keys())
+
+    def put_many(self, pairs: Iterable[tuple[K, V]]) -> None:
+        pairs = list(pairs)
+        if not pairs:
+            return
+        if self.batch:
+            keys = b"".join(bytes(self._key(k)) for k, _ in pairs)
+            values = b"".join(bytes(self._value(v)) for _, v in pairs)
+            try:
+                if self.raw.update_batch(keys, values, len(pairs)):
+                    return
+            except OSError as exc:
+                raise V6natError(f"cannot write {len(pairs)} entries: {exc.strerror} (map full?)") from exc
+        for key, value in pairs:
+            self.put(key, value)
+
+    def delete_many(self, keys: Iterable[K]) -> None:
+        keys = list(keys)
+        if not keys:
+            return
+        if self.batch:
+            try:
+                if self.raw.delete_batch(b"".join(bytes(self._key(k)) for k in keys), len(keys)):
+                    return
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:  # some were absent: finish one by one
+                    raise
+        for key in keys:
+            self.delete(key)
+
+
+class DnatTable(_Table[DnatKey, DnatTarget]):
+    key_type = layout.RawDnatKey
+    value_type = layout.RawDnatTarget
+
+    def _key(self, key: DnatKey) -> layout.RawDnatKey:
+        return layout.RawDnatKey(_addr_bytes(key.host_addr), _be16(key.host_port), key.proto, 0)
+
+    def _value(self, value: DnatTarget) -> layout.RawDnatTarget:
+        return layout.RawDnatTarget(_addr_bytes(value.addr), _be16(value.port), 0, value.mapping_id)
+
+    def _unkey(self, raw: bytes) -> DnatKey:
+        k = layout.RawDnatKey.from_buffer_copy(raw)
+        addr = _addr(k.host_addr)
+        return DnatKey(k.proto, None if addr == IPv6Address(0) else addr, _port(k.host_port))
+
+    def _unvalue(self, raw: bytes) -> DnatTarget:
+        v = layout.RawDnatTarget.from_buffer_copy(raw)
+        return DnatTarget(_addr(v.addr), _port(v.port), v.mapping_id)
+
+
+class NetworksTable(_Table[IPv6Network, NetworkEntry]):
+    key_type = layout.RawNetworkKey
+    value_type = layout.RawNetworkInfo
+    batch = False  # LPM tries have no batch operations
+
+    def _key(self, key: IPv6Network) -> layout.RawNetworkKey:
+        return layout.RawNetworkKey(key.prefixlen, _addr_bytes(key.network_address))
+
+    def _value(self, value: NetworkEntry) -> layout.RawNetworkInfo:
+        h = layout.header()
+        flags = (
+            (h.const("V6NAT_NET_MASQUERADE") if value.masquerade else 0)
+            | (h.const("V6NAT_NET_ICC") if value.icc else 0)
+            | (h.const("V6NAT_NET_INTERNAL") if value.internal else 0)
+        )
+        return layout.RawNetworkInfo(_addr_bytes(value.snat_addr), value.network_id, value.bridge_ifindex, flags, 0)
+
+    def _unkey(self, raw: bytes) -> IPv6Network:
+        k = layout.RawNetworkKey.from_buffer_copy(raw)
+        return IPv6Network((_addr(k.addr), k.prefixlen))
+
+    def _unvalue(self, raw: bytes) -> NetworkEntry:
+        v = layout.RawNetworkInfo.from_buffer_copy(raw)
+        h = layout.header()
+        snat = _addr(v.snat_addr)
+        return NetworkEntry(
+            network_id=v.network_id,
+            bridge_ifindex=v.bridge_ifindex,
+            masquerade=bool(v.flags & h.const("V6NAT_NET_MASQUERADE")),
+            icc=bool(v.flags & h.const("V6NAT_NET_ICC")),
+            internal=bool(v.flags & h.const("V6NAT_NET_INTERNAL")),
+            snat_addr=None if snat == IPv6Address(0) else snat,
+        )
+
+
+class PublicIfacesTable(_Table[int, IPv6Address]):
+    """ifindex -> the interface's primary global address (the SNAT source)."""
+
+    key_type = layout.u32
+    value_type = layout.RawPublicIface
+
+    def _key(self, key: int) -> layout.u32:
+        return layout.u32(key)
+
+    def _value(self, value: IPv6Address) -> layout.RawPublicIface:
+        return layout.RawPublicIface(_addr_bytes(value))
+
+    def _unkey(self, raw: bytes) -> int:
+        return layout.u32.from_buffer_copy(raw).value
+
+    def _unvalue(self, raw: bytes) -> IPv6Address:
+        return _addr(layout.RawPublicIface.from_buffer_copy(raw).snat_addr)
+
+
+class HostAddrsTable(_Table[IPv6Address, int]):
+    """Every global address of the public interfaces -> its ifindex."""
+
+    key_type = layout.RawHostAddrKey
+    value_type = layout.RawHostAddrInfo
+
+    def _key(self, key: IPv6Address) -> layout.RawHostAddrKey:
+        return layout.RawHostAddrKey(_addr_bytes(key))
+
+    def _value(self, value: int) -> layout.RawHostAddrInfo:
+        return layout.RawHostAddrInfo(value)
+
+    def _unkey(self, raw: bytes) -> IPv6Address:
+        return _addr(layout.RawHostAddrKey.from_buffer_copy(raw).addr)
+
+    def _unvalue(self, raw: bytes) -> int:
+        return layout.RawHostAddrInfo.from_buffer_copy(raw).ifindex
+
+
+def read_config(raw: BpfMap) -> layout.Config:
+    found = raw.lookup(layout.u32(0))
+    return layout.Config.from_buffer_copy(found) if found else DatapathConfig().to_raw()
+
+
+def write_config(raw: BpfMap, cfg: DatapathConfig) -> None:
+    raw.update(layout.u32(0), cfg.to_raw())
+
+
+def percpu_sum(raw: BpfMap, key: ct.Structure | ct._SimpleCData, fields: int) -> tuple[int, ...]:
+    """Sum a per-CPU value of `fields` u64s over every possible CPU."""
+    found = raw.lookup(key)
+    if found is None:
+        return (0,) * fields
+    totals = [0] * fields
+    for cpu in range(raw.ncpus):
+        slot = found[cpu * raw.slot : cpu * raw.slot + 8 * fields]
+        for i in range(fields):
+            totals[i] += int.from_bytes(slot[8 * i : 8 * i + 8], "little")
+    return tuple(totals)
+
+
+def read_counters(raw: BpfMap) -> dict[str, dict[str, int]]:
+    """hook -> counter name -> packets, summed over CPUs, zeros included."""
+    h = layout.header()
+    out: dict[str, dict[str, int]] = {}
+    for hook_index, hook in enumerate(h.hooks):
+        out[hook] = {}
+        for counter_index, name in enumerate(h.counters):
+            idx = hook_index * len(h.counters) + counter_index
+            out[hook][name] = percpu_sum(raw, layout.u32(idx), 1)[0]
+    return out
+
+
+def read_mapping_stats(raw: BpfMap) -> dict[int, tuple[int, int]]:
+    out = {}
+    for kb in raw.keys():
+        key = layout.u32.from_buffer_copy(kb)
+        packets, nbytes = percpu_sum(raw, key, 2)
+        out[key.value] = (packets, nbytes)
+    return out
+
+
+def _const_names(prefix: str) -> dict[int, str]:
+    consts = layout.header().constants
+    return {v: k.removeprefix(prefix).lower() for k, v in consts.items() if k.startswith(prefix)}
+
+
+def _mirror_key(entry: layout.RawCtEntry, proto: int) -> bytes:
+    """The key of the other half of a conntrack half whose value is `entry`."""
+    return bytes(layout.RawCtKey(entry.daddr, entry.saddr, entry.dport, entry.sport, proto))
+
+
+class Conntrack:
+    """Reads conntrack pairs and expires them (both halves together)."""
+
+    def __init__(self, raw: BpfMap, config: BpfMap) -> None:
+        self.raw = raw
+        self.config = config
+
+    def _halves(self) -> dict[bytes, layout.RawCtEntry]:
+        out = {}
+        for kb in self.raw.keys():
+            found = self.raw.lookup(layout.RawCtKey.from_buffer_copy(kb))
+            if found is not None:
+                out[kb] = layout.RawCtEntry.from_buffer_copy(found)
+        return out
+
+    def _pairs(self) -> list[tuple[bytes, layout.RawCtEntry, bytes, layout.RawCtEntry | None]]:
+        """(key, half, peer key, peer half or None), each pair once."""
+        halves = self._halves()
+        seen: set[bytes] = set()
+        out = []
+        for kb, entry in halves.items():
+            if kb in seen:
+                continue
+            proto = layout.RawCtKey.from_buffer_copy(kb).proto
+            peer_kb = _mirror_key(entry, proto)
+            seen.update((kb, peer_kb))
+            out.append((kb, entry, peer_kb, halves.get(peer_kb)))
+        return out
+
+    def _timeout_ns(self, cfg: layout.Config, proto: int, state: int) -> int:
+        h = layout.header()
+        if proto == 6:
+            return cfg.tcp_established_ns if state == h.const("CT_TCP_ESTABLISHED") else cfg.tcp_transitory_ns
+        return cfg.udp_ns if proto == 17 else cfg.icmp_ns
+
+    def flows(self, now_ns: int | None = None) -> list[Flow]:
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if now_ns is None else now_ns
+        kinds = _const_names("CT_KIND_")
+        states = _const_names("CT_TCP_")
+        original_dir = layout.header().const("CT_DIR_ORIGINAL")
+        out = []
+        for kb, entry, peer_kb, peer in self._pairs():
+            if entry.dir != original_dir and peer is not None:
+                kb, entry, peer_kb, peer = peer_kb, peer, kb, entry
+            key = layout.RawCtKey.from_buffer_copy(kb)
+            halves = [entry] + ([peer] if peer is not None else [])
+            out.append(
+                Flow(
+                    proto=key.proto,
+                    kind=kinds.get(entry.kind, str(entry.kind)),
+                    state=states.get(entry.tcp_state, str(entry.tcp_state)),
+                    original=FlowTuple(_addr(key.saddr), _addr(key.daddr), _port(key.sport), _port(key.dport)),
+                    translated=FlowTuple(_addr(entry.saddr), _addr(entry.daddr), _port(entry.sport),
+                                         _port(entry.dport)),
+                    packets=sum(h.packets for h in halves),
+                    bytes=sum(h.bytes for h in halves),
+                    age_s=max(0, now - entry.created_ns) / _NS,
+                    idle_s=max(0, now - max(h.last_seen_ns for h in halves)) / _NS,
+                    mapping_id=entry.mapping_id,
+                )
+            )
+        return out
+
+    def gc(self, now_ns: int | None = None) -> int:
+        """Remove pairs idle longer than their timeout, both halves together
+        (a lone half too); returns the number of pairs removed."""
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if now_ns is None else now_ns
+        cfg = read_config(self.config)
+        removed = 0
+        for kb, entry, peer_kb, peer in self._pairs():
+            last = max(entry.last_seen_ns, peer.last_seen_ns if peer is not None else 0)
+            proto = layout.RawCtKey.from_buffer_copy(kb).proto
+            if now - last <= self._timeout_ns(cfg, proto, entry.tcp_state):
+                continue
+            self.raw.delete(layout.RawCtKey.from_buffer_copy(kb))
+            if peer is not None:
+                self.raw.delete(layout.RawCtKey.from_buffer_copy(peer_kb))
+            removed += 1
+        if removed:
+            log.debug("conntrack gc removed %d pairs", removed)
+        return removed
