@@ -62,6 +62,7 @@ class WrkResult:
     bad_status: int
     p50_ms: float
     p99_ms: float
+    cpu_s: float  # wrk's own CPU time (user + system, softirq work done in its context included)
 
 
 # wrk's Lua `done()` hook prints one JSON line, so no parsing of its human table.
@@ -102,9 +103,9 @@ def wrk(netns: str, url: str, seconds: int, connections: int = 32, close: bool =
         f.write(_wrk_script(close, delay_ms))
         script = f.name
     try:
-        out = run_in_netns(
-            netns,
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "-s", script, url],
+        out, cpu_s = _run_timed(
+            netns_argv(netns, ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "2s", "-s", script,
+                               url]),
             seconds + TOOL_TIMEOUT_SLACK_S,
         )
     finally:
@@ -122,7 +123,30 @@ def wrk(netns: str, url: str, seconds: int, connections: int = 32, close: bool =
         bad_status=raw["bad_status"],
         p50_ms=raw["p50_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
+        cpu_s=cpu_s,
     )
+
+
+def _run_timed(argv: list[str], timeout_s: float) -> tuple[str, float]:
+    """Run argv (nsenter execs the tool, so the child is the tool); stdout and the child's CPU seconds."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise LoadError(f"{argv[2]} did not finish within {timeout_s:.0f} s")
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise LoadError(f"{' '.join(argv[2:])} exited {proc.returncode}: {err.read().strip()[-500:]}")
+        return out.read(), usage.ru_utime + usage.ru_stime
 
 
 # ---------------------------------------------------------------- CPU counters
@@ -260,6 +284,16 @@ def wait_http_ok(host: str, ports: list[int], deadline_s: float, poll_s: float =
     while time.monotonic() < stop:
         pending = [p for p in pending if not http_ok(host, p)]
         if not pending:
+            return time.monotonic()
+        time.sleep(poll_s)
+    return None
+
+
+def wait_http_gone(host: str, port: int, deadline_s: float, poll_s: float = 0.005) -> float | None:
+    """Poll until the port stops answering 200; time.monotonic() then, None at the deadline."""
+    stop = time.monotonic() + deadline_s
+    while time.monotonic() < stop:
+        if not http_ok(host, port, timeout_s=0.05):
             return time.monotonic()
         time.sleep(poll_s)
     return None

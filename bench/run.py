@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,9 @@ log = logging.getLogger("bench.run")
 TRAFFIC_FIGURES = ("new_conn", "keepalive", "latency", "tcp", "udp")
 OTHER_FIGURES = ("run_to_answer", "programming", "datapath")
 DATAPATH_SCRIPT = REPO / "bench" / "datapath_ns_per_packet.py"
+# Published ports loaded for the micro-benchmarks (the script numbers its ports
+# from 20000, so 45,000 is its largest count below port 65536).
+DATAPATH_DNAT_ENTRIES = (5000, 45_000)
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class Plan:
     systems: tuple[str, ...] = tuple(cls.name for cls in ALL_SYSTEMS)
 
 
-QUICK = Plan("quick", rounds=2, seconds=2, levels=(1, 5000), answer_runs=10, program_ports=(5000,))
+QUICK = Plan("quick", rounds=2, seconds=2, levels=(1, 5000, 50_000), answer_runs=10, program_ports=(5000,))
 FULL = Plan("full", rounds=5, seconds=4, levels=(1, 1000, 5000, 50_000), answer_runs=50,
             program_ports=(5000, 50_000))
 
@@ -103,15 +107,22 @@ class Recorder:
 def traffic_figures(plan: Plan) -> dict[str, Callable[[System, Recorder, int], None]]:
     """figure name -> measure(system, recorder, round) at the systems' current port level."""
 
-    def new_conn(s: System, rec: Recorder, rnd: int) -> None:
+    def wrk_with_cpu(s: System, rec: Recorder, rnd: int, metric: str, close: bool) -> None:
+        """Rate, and CPU per request: wrk's own plus the server side's (robust to other tenants' load)."""
         t = s.target()
-        r = load.wrk(s.lab.client_ns, t.url, plan.seconds, plan.connections, close=True)
-        rec.sample("new_conn_per_s", s.name, s.ports, rnd, r.requests_per_s, socket_errors=r.socket_errors)
+        before = s.server_cpu_s()
+        r = load.wrk(s.lab.client_ns, t.url, plan.seconds, plan.connections, close=close)
+        server_s = s.server_cpu_s() - before
+        rec.sample(f"{metric}_per_s", s.name, s.ports, rnd, r.requests_per_s, socket_errors=r.socket_errors)
+        if r.requests:
+            rec.sample(f"{metric}_cpu_us", s.name, s.ports, rnd, (r.cpu_s + server_s) / r.requests * 1e6,
+                       client_cpu_s=r.cpu_s, server_cpu_s=server_s)
+
+    def new_conn(s: System, rec: Recorder, rnd: int) -> None:
+        wrk_with_cpu(s, rec, rnd, "new_conn", close=True)
 
     def keepalive(s: System, rec: Recorder, rnd: int) -> None:
-        t = s.target()
-        r = load.wrk(s.lab.client_ns, t.url, plan.seconds, plan.connections)
-        rec.sample("keepalive_req_per_s", s.name, s.ports, rnd, r.requests_per_s, socket_errors=r.socket_errors)
+        wrk_with_cpu(s, rec, rnd, "keepalive_req", close=False)
 
     def latency(s: System, rec: Recorder, rnd: int) -> None:
         t = s.target()
@@ -197,19 +208,34 @@ def measure_control(plan: Plan, systems: list[System], rec: Recorder) -> None:
                 rec.error(f"programming {n} ports on v6nat", e)
 
 
-def measure_datapath(rec: Recorder) -> None:
+def measure_datapath(plan: Plan, rec: Recorder) -> None:
+    """The datapath script's BPF_PROG_TEST_RUN figures (its table, parsed) at each DATAPATH_DNAT_ENTRIES."""
     if not DATAPATH_SCRIPT.exists():
-        rec.datapath = {"error": f"{DATAPATH_SCRIPT.relative_to(REPO)} is not there yet"}
+        rec.datapath = {"error": f"{DATAPATH_SCRIPT.relative_to(REPO)} is not there"}
         return
-    done = subprocess.run([sys.executable, str(DATAPATH_SCRIPT), "--json"], capture_output=True, text=True,
-                          timeout=600, cwd=REPO)
-    if done.returncode != 0:
-        rec.datapath = {"error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}"}
-        return
-    try:
-        rec.datapath = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        rec.datapath = {"error": "no JSON on stdout", "stdout": done.stdout[-2000:]}
+    rows: dict[str, dict[str, Any]] = {}
+    notes = []
+    for entries in DATAPATH_DNAT_ENTRIES:
+        argv = [sys.executable, str(DATAPATH_SCRIPT), "--dnat-entries", str(entries)]
+        if plan.mode == "quick":
+            argv.append("--quick")
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+        except subprocess.TimeoutExpired:
+            rec.datapath = {"error": f"{DATAPATH_SCRIPT.name} ran over 600 s"}
+            return
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines()
+            rec.datapath = {"error": f"{DATAPATH_SCRIPT.name} exit {done.returncode}: {lines[-1] if lines else ''}"}
+            return
+        for line in done.stdout.splitlines():
+            m = re.match(r"^(.*?)\s+(repeat|single)\s+(\d+(?:\.\d+)?)$", line.strip())
+            if m:
+                row = rows.setdefault(m[1], {"path": m[1], "method": m[2]})
+                row[f"ns_per_packet_{entries}_ports"] = float(m[3])
+            elif line.startswith("("):
+                notes.append(line.strip("()"))
+    rec.datapath = {"rows": list(rows.values()), "notes": notes}
 
 
 def machine_facts() -> dict[str, Any]:
@@ -263,7 +289,7 @@ def run(plan: Plan, results_dir: Path, docs_dir: Path | None) -> dict[str, Any]:
         for s in systems:
             systems_info[s.name] = s.describe()
     if "datapath" in plan.figures:
-        measure_datapath(rec)
+        measure_datapath(plan, rec)
     rec.probe_load("after")
     doc = {
         "meta": {

@@ -35,6 +35,8 @@ from bench.load import http_ok, netns_pool
 log = logging.getLogger(__name__)
 
 SUBNET = IPv6Network("fd00:ca7e:d09e::/64")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+LAB_CGROUP_PREFIX = "v6nat-lab-"  # the lab's dockerd runs containers under cgroup /<prefix><lab name>
 HTTP_HOST_PORT = 8080
 IPERF_PORT = 5201
 SERVER_PORTS: dict[str, int] = {"80/tcp": HTTP_HOST_PORT, f"{IPERF_PORT}/tcp": IPERF_PORT, f"{IPERF_PORT}/udp": IPERF_PORT}
@@ -50,7 +52,6 @@ METRICS_URL = f"http://{METRICS_LISTEN}"
 # open files: dockerd cannot publish much more than 9,000 ports here. Levels past
 # DOCKER_PORTS_MAX add entries straight into v6nat's dnat map (datapath API).
 DOCKER_PORTS_MAX = 5_000
-DIRECT_MAPPING_ID_BASE = 1_000_000
 # The daemon's periodic resync would remove the direct entries: once an hour
 # instead of every 30 s (start, events and SIGHUP still resync).
 RESYNC_INTERVAL_S = 3600
@@ -142,6 +143,8 @@ class System:
         return self._lab
 
     def start(self, stack: ExitStack) -> None:
+        """Build the lab (torn down by `stack`), the server container and the NAT; wait until it answers."""
+        self.stack = stack
         self._lab = stack.enter_context(Lab(self.lab_config))
         self.network = self.lab.create_network("ula", str(SUBNET))
         self.before_server()
@@ -177,6 +180,29 @@ class System:
                 if time.monotonic() > deadline:
                     raise SystemError_(f"{self.name}: {target.host} ports {ports[:3]}... do not answer")
                 time.sleep(0.05)
+
+    def server_cpu_s(self) -> float:
+        """CPU seconds used so far by everything on the server side that a request passes through.
+
+        The lab's containers (cpuacct of the lab's cgroup parent: precise, and with
+        tick accounting it includes the softirq work done in their context, which
+        is where the host's forwarding and NAT run on veths) plus `extra_pids()`.
+        """
+        usage = Path(f"/sys/fs/cgroup/cpuacct/{LAB_CGROUP_PREFIX}{self.lab.name}/cpuacct.usage")
+        total_ns = int(usage.read_text())
+        ticks = 0
+        for pid in self.extra_pids():
+            try:
+                # utime + stime of all the process's threads, in clock ticks.
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+            except (OSError, ValueError, IndexError):
+                continue  # exited meanwhile
+        return total_ns / 1e9 + ticks / CLOCK_TICKS
+
+    def extra_pids(self) -> list[int]:
+        """Processes outside the containers that carry the traffic (docker-proxy)."""
+        return []
 
     def describe(self) -> dict[str, Any]:
         return {"title": self.title, "max_ports": self.max_ports, "notes": self.notes,
@@ -244,6 +270,24 @@ class DockerProxy(System):
 
     def after_server(self) -> None:
         self.notes.append("one docker-proxy process per published port: measured with the server's ports only")
+
+    def extra_pids(self) -> list[int]:
+        return _pids_in_netns("docker-proxy", self.lab.host_ns)
+
+
+def _pids_in_netns(comm: str, netns: str) -> list[int]:
+    """Processes named `comm` whose network namespace is the named one."""
+    want = os.stat(f"/run/netns/{netns}").st_ino
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(entry.path, "comm").read_text().strip() == comm and os.stat(f"{entry.path}/ns/net").st_ino == want:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 class Nftables(System):
@@ -329,7 +373,8 @@ class V6nat(System):
 
     def log_tail(self) -> str:
         try:
-            return " | ".join(self.daemon_log.read_text(errors="replace").splitlines()[-5:])
+            lines = [ln.strip() for ln in self.daemon_log.read_text(errors="replace").splitlines() if ln.strip()]
+            return lines[-1] if lines else "(empty log)"
         except OSError:
             return "(no log)"
 
@@ -348,21 +393,22 @@ class V6nat(System):
     def set_direct_entries(self, count: int) -> None:
         """Make `count` dnat entries exist that the bench wrote itself (host ports past Docker's fillers).
 
-        They point at the server's port 80 with mapping ids of their own; the
-        daemon runs with a long resync interval so it does not remove them.
+        They point at the server's port 80, uncounted (mapping id 0); the daemon
+        runs with a long resync interval so it does not remove them.
         """
         if count == self.direct_count:
             return
         from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget
 
         if self.datapath is None:
-            self.datapath = Datapath.open(pin_path=str(self.lab.pin_path))
+            self.datapath = Datapath.open_pinned(str(self.lab.pin_path))
+            self.stack.callback(self.datapath.close)
         first = FILLER_BASE + DOCKER_PORTS_MAX
         keys = [DnatKey(proto=6, host_addr=None, host_port=first + i) for i in range(max(count, self.direct_count))]
         if count > self.direct_count:
             self.datapath.dnat.put_many(
-                [(k, DnatTarget(addr=self.server_addr, port=80, mapping_id=DIRECT_MAPPING_ID_BASE + i))
-                 for i, k in enumerate(keys) if i >= self.direct_count])
+                [(k, DnatTarget(addr=self.server_addr, port=80, mapping_id=0))
+                 for k in keys[self.direct_count:]])
         else:
             self.datapath.dnat.delete_many(keys[count:])
         self.direct_count = count

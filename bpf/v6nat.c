@@ -145,7 +145,7 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 	if (e && ct_allowed(hook, e))
 		return flow_translate(skb, hook, pkt, &key, e, flow_action(e));
 
-	if (pkt->proto == IPPROTO_ICMPV6_ || !is_host_addr(pkt->daddr))
+	if (pkt->proto == V6NAT_IPPROTO_ICMPV6 || !is_host_addr(pkt->daddr))
 		return v6nat_pass(hook);
 	if (pkt->proto == IPPROTO_TCP && !tcp_is_syn(pkt))
 		return v6nat_pass(hook);
@@ -200,7 +200,7 @@ int v6nat_public_egress(struct __sk_buff *skb)
 
 	if (!masquerade)
 		return v6nat_pass(hook);
-	if (pkt->proto == IPPROTO_ICMPV6_ && pkt->icmp_type != ICMP6_ECHO_REQUEST)
+	if (pkt->proto == V6NAT_IPPROTO_ICMPV6 && pkt->icmp_type != ICMP6_ECHO_REQUEST)
 		return v6nat_drop(hook, V6NAT_DROP_UNSUPPORTED);
 	if (pkt->proto == IPPROTO_TCP && !tcp_is_syn(pkt))
 		return v6nat_drop(hook, V6NAT_DROP_TCP_NO_FLOW);
@@ -246,7 +246,7 @@ int v6nat_bridge_ingress(struct __sk_buff *skb)
 	if (e && ct_allowed(hook, e))
 		return flow_translate(skb, hook, pkt, &key, e, flow_action(e));
 
-	if (pkt->proto == IPPROTO_ICMPV6_ || !network_of(pkt->saddr))
+	if (pkt->proto == V6NAT_IPPROTO_ICMPV6 || !network_of(pkt->saddr))
 		return v6nat_pass(hook);
 	if (pkt->proto == IPPROTO_TCP && !tcp_is_syn(pkt))
 		return v6nat_pass(hook);

@@ -59,6 +59,9 @@ def configure_logging(log_format: str, level: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # These log every netlink message or HTTP request at debug: far too much even for --log-level debug.
+    for chatty in ("pyroute2", "asyncio", "urllib3", "docker"):
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
 
 
 def check_can_run() -> None:
@@ -283,6 +286,7 @@ def run(opts: RunOptions) -> int:
     finally:
         if server is not None:
             server.shutdown()
+        dp.close()
         if opts.detach_on_exit:
             Datapath.cleanup(opts.pin_path)
             reservation.release()

@@ -1,10 +1,10 @@
 """`v6nat demo`: the problem v6nat solves, shown in a throw-away lab.
 
 The demo is a list of steps run in order inside one lab; each step prints a
-progress line and what it saw. The daemon's steps (start v6nat, show the
-client's own address arriving) are added to `demo_steps()` later.
+progress line and what it saw. The last step (`show_v6nat`) starts `v6nat run`
+as a process in its lab and shows the client's own address arriving.
 
-Imports: stdlib and v6nat_ebpf.lab; no datapath (the daemon part comes later).
+Imports: stdlib, v6nat_ebpf.lab and lab_daemon; no datapath (the daemon is a separate process).
 """
 
 from __future__ import annotations
@@ -77,7 +77,58 @@ def run_demo(out: TextIO) -> None:
             probe = lab.probe_peer(lab.host_addr, PUBLISHED_PORT)
             say(f"  -> {step.explain(lab, probe)}")
             say("  tearing the lab down ...")
+    say(f"\n[{len(steps) + 1}/{len(steps) + 1}] userland-proxy off, with v6nat")
+    show_v6nat(say)
     say("\nv6nat keeps the client's address and needs no proxy: see README.md, 'How it works'.")
+
+
+# The web server of the v6nat step also logs each peer, so `docker logs` shows what the container saw.
+LOGGING_ECHO_COMMAND = ["socat", f"TCP6-LISTEN:{PEER_ECHO_PORT},fork,reuseaddr",
+                        "SYSTEM:echo $SOCAT_PEERADDR; echo connection from $SOCAT_PEERADDR >&2"]
+OUTSIDE_PORT = 7000
+DEMO_METRICS = ("v6nat_translations_total", "v6nat_mapping_packets_total", "v6nat_conntrack_flows")
+
+
+def show_v6nat(say: Callable[[str], None]) -> None:
+    """One lab: the problem, then v6nat started, the client's own address in the container's log,
+    an outbound request arriving from the host's address, `v6nat status` and a few metrics."""
+    from v6nat_ebpf.lab_daemon import LabDaemon
+
+    started = time.monotonic()
+    with Lab(LabConfig(userland_proxy=False, iptables=False)) as lab:
+        say(f"  lab {lab.name} up in {time.monotonic() - started:.1f} s (Docker's iptables and proxy off)")
+        net = lab.create_network("demo", ULA_SUBNET)
+        web = lab.run_container("web", net, LOGGING_ECHO_COMMAND, ports={f"{PEER_ECHO_PORT}/tcp": PUBLISHED_PORT})
+        say(f"  container 'web' at {lab.container_addr(web, net)}, -p {PUBLISHED_PORT}:{PEER_ECHO_PORT}")
+        before = lab.probe_peer(lab.host_addr, PUBLISHED_PORT, timeout_s=2)
+        say(f"  without v6nat, client -> [{lab.host_addr}]:{PUBLISHED_PORT}: "
+            + (f"the container saw {before.peer}" if before.peer else "no answer (the problem)"))
+        say("  starting `v6nat run` (bcc compiles and loads the TC programs) ...")
+        daemon = LabDaemon(lab, extra=("--log-level", "info"))
+        daemon.start(timeout=120)
+        say(f"  v6nat ready in {time.monotonic() - started:.1f} s since the lab came up")
+        after = lab.probe_peer(lab.host_addr, PUBLISHED_PORT)
+        say(f"  with v6nat, client {lab.client_addr} -> [{lab.host_addr}]:{PUBLISHED_PORT}: answered {after.peer}")
+        log_lines = [line for line in web.logs().decode(errors="replace").splitlines() if "connection from" in line]
+        say(f"  container log: {log_lines[-1].strip() if log_lines else '(nothing logged)'}")
+        lab.popen(lab.client_ns, ["socat", f"TCP6-LISTEN:{OUTSIDE_PORT},fork,reuseaddr",
+                                  "SYSTEM:echo $SOCAT_PEERADDR"])
+        time.sleep(0.3)
+        code, out = web.exec_run(["socat", "-T3", "-", f"TCP6:[{lab.client_addr}]:{OUTSIDE_PORT}"])
+        seen = out.decode(errors="replace").strip() if code == 0 else f"failed ({code})"
+        say(f"  outbound: container -> outside server [{lab.client_addr}]:{OUTSIDE_PORT}, which saw {seen} "
+            f"(the host's address is {lab.host_addr})")
+        status = daemon.cli("status", "--metrics-listen", daemon.listen, "--pin-path", lab.pin_path, check=False)
+        say("  v6nat status:")
+        for line in (status.stdout or status.stderr).splitlines():
+            say(f"    {line}")
+        metrics = [line for line in daemon.get("/metrics", check=False).splitlines()
+                   if line.startswith(DEMO_METRICS)]
+        say("  a few metrics (GET /metrics):")
+        for line in metrics[:12]:
+            say(f"    {line}")
+        daemon.stop()
+        say("  v6nat stopped (its datapath would keep serving); tearing the lab down ...")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -88,8 +88,6 @@ class HostWatcher:
     def __init__(self, on_change: Callable[[str], None]) -> None:
         self._on_change = on_change
         self._stop = threading.Event()
-        self._ipr = IPRoute()
-        self._ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV6_IFADDR)
         self._thread = threading.Thread(target=self._run, name="netlink", daemon=True)
 
     def start(self) -> None:
@@ -98,18 +96,20 @@ class HostWatcher:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
-        self._ipr.close()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            ready, _, _ = select.select([self._ipr.fileno()], [], [], 0.5)
-            if not ready:
-                continue
-            try:
-                self._ipr.get()
-            except (OSError, NetlinkError) as exc:
-                log.warning("netlink monitor: %s", exc)
-            self._on_change("netlink")
+        # pyroute2's synchronous IPRoute belongs to the thread that made it: make it here.
+        with IPRoute() as ipr:
+            ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV6_IFADDR)
+            while not self._stop.is_set():
+                ready, _, _ = select.select([ipr.fileno()], [], [], 0.5)
+                if not ready:
+                    continue
+                try:
+                    ipr.get()
+                except (OSError, NetlinkError) as exc:
+                    log.warning("netlink monitor: %s", exc)
+                self._on_change("netlink")
 
 
 def _read_sysctl(path: Path) -> str | None:

@@ -6,7 +6,8 @@ adopts the pinned state and only fixes what differs), applies the plan with
 batch operations where the table has them, counts failed writes, and returns a
 `Summary` for logs and metrics. A full resync and an event take the same path.
 
-Must not import: docker, pyroute2, bcc (it talks to the datapath's typed maps only).
+Must not import: docker, pyroute2, bcc (it talks to the datapath's typed maps only;
+v6nat_ebpf.datapath imports bcc lazily, when programs are compiled).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Hashable, Iterable, Mapping, Protocol, TypeVar
 
+from v6nat_ebpf.datapath import DnatKey, DnatTarget, NetworkEntry
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.model import DesiredState
 
@@ -149,8 +151,6 @@ class Reconciler:
         self._replaced_once: set[str] = set()
 
     def apply(self, desired: DesiredState, docker_known: bool = True) -> Summary:
-        from v6nat_ebpf.datapath import DnatKey, DnatTarget, NetworkEntry  # the datapath's value types
-
         started = time.monotonic()
         dp = self._dp
         tables: dict[str, TableSummary] = {}

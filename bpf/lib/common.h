@@ -1,4 +1,4 @@
-/* common.h: includes, byte order, helper declarations bcc lacks, and the
+/* common.h: includes, byte order, address helpers, and the
  * one place where packets are counted and dropped (v6nat_count, v6nat_drop).
  * Maps are declared in maps.h; this file needs them for the counters. */
 #ifndef V6NAT_COMMON_H
@@ -15,12 +15,6 @@
 /* The BPF target here is little-endian (x86-64); byte order is explicit. */
 #define v6_htons(x) ((__be16)__builtin_bswap16((__u16)(x)))
 #define v6_ntohs(x) ((__u16)__builtin_bswap16((__u16)(x)))
-#define v6_ntohl(x) ((__u32)__builtin_bswap32((__u32)(x)))
-
-/* bcc 0.26 declares bpf_redirect_neigh with three arguments; the kernel
- * helper takes four (ifindex, params, plen, flags). */
-static long (*v6nat_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params,
-				    int plen, __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
 
 /* What the programs return for every packet they do not drop: the next
  * filter (another tool's) still runs, then the stack. */

@@ -69,7 +69,7 @@ static __always_inline int icmp6_quote_parse(struct __sk_buff *skb, const struct
 			q->csum_off = q->l4_off + 6;
 		return 0;
 	}
-	if (q->proto == IPPROTO_ICMPV6_) {
+	if (q->proto == V6NAT_IPPROTO_ICMPV6) {
 		__u8 icmp[6];
 		__be16 id;
 
@@ -95,7 +95,7 @@ static __always_inline void icmp6_quote_words(struct icmp6_quote_words *w, const
 {
 	addr_copy(w->saddr, saddr);
 	addr_copy(w->daddr, daddr);
-	if (q->proto == IPPROTO_ICMPV6_) {
+	if (q->proto == V6NAT_IPPROTO_ICMPV6) {
 		w->port_a = q->icmp_type == ICMP6_ECHO_REQUEST ? sport : dport;
 		w->port_b = 0;
 	} else {
@@ -144,7 +144,7 @@ static __always_inline int icmp6_error_translate(struct __sk_buff *skb, const st
 	if (bpf_skb_store_bytes(skb, q.ip_off + 8, new_w.saddr, 16, 0) ||
 	    bpf_skb_store_bytes(skb, q.ip_off + 24, new_w.daddr, 16, 0))
 		return -1;
-	if (q.proto == IPPROTO_ICMPV6_) {
+	if (q.proto == V6NAT_IPPROTO_ICMPV6) {
 		if (bpf_skb_store_bytes(skb, q.l4_off + 4, &new_w.port_a, 2, 0))
 			return -1;
 	} else if (bpf_skb_store_bytes(skb, q.l4_off, &new_w.port_a, 4, 0)) {

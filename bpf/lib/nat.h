@@ -96,7 +96,7 @@ static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *
 	}
 	for (int i = 0; i < V6NAT_SNAT_TRIES; i++) {
 		reply->dport = i == 0 ? preferred : v6_htons(lo + bpf_get_prandom_u32() % span);
-		if (reply->proto != IPPROTO_ICMPV6_) {
+		if (reply->proto != V6NAT_IPPROTO_ICMPV6) {
 			if (port_owned_by_host(skb, reply))
 				continue;
 			if (dnat_lookup(reply->proto, reply->daddr, reply->dport))
@@ -156,7 +156,7 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct v6nat
 		return -1;
 	if (pkt->frag == FRAG_LATER)
 		return 0;
-	if (pkt->proto == IPPROTO_ICMPV6_) {
+	if (pkt->proto == V6NAT_IPPROTO_ICMPV6) {
 		if (pkt->icmp_type == ICMP6_ECHO_REQUEST)
 			return csum_rewrite_port(skb, l4 + 4, pkt->sport, e->sport, pkt->csum_off, 0);
 		return csum_rewrite_port(skb, l4 + 4, pkt->dport, e->dport, pkt->csum_off, 0);

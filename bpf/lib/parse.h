@@ -16,7 +16,7 @@
 #define NEXTHDR_FRAGMENT 44
 #define NEXTHDR_AUTH 51
 #define NEXTHDR_DEST 60
-#define IPPROTO_ICMPV6_ 58
+#define V6NAT_IPPROTO_ICMPV6 58
 
 #define ICMP6_DEST_UNREACH 1
 #define ICMP6_PKT_TOOBIG 2
@@ -110,7 +110,7 @@ static __always_inline int parse_upper(struct __sk_buff *skb, struct v6nat_pkt *
 		pkt->csum_off = off + 6;
 		return PARSE_TUPLE;
 	}
-	if (pkt->proto == IPPROTO_ICMPV6_) {
+	if (pkt->proto == V6NAT_IPPROTO_ICMPV6) {
 		__u8 icmp[8];
 		__be16 id;
 

@@ -19,7 +19,7 @@ def lab() -> Iterator[Lab]:
         yield lab
 
 
-def run(lab: Lab, argv: list[str], user: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(lab: Lab, argv: list[str], user: int | None = None) -> subprocess.CompletedProcess[str]:
     prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all"] if user else []
     return lab.exec(lab.host_ns, [*prefix, V6NAT, *argv], nsenter=True, check=False, timeout=120)
 
@@ -43,7 +43,7 @@ def test_malformed_values(lab: Lab) -> None:
 
 
 def test_not_root(lab: Lab) -> None:
-    assert_one_line(run(lab, ["run", "--public-iface", lab.public_iface, "--pin-path", lab.pin_path], user="nobody"),
+    assert_one_line(run(lab, ["run", "--public-iface", lab.public_iface, "--pin-path", lab.pin_path], user=65534),
                     "capabilities")
 
 

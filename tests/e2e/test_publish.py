@@ -17,7 +17,8 @@ import pytest
 from docker.models.containers import Container
 from docker.models.networks import Network
 
-from e2e_support import V6nat, eventually, tcp_echo_server, udp_ask, udp_echo_server
+from e2e_support import V6nat, address_in, eventually, tcp_echo_server, udp_ask, udp_echo_server
+from v6nat_ebpf.datapath import Datapath
 from v6nat_ebpf.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -74,9 +75,11 @@ def outside(lab: Lab) -> None:
     time.sleep(0.3)
 
 
-def run_in(container: Container, argv: list[str]) -> str:
+def run_in(container: Container, argv: list[str]) -> IPv6Address | str:
+    """The address an echo server answered to a command run in `container`, or what went wrong."""
     code, out = container.exec_run(argv)
-    return out.decode(errors="replace").strip().strip("[]") if code == 0 else f"exit {code}: {out!r}"
+    text = out.decode(errors="replace")
+    return (address_in(text) if code == 0 else None) or f"exit {code}: {text!r}"
 
 
 def test_published_tcp_port_sees_the_client_address(lab: Lab, web: Container) -> None:
@@ -84,13 +87,13 @@ def test_published_tcp_port_sees_the_client_address(lab: Lab, web: Container) ->
 
 
 def test_published_udp_port_sees_the_client_address(lab: Lab, web: Container) -> None:
-    assert udp_ask(lab, lab.client_ns, lab.host_addr, UDP_PORT) == str(lab.client_addr)
+    assert udp_ask(lab, lab.client_ns, lab.host_addr, UDP_PORT) == lab.client_addr
 
 
 def test_outbound_tcp_udp_and_ping_are_masqueraded(lab: Lab, web: Container, outside: None) -> None:
     client = lab.client_addr
-    assert run_in(web, ["socat", "-T3", "-", f"TCP6:[{client}]:{OUTSIDE_TCP}"]) == str(lab.host_addr)
-    assert run_in(web, ["sh", "-c", f"echo x | socat -T3 - UDP6:[{client}]:{OUTSIDE_UDP}"]) == str(lab.host_addr)
+    assert run_in(web, ["socat", "-T3", "-", f"TCP6:[{client}]:{OUTSIDE_TCP}"]) == lab.host_addr
+    assert run_in(web, ["sh", "-c", f"echo x | socat -T3 - UDP6:[{client}]:{OUTSIDE_UDP}"]) == lab.host_addr
     code, out = web.exec_run(["ping", "-6", "-c", "2", "-W", "2", str(client)])
     assert code == 0, out
 
@@ -122,7 +125,7 @@ def test_hairpin_from_containers_to_the_published_port(lab: Lab, ula: Network, w
     try:
         for source in (other, web):
             answer = run_in(source, ["socat", "-T3", "-", f"TCP6:[{lab.host_addr}]:{WEB_PORT}"])
-            assert IPv6Address(answer), answer  # answered, through the public address
+            assert isinstance(answer, IPv6Address), answer  # answered, through the public address
     finally:
         other.remove(force=True)
 
@@ -131,8 +134,8 @@ def test_ports_follow_replaced_and_restarted_containers(lab: Lab, ula: Network, 
     first = lab.run_container("moving", ula, tcp_echo_server(), ports={"80/tcp": 8090})
     first_addr = lab.container_addr(first, ula)
     eventually(lambda: lab.probe_peer(lab.host_addr, 8090, timeout_s=1).peer == lab.client_addr, what="first")
-    blocker = lab.run_container("blocker", ula, "sleep 600")  # so the next one gets another address
     first.remove(force=True)
+    blocker = lab.run_container("blocker", ula, "sleep 600")  # takes the freed address: the next one gets another
     try:
         second = lab.run_container("moving", ula, tcp_echo_server(), ports={"80/tcp": 8090})
         assert lab.container_addr(second, ula) != first_addr
@@ -151,7 +154,7 @@ def test_two_ula_networks(lab: Lab, web: Container, outside: None) -> None:
     try:
         eventually(lambda: lab.probe_peer(lab.host_addr, 8081, timeout_s=1).peer == lab.client_addr, what="8081")
         assert lab.probe_peer(lab.host_addr, WEB_PORT).peer == lab.client_addr
-        assert run_in(other, ["socat", "-T3", "-", f"TCP6:[{lab.client_addr}]:{OUTSIDE_TCP}"]) == str(lab.host_addr)
+        assert run_in(other, ["socat", "-T3", "-", f"TCP6:[{lab.client_addr}]:{OUTSIDE_TCP}"]) == lab.host_addr
     finally:
         other.remove(force=True)
         second_net.remove()
@@ -184,3 +187,48 @@ def test_time_from_docker_run_to_answer(lab: Lab, ula: Network, v6nat: V6nat) ->
         eventually(lambda: not lab.probe_peer(lab.host_addr, 8100, timeout_s=0.5).connected, what="gone")
     print(f"\nMEASURED docker run returned -> published port answering: median {statistics.median(delays) * 1000:.0f} ms,"
           f" max {max(delays) * 1000:.0f} ms over {len(delays)} runs")
+
+
+def test_host_address_changes_are_followed(lab: Lab, web: Container, outside: None) -> None:
+    extra = IPv6Address("2001:db8:1::99")
+    lab.exec(lab.host_ns, ["ip", "-6", "addr", "add", f"{extra}/64", "dev", lab.public_iface, "nodad"])
+    try:
+        # a new address: published ports answer on it too
+        eventually(lambda: lab.probe_peer(extra, WEB_PORT, timeout_s=1).peer == lab.client_addr, what="new address")
+        # the old one deprecated: masquerade moves to the preferred address
+        lab.exec(lab.host_ns, ["ip", "-6", "addr", "change", f"{lab.host_addr}/64", "dev", lab.public_iface,
+                               "preferred_lft", "0", "nodad"])
+        eventually(lambda: run_in(web, ["socat", "-T2", "-", f"TCP6:[{lab.client_addr}]:{OUTSIDE_TCP}"]) == extra,
+                   what="SNAT from the new preferred address")
+    finally:
+        lab.exec(lab.host_ns, ["ip", "-6", "addr", "change", f"{lab.host_addr}/64", "dev", lab.public_iface,
+                               "preferred_lft", "forever", "nodad"])
+        lab.exec(lab.host_ns, ["ip", "-6", "addr", "del", f"{extra}/64", "dev", lab.public_iface])
+    eventually(lambda: run_in(web, ["socat", "-T2", "-", f"TCP6:[{lab.client_addr}]:{OUTSIDE_TCP}"])
+               == lab.host_addr, what="SNAT back on the original address")
+
+
+def test_a_container_publishing_5000_ports(lab: Lab, ula: Network, v6nat: V6nat) -> None:
+    """Correct at scale: every one of 5,000 ports mapped; the time to program them is printed."""
+    first, count = 20000, 5000
+    started = time.monotonic()
+    container = lab.docker.containers.run(lab.image, tcp_echo_server(), name="many", network=ula.name,
+                                          ports={**{f"{p}/tcp": p for p in range(first, first + count - 1)},
+                                                 "80/tcp": first + count - 1},
+                                          volumes={"/usr": {"bind": "/usr", "mode": "ro"}}, detach=True)
+    returned = time.monotonic()
+    dnat = Datapath.open_pinned(lab.pin_path).dnat
+
+    def mapped() -> int:
+        return sum(1 for key, _ in dnat.items() if first <= key.host_port < first + count)
+
+    try:
+        eventually(lambda: mapped() == count, timeout=60, interval=0.05, what="5000 mappings")
+        programmed = time.monotonic()
+        print(f"\nMEASURED 5,000 ports: docker run took {(returned - started):.1f} s, "
+              f"all in the dnat map {(programmed - returned) * 1000:.0f} ms after it returned")
+        # the last one leads to the echo server on the container's port 80
+        assert lab.probe_peer(lab.host_addr, first + count - 1).peer == lab.client_addr
+    finally:
+        container.remove(force=True)
+    eventually(lambda: mapped() == 0, timeout=60, interval=0.1, what="5000 mappings removed")

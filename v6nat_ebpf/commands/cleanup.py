@@ -14,10 +14,13 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     from v6nat_ebpf.datapath import Datapath
     from v6nat_ebpf.host_source import PortReservation
 
-    Datapath.cleanup(args.pin_path)
-    released = PortReservation(args.pin_path).release()
-    print(f"removed v6nat's filters and pins under {args.pin_path}"
-          + ("; SNAT ports released from ip_local_reserved_ports" if released else ""))
+    removed = Datapath.cleanup(args.pin_path)
+    if PortReservation(args.pin_path).release():
+        removed.append("SNAT ports from net.ipv4.ip_local_reserved_ports")
+    for what in removed:
+        print(f"removed {what}")
+    if not removed:
+        print(f"nothing of v6nat's here (pin path {args.pin_path})")
     return 0
 
 

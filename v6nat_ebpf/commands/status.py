@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from v6nat_ebpf.metrics import ControlPlaneStats, fetch_status, render_status, take_snapshot
+    from v6nat_ebpf.metrics import (ControlPlaneStats, MappingLabels, fetch_status, protocol_name, render_status,
+                                    take_snapshot)
 
     try:
         status = fetch_status(args.metrics_listen)
@@ -29,7 +30,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         log.info("%s; reading the pinned maps instead", exc)
         from v6nat_ebpf.commands import open_pinned_datapath
 
-        status = take_snapshot(open_pinned_datapath(args.pin_path), ControlPlaneStats()).as_dict()
+        dp = open_pinned_datapath(args.pin_path)
+        stats = ControlPlaneStats()
+        # Without the daemon, container names are unknown: label each mapping with its target address.
+        stats.set_mappings({target.mapping_id: MappingLabels(protocol=protocol_name(key.proto), host_port=key.host_port,
+                                                             container=f"[{target.addr}]:{target.port}", network="?")
+                            for key, target in dp.dnat.items()})
+        status = take_snapshot(dp, stats).as_dict()
     print(json.dumps(status, indent=2, sort_keys=True) if args.json else render_status(status), end="\n" if args.json else "")
     return 0
 

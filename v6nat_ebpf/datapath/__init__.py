@@ -1,1 +1,20 @@
-"""The kernel half of v6nat: loading bpf/, attaching to interfaces, typed map access."""
+"""The kernel half of v6nat: loading bpf/, attaching to interfaces, typed map access.
+
+The contract other modules code against is in /work/notes/datapath-api.md and
+docs/datapath.md; everything it names is importable from here.
+"""
+
+from v6nat_ebpf.datapath.loader import DEFAULT_PIN_PATH, PROGRAMS, Datapath
+from v6nat_ebpf.datapath.maps import DatapathConfig, DnatKey, DnatTarget, Flow, FlowTuple, NetworkEntry
+
+__all__ = [
+    "DEFAULT_PIN_PATH",
+    "PROGRAMS",
+    "Datapath",
+    "DatapathConfig",
+    "DnatKey",
+    "DnatTarget",
+    "Flow",
+    "FlowTuple",
+    "NetworkEntry",
+]

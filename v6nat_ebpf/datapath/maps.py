@@ -309,6 +309,19 @@ def read_config(raw: BpfMap) -> layout.Config:
     return layout.Config.from_buffer_copy(found) if found else DatapathConfig().to_raw()
 
 
+def config_from_raw(raw: layout.Config, conntrack_max: int, dnat_max: int) -> DatapathConfig:
+    return DatapathConfig(
+        snat_port_min=raw.snat_port_min,
+        snat_port_max=raw.snat_port_max,
+        tcp_established_s=raw.tcp_established_ns // _NS,
+        tcp_transitory_s=raw.tcp_transitory_ns // _NS,
+        udp_s=raw.udp_ns // _NS,
+        icmp_s=raw.icmp_ns // _NS,
+        conntrack_max=conntrack_max,
+        dnat_max=dnat_max,
+    )
+
+
 def write_config(raw: BpfMap, cfg: DatapathConfig) -> None:
     raw.update(layout.u32(0), cfg.to_raw())
 

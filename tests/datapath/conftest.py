@@ -1,0 +1,47 @@
+"""Fixtures for the datapath tests: one compiled Datapath per session (unique
+pin path, removed afterwards), emptied and reconfigured before each test."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import pytest
+
+from v6nat_ebpf.datapath import Datapath, DatapathConfig, NetworkEntry
+from dp_packets import HOST, HOST2, LO_IFINDEX, NET, NET_INTERNAL, NET_ROUTED, addr
+
+TEST_CONFIG = DatapathConfig(conntrack_max=16384, dnat_max=4096)
+
+
+def unique_pin_path(tag: str) -> str:
+    return f"/sys/fs/bpf/v6dp-{tag}-{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def loaded() -> Iterator[Datapath]:
+    if os.geteuid() != 0:
+        pytest.fail("datapath tests need root (bpf, tc)")
+    pin_path = unique_pin_path("session")
+    dp = Datapath.open(pin_path, TEST_CONFIG)
+    try:
+        yield dp
+    finally:
+        dp.close()
+        Datapath.cleanup(pin_path)
+
+
+@pytest.fixture
+def dp(loaded: Datapath) -> Datapath:
+    """The loaded datapath with empty maps and the test world's hosts and networks."""
+    loaded.clear()
+    loaded.set_config(TEST_CONFIG)
+    loaded.host_addrs.put(addr(HOST), LO_IFINDEX)
+    loaded.host_addrs.put(addr(HOST2), LO_IFINDEX)
+    loaded.public_ifaces.put(LO_IFINDEX, addr(HOST))
+    loaded.networks.put(NET, NetworkEntry(1, 10, masquerade=True, icc=True, internal=False, snat_addr=None))
+    loaded.networks.put(NET_INTERNAL, NetworkEntry(2, 11, masquerade=False, icc=True, internal=True,
+                                                   snat_addr=None))
+    loaded.networks.put(NET_ROUTED, NetworkEntry(3, 12, masquerade=False, icc=True, internal=False,
+                                                 snat_addr=None))
+    return loaded

@@ -1,0 +1,121 @@
+"""Conntrack: TCP state in both halves, per-flow counters, timeouts applied by
+gc() to whole pairs, and a half lost to eviction rebuilt from the other."""
+
+from __future__ import annotations
+
+import time
+
+from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget
+from v6nat_ebpf.datapath.layout import RawCtEntry, RawCtKey
+from dp_packets import (
+    C1, CLIENT, HOST, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, addr, assert_translated, go, ping, rewritten, tcp,
+    udp,
+)
+
+S = 1_000_000_000
+
+
+def now_ns() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def published(dp: Datapath) -> None:
+    dp.dnat.put(DnatKey(6, None, 8080), DnatTarget(addr(C1), 80, 3))
+
+
+def state(dp: Datapath) -> str:
+    [flow] = dp.flows()
+    return flow.state
+
+
+def test_tcp_states_follow_the_handshake_and_the_close(dp: Datapath) -> None:
+    published(dp)
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "S"))
+    assert state(dp) == "syn_sent"
+    go(dp, PUBLIC_EGRESS, tcp(C1, CLIENT, 80, 40000, "SA"))
+    assert state(dp) == "established"
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "FA"))
+    assert state(dp) == "closing"
+    go(dp, PUBLIC_EGRESS, tcp(C1, CLIENT, 80, 40000, "FA"))
+    assert state(dp) == "closed"
+    assert {RawCtEntry.from_buffer_copy(v).tcp_state for v in _raw_values(dp)} == {4}  # both halves
+
+
+def test_rst_closes_and_a_new_syn_reopens(dp: Datapath) -> None:
+    published(dp)
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "S"))
+    go(dp, PUBLIC_EGRESS, tcp(C1, CLIENT, 80, 40000, "SA"))
+    go(dp, PUBLIC_EGRESS, tcp(C1, CLIENT, 80, 40000, "R"))
+    assert state(dp) == "closed"
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "S"))
+    assert state(dp) == "syn_sent"
+
+
+def test_per_flow_packets_bytes_and_last_seen(dp: Datapath) -> None:
+    published(dp)
+    first = tcp(CLIENT, HOST, 40000, 8080, "S")
+    go(dp, PUBLIC_INGRESS, first)
+    time.sleep(0.05)
+    data = tcp(CLIENT, HOST, 40000, 8080, "A", payload=b"x" * 100)
+    go(dp, PUBLIC_INGRESS, data)
+    [flow] = dp.flows()
+    assert flow.packets == 2
+    assert flow.bytes == len(first) + len(data)
+    assert flow.age_s >= 0.05 > flow.idle_s
+
+
+def test_gc_removes_expired_pairs_whole_and_keeps_live_ones(dp: Datapath) -> None:
+    published(dp)
+    dp.set_config(DatapathConfig(tcp_transitory_s=1, udp_s=2, icmp_s=1, tcp_established_s=60))
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40001, 8080, "S"))  # stays syn_sent: transitory
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40002, 8080, "S"))
+    go(dp, PUBLIC_EGRESS, tcp(C1, CLIENT, 80, 40002, "SA"))  # established
+    go(dp, PUBLIC_EGRESS, udp(C1, OTHER, 5000, 53))
+    go(dp, PUBLIC_EGRESS, ping(C1, OTHER, 5))
+    assert dp.gc() == 0
+    assert dp.gc(now_ns() + int(1.5 * S)) == 2  # the syn_sent TCP and the ping
+    assert sorted(f.proto for f in dp.flows()) == [6, 17]
+    assert dp.gc(now_ns() + 3 * S) == 1  # the UDP flow
+    assert dp.gc(now_ns() + 61 * S) == 1  # the established TCP
+    assert dp.map_fill()["conntrack"][0] == 0  # both halves of every pair went
+
+
+def test_gc_uses_the_later_half_of_a_pair(dp: Datapath) -> None:
+    published(dp)
+    dp.set_config(DatapathConfig(tcp_transitory_s=1))
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "S"))
+    time.sleep(1.2)
+    go(dp, PUBLIC_EGRESS, tcp(C1, CLIENT, 80, 40000, "R"))  # only the reply half is fresh
+    assert dp.gc() == 0
+
+
+def _raw_values(dp: Datapath) -> list[bytes]:
+    m = dp.conntrack.raw
+    return [m.lookup(RawCtKey.from_buffer_copy(k)) for k in m.keys()]
+
+
+def _delete_half(dp: Datapath, saddr: str, daddr: str, sport: int, dport: int, proto: int) -> None:
+    key = RawCtKey()
+    key.saddr[:] = list(addr(saddr).packed)
+    key.daddr[:] = list(addr(daddr).packed)
+    key.sport = int.from_bytes(sport.to_bytes(2, "big"), "little")
+    key.dport = int.from_bytes(dport.to_bytes(2, "big"), "little")
+    key.proto = proto
+    assert dp.conntrack.raw.delete(key)
+
+
+def test_a_half_lost_to_eviction_is_rebuilt_from_the_other(dp: Datapath) -> None:
+    published(dp)
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "S"))
+    _delete_half(dp, C1, CLIENT, 80, 40000, 6)  # the reply half
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "A"))
+    assert dp.counters()["ct_rebuilt"] == 1
+    reply = tcp(C1, CLIENT, 80, 40000, "A")
+    assert_translated(go(dp, PUBLIC_EGRESS, reply), rewritten(reply, src=HOST, sport=8080))
+
+    _delete_half(dp, CLIENT, HOST, 40000, 8080, 6)  # now the original half
+    go(dp, PUBLIC_EGRESS, reply)
+    assert dp.counters()["ct_rebuilt"] == 2
+    data = tcp(CLIENT, HOST, 40000, 8080, "A")
+    assert_translated(go(dp, PUBLIC_INGRESS, data), rewritten(data, dst=C1, dport=80))
+    assert len(dp.flows()) == 1

@@ -1,0 +1,61 @@
+"""layout.py (Python's mirror of bpf/v6nat.h) against what the compiler produced:
+bcc's ctypes types for every table, and the kernel's view of the pinned maps."""
+
+from __future__ import annotations
+
+import ctypes as ct
+
+import pytest
+
+from v6nat_ebpf.datapath import Datapath, layout, loader
+
+
+def layout_of(t: type) -> list[tuple[str, int, int]]:
+    """(field, offset, size) of a ctypes struct, or one entry for a scalar."""
+    if not issubclass(t, ct.Structure):
+        return [("", 0, ct.sizeof(t))]
+    return [(name, getattr(t, name).offset, getattr(t, name).size) for name, *_ in t._fields_]
+
+
+def mismatches(ours: type, compiled: type) -> list[str]:
+    problems = []
+    if ct.sizeof(ours) != ct.sizeof(compiled):
+        problems.append(f"size {ct.sizeof(ours)} != compiled {ct.sizeof(compiled)}")
+    theirs = {name: (off, size) for name, off, size in layout_of(compiled)}
+    for name, off, size in layout_of(ours):
+        if name and theirs.get(name) != (off, size):
+            problems.append(f"{name}: ours at {off} size {size}, compiled {theirs.get(name)}")
+    return problems
+
+
+@pytest.mark.parametrize("name", list(layout.map_specs(1024, 1024)))
+def test_struct_layouts_match_the_compiler(loaded: Datapath, name: str) -> None:
+    table = loaded._bpf.get_table(name.encode())
+    spec = loaded.specs[name]
+    assert mismatches(spec.key, table.Key) == []
+    leaf = getattr(table, "sLeaf", table.Leaf)  # per-CPU tables: one CPU's value
+    assert mismatches(spec.value, leaf) == []
+    assert table.max_entries == spec.max_entries
+
+
+def test_the_comparison_catches_a_wrong_mirror(loaded: Datapath) -> None:
+    class ShiftedCtKey(ct.Structure):  # forgot a port: proto lands 2 bytes early
+        _fields_ = [("saddr", layout.Addr), ("daddr", layout.Addr), ("sport", layout.u16),
+                    ("proto", layout.u8), ("_pad", layout.u8 * 5)]
+
+    problems = mismatches(ShiftedCtKey, loaded._bpf.get_table(b"conntrack").Key)
+    assert any(p.startswith("proto") for p in problems)
+
+
+def test_pinned_maps_are_what_layout_says(loaded: Datapath) -> None:
+    loader.check_pinned_maps(loader.pin_dir(loaded.pin_path), loaded.specs)  # raises on mismatch
+
+
+def test_counter_names_come_from_the_header(loaded: Datapath) -> None:
+    h = layout.header()
+    assert h.hooks == ("public_ingress", "public_egress", "bridge_ingress")
+    assert h.counters[0] == "pass" and "drop_direct_ula" in h.counters
+    assert len(set(h.counters)) == len(h.counters)
+    counters = loaded.counters()
+    assert list(counters) == list(h.counters)
+    assert loaded._bpf.get_table(b"counters").max_entries == len(h.hooks) * len(h.counters)

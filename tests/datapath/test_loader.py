@@ -1,0 +1,75 @@
+"""Loading: versioned pin directory, adoption of pinned maps after a restart,
+and clear one-line errors instead of adopting what does not fit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from ipaddress import IPv6Address
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget
+from v6nat_ebpf.errors import V6natError
+
+SMALL = DatapathConfig(conntrack_max=1024, dnat_max=64)
+
+
+@pytest.fixture
+def pin_path() -> Iterator[Path]:
+    path = Path(f"/sys/fs/bpf/v6dp-loader-{os.getpid()}")
+    yield path
+    Datapath.cleanup(path)
+    assert not path.exists()
+
+
+def test_maps_survive_a_restart_and_are_adopted(pin_path: Path) -> None:
+    key, target = DnatKey(6, None, 8080), DnatTarget(IPv6Address("fd00:1::2"), 80, 1)
+    with Datapath.open(pin_path, SMALL) as first:
+        first.dnat.put(key, target)
+    assert sorted(p.name for p in (pin_path / "v1").iterdir()) == sorted(first.specs)
+    with Datapath.open(pin_path, SMALL) as second:
+        assert second.dnat.items() == [(key, target)]
+    with Datapath.open_pinned(pin_path) as reader:  # status/metrics: no compiler involved
+        assert reader.dnat.items() == [(key, target)]
+        assert reader.config == SMALL
+        assert reader.map_fill()["conntrack"] == (0, 1024)
+
+
+def test_a_pinned_map_of_another_shape_is_refused(pin_path: Path) -> None:
+    (pin_path / "v1").mkdir(parents=True)
+    subprocess.run(["bpftool", "map", "create", str(pin_path / "v1" / "dnat"), "type", "hash", "key", "20",
+                    "value", "8", "entries", "64", "name", "dnat"], check=True)
+    with pytest.raises(V6natError, match=r"pinned map .*dnat is hash key 20 value 8 .*expected hash key 20 value 24"):
+        Datapath.open(pin_path, SMALL)
+
+
+def test_a_capacity_change_is_refused_not_silently_ignored(pin_path: Path) -> None:
+    Datapath.open(pin_path, SMALL).close()
+    with pytest.raises(V6natError, match="conntrack is lru_hash .*entries 1024.*entries 2048"):
+        Datapath.open(pin_path, DatapathConfig(conntrack_max=2048, dnat_max=64))
+
+
+def test_another_layout_version_is_refused_and_cleanup_removes_it(pin_path: Path) -> None:
+    (pin_path / "v0").mkdir(parents=True)
+    with pytest.raises(V6natError, match="holds maps of layout v0, this v6nat uses v1: run `v6nat cleanup"):
+        Datapath.open(pin_path, SMALL)
+    assert "pins" in Datapath.cleanup(pin_path)[0]
+    assert not pin_path.exists()
+
+
+def test_pin_path_off_bpffs_is_refused() -> None:
+    with pytest.raises(V6natError, match="is not on a bpf filesystem"):
+        Datapath.open("/tmp/v6dp-not-bpffs", SMALL)
+
+
+def test_open_pinned_without_a_datapath_says_so(pin_path: Path) -> None:
+    with pytest.raises(V6natError, match="no datapath pinned"):
+        Datapath.open_pinned(pin_path)
+
+
+def test_bad_config_is_a_clear_error() -> None:
+    with pytest.raises(V6natError, match="bad SNAT port range 70000-1"):
+        DatapathConfig(snat_port_min=70000, snat_port_max=1)

@@ -1,0 +1,113 @@
+"""Masquerade: SNAT at public egress with port preservation, atomic port
+claims that avoid other flows, host sockets and published ports; replies back
+at public ingress; what must never leave a public interface."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import closing
+
+import pytest
+
+from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry
+from dp_packets import (
+    C1, C2, HOST, HOST2, INTERNAL1, NET, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, ROUTED1, SHOT, addr,
+    assert_translated, assert_untouched, go, l4, ping, rewritten, tcp, udp,
+)
+
+
+@pytest.mark.parametrize("make", [tcp, udp])
+def test_source_port_kept_when_free_and_replies_come_back(dp: Datapath, make) -> None:
+    out = make(C1, OTHER, 5555, 443)
+    assert_translated(go(dp, PUBLIC_EGRESS, out), rewritten(out, src=HOST))
+    reply = make(OTHER, HOST, 443, 5555, **({"flags": "SA"} if make is tcp else {}))
+    assert_translated(go(dp, PUBLIC_INGRESS, reply), rewritten(reply, dst=C1))
+    c = dp.counters()
+    assert (c["snat"], c["reverse"]) == (1, 1)
+
+
+def test_taken_port_is_replaced_from_the_range_and_replies_find_their_container(dp: Datapath) -> None:
+    go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, 443))
+    second = tcp(C2, OTHER, 5555, 443)
+    r = go(dp, PUBLIC_EGRESS, second)
+    port = l4(r).sport
+    assert 61000 <= port <= 65535
+    assert_translated(r, rewritten(second, src=HOST, sport=port))
+    reply = tcp(OTHER, HOST, 443, port, flags="SA")
+    assert_translated(go(dp, PUBLIC_INGRESS, reply), rewritten(reply, dst=C2, dport=5555))
+    first_reply = tcp(OTHER, HOST, 443, 5555, flags="SA")
+    assert_translated(go(dp, PUBLIC_INGRESS, first_reply), rewritten(first_reply, dst=C1))
+
+
+@pytest.mark.parametrize("kind,make", [(socket.SOCK_STREAM, tcp), (socket.SOCK_DGRAM, udp)])
+def test_port_of_a_host_socket_is_never_used(dp: Datapath, kind, make) -> None:
+    with closing(socket.socket(socket.AF_INET6, kind)) as s:
+        s.bind(("::", 0))
+        if kind == socket.SOCK_STREAM:
+            s.listen()
+        host_port = s.getsockname()[1]
+        r = go(dp, PUBLIC_EGRESS, make(C1, OTHER, host_port, 443))
+        assert l4(r).sport != host_port
+        assert 61000 <= l4(r).sport <= 65535
+
+
+def test_published_port_is_never_used_as_a_source(dp: Datapath) -> None:
+    dp.dnat.put(DnatKey(6, None, 5555), DnatTarget(addr(C2), 80, 1))
+    r = go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, 443))
+    assert 61000 <= l4(r).sport <= 65535
+
+
+def test_exhaustion_is_a_counted_drop_never_a_wrong_translation(dp: Datapath) -> None:
+    dp.set_config(DatapathConfig(snat_port_min=61000, snat_port_max=61000))
+    assert l4(go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, 443))).sport == 5555
+    assert l4(go(dp, PUBLIC_EGRESS, tcp(C2, OTHER, 5555, 443))).sport == 61000
+    third = go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 61000, 443))
+    assert third.verdict == SHOT
+    assert dp.counters()["drop_ports_exhausted"] == 1
+    assert len(dp.flows()) == 2
+
+
+def test_network_snat_address_overrides_the_interface_address(dp: Datapath) -> None:
+    dp.networks.put(NET, NetworkEntry(1, 10, masquerade=True, icc=True, internal=False, snat_addr=addr(HOST2)))
+    out = udp(C1, OTHER, 5555, 53)
+    assert_translated(go(dp, PUBLIC_EGRESS, out), rewritten(out, src=HOST2))
+
+
+def test_no_source_address_is_a_counted_drop(dp: Datapath) -> None:
+    dp.public_ifaces.delete(1)
+    assert go(dp, PUBLIC_EGRESS, udp(C1, OTHER, 5555, 53)).verdict == SHOT
+    assert dp.counters()["drop_no_snat_addr"] == 1
+
+
+def test_network_without_masquerade_leaves_with_its_own_address(dp: Datapath) -> None:
+    out = tcp(ROUTED1, OTHER, 5555, 443)
+    assert_untouched(go(dp, PUBLIC_EGRESS, out), out)
+
+
+def test_internal_network_never_leaves(dp: Datapath) -> None:
+    assert go(dp, PUBLIC_EGRESS, udp(INTERNAL1, OTHER, 5555, 53)).verdict == SHOT
+    assert dp.counters()["drop_internal_egress"] == 1
+
+
+def test_masqueraded_tcp_without_flow_or_syn_is_dropped_not_leaked(dp: Datapath) -> None:
+    assert go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, 443, flags="A")).verdict == SHOT
+    assert dp.counters()["drop_tcp_no_flow"] == 1
+
+
+def test_hosts_own_traffic_passes_untouched(dp: Datapath) -> None:
+    for pkt in (tcp(HOST, OTHER, 5555, 443), udp(HOST, OTHER, 5555, 53), ping(HOST, OTHER, 9)):
+        assert_untouched(go(dp, PUBLIC_EGRESS, pkt), pkt)
+
+
+def test_echo_identifier_is_the_port(dp: Datapath) -> None:
+    req = ping(C1, OTHER, 77)
+    assert_translated(go(dp, PUBLIC_EGRESS, req), rewritten(req, src=HOST))
+    second = ping(C2, OTHER, 77)
+    r = go(dp, PUBLIC_EGRESS, second)
+    ident = l4(r).id
+    assert ident != 77
+    assert_translated(r, rewritten(second, src=HOST, ident=ident))
+    for reply_id, container in ((77, C1), (ident, C2)):
+        reply = ping(OTHER, HOST, reply_id, reply=True)
+        expected = rewritten(reply, dst=container, ident=77)
+        assert_translated(go(dp, PUBLIC_INGRESS, reply), expected)

@@ -1,0 +1,349 @@
+"""The Datapath: compile bpf/ with bcc, load the TC programs, create or adopt
+the pinned maps, attach to interfaces, and give typed access to the maps.
+
+Maps are pinned under <pin_path>/v<LAYOUT_VERSION>/. bcc reuses a pinned map
+without any check, so before compiling, every existing pin is checked (type,
+key size, value size, max entries, flags) against layout.py, which a test
+checks against the compiler: a mismatch is a one-line V6natError. A pin
+directory of another layout version is refused; `Datapath.cleanup` removes it.
+
+Filters stay attached and maps stay pinned when the process exits: the
+datapath keeps translating established flows while the daemon restarts, and
+the next `Datapath.open` adopts the maps and atomically replaces the filters.
+
+Imports bcc, and datapath.{bpfsys,layout,maps,tc}.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from v6nat_ebpf.datapath import bpfsys, layout, tc
+from v6nat_ebpf.datapath.maps import (
+    Conntrack,
+    DatapathConfig,
+    DnatTable,
+    Flow,
+    HostAddrsTable,
+    NetworksTable,
+    PublicIfacesTable,
+    config_from_raw,
+    read_config,
+    read_counters,
+    read_mapping_stats,
+    write_config,
+)
+from v6nat_ebpf.errors import V6natError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PIN_PATH = "/sys/fs/bpf/v6nat"
+# role -> tc direction -> program (and filter) name
+PROGRAMS = {
+    "public": {"ingress": "v6nat_public_ingress", "egress": "v6nat_public_egress"},
+    "bridge": {"ingress": "v6nat_bridge_ingress"},
+}
+
+
+def layout_version() -> int:
+    return layout.header().const("V6NAT_LAYOUT_VERSION")
+
+
+def pin_dir(pin_path: str | Path) -> Path:
+    return Path(pin_path) / f"v{layout_version()}"
+
+
+def program_source() -> str:
+    """bpf/v6nat.c with its quoted includes inlined (with #line markers, so
+    compiler messages name the real files): bcc rewrites map calls only in the
+    main file, and the programs' helpers live in headers."""
+    seen: set[Path] = set()
+
+    def expand(path: Path) -> list[str]:
+        lines = [f'#line 1 "{path}"']
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            match = re.match(r'\s*#include\s+"([^"]+)"', line)
+            if not match:
+                lines.append(line)
+                continue
+            included = layout.BPF_DIR / match.group(1)
+            if included not in seen:
+                seen.add(included)
+                lines += expand(included)
+            lines.append(f'#line {number + 1} "{path}"')
+        return lines
+
+    return "\n".join(expand(layout.BPF_DIR / "v6nat.c")) + "\n"
+
+
+def compile_programs(pins: Path, config: DatapathConfig) -> Any:
+    """Compile bpf/ with bcc; maps are created at (or reused from) `pins`."""
+    from bcc import BPF  # imported here: `v6nat status` and tests of maps need no compiler
+
+    cflags = [
+        f'-DV6NAT_PIN_DIR="{pins}"',
+        f"-DV6NAT_CT_MAX={config.conntrack_max}",
+        f"-DV6NAT_DNAT_MAX={config.dnat_max}",
+    ]
+    try:
+        return BPF(text=program_source().encode(), cflags=cflags)
+    except Exception as exc:  # bcc raises bare Exception; details went to stderr
+        raise V6natError(f"cannot compile bpf/v6nat.c with bcc: {exc}") from exc
+
+
+def _bpffs_mounts() -> list[Path]:
+    mounts = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == "bpf":
+            mounts.append(Path(fields[1]))
+    return mounts
+
+
+def check_pin_path(pin_path: Path) -> None:
+    """The pin path must be on a bpffs and hold no other layout version."""
+    if not any(pin_path == m or m in pin_path.parents for m in _bpffs_mounts()):
+        raise V6natError(f"pin path {pin_path} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")
+    if not pin_path.is_dir():
+        return
+    current = f"v{layout_version()}"
+    for entry in sorted(pin_path.iterdir()):
+        if re.fullmatch(r"v\d+", entry.name) and entry.name != current:
+            raise V6natError(
+                f"{pin_path} holds maps of layout {entry.name}, this v6nat uses {current}: "
+                f"run `v6nat cleanup --pin-path {pin_path}` first"
+            )
+
+
+def check_pinned_maps(pins: Path, specs: dict[str, layout.MapSpec]) -> None:
+    """Refuse pinned maps whose type or sizes differ from what we compile."""
+    for spec in specs.values():
+        path = pins / spec.name
+        if not path.exists():
+            continue
+        fd = bpfsys.obj_get(str(path))
+        try:
+            info = bpfsys.map_info(fd)
+        finally:
+            os.close(fd)
+        want = bpfsys.MapInfo(spec.type, ctypes.sizeof(spec.key), ctypes.sizeof(spec.value),
+                              spec.max_entries, spec.flags)
+        if info != want:
+            raise V6natError(
+                f"pinned map {path} is {info.type_name} key {info.key_size} value {info.value_size} "
+                f"entries {info.max_entries} flags {info.flags:#x}, expected {want.type_name} key "
+                f"{want.key_size} value {want.value_size} entries {want.max_entries} flags {want.flags:#x}: "
+                f"run `v6nat cleanup --pin-path {pins.parent}` (drops its flows)"
+            )
+
+
+def _open_maps(pins: Path, specs: dict[str, layout.MapSpec]) -> dict[str, bpfsys.BpfMap]:
+    maps = {}
+    for spec in specs.values():
+        fd = bpfsys.obj_get(str(pins / spec.name))
+        maps[spec.name] = bpfsys.BpfMap(fd, ctypes.sizeof(spec.key), ctypes.sizeof(spec.value), spec.percpu)
+    return maps
+
+
+class Datapath:
+    """Loaded programs (if any), the pinned maps, and the filters of one netns."""
+
+    def __init__(self, pin_path: Path, specs: dict[str, layout.MapSpec], maps: dict[str, bpfsys.BpfMap],
+                 bpf: Any = None, netns: str | None = None) -> None:
+        self.pin_path = pin_path
+        self.netns = netns
+        self.specs = specs
+        self._maps = maps
+        self._bpf = bpf
+        self._prog_fds: dict[str, int] = {}
+        if bpf is not None:
+            from bcc import BPF
+
+            for role in PROGRAMS.values():
+                for name in role.values():
+                    self._prog_fds[name] = bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
+        self.dnat = DnatTable(maps["dnat"])
+        self.networks = NetworksTable(maps["networks"])
+        self.public_ifaces = PublicIfacesTable(maps["public_ifaces"])
+        self.host_addrs = HostAddrsTable(maps["host_addrs"])
+        self.conntrack = Conntrack(maps["conntrack"], maps["config"])
+
+    @classmethod
+    def open(cls, pin_path: str | Path = DEFAULT_PIN_PATH, config: DatapathConfig | None = None,
+             netns: str | None = None) -> Datapath:
+        """Compile and load the programs; create the pinned maps or adopt the
+        ones a previous run left (after checking them); write `config`."""
+        config = config or DatapathConfig()
+        pin_path = Path(pin_path)
+        check_pin_path(pin_path)
+        pins = pin_dir(pin_path)
+        specs = layout.map_specs(config.conntrack_max, config.dnat_max)
+        check_pinned_maps(pins, specs)
+        pins.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        bpf = compile_programs(pins, config)
+        try:
+            dp = cls(pin_path, specs, _open_maps(pins, specs), bpf, netns)
+        except Exception as exc:
+            bpf.cleanup()
+            if isinstance(exc, V6natError):
+                raise
+            raise V6natError(f"cannot load the TC programs: {exc}") from exc
+        log.info("datapath loaded in %.1f s, maps at %s", time.monotonic() - started, pins)
+        dp.set_config(config)
+        return dp
+
+    @classmethod
+    def open_pinned(cls, pin_path: str | Path = DEFAULT_PIN_PATH, netns: str | None = None) -> Datapath:
+        """The pinned maps of a running datapath, without compiling anything
+        (for `v6nat status`, `flows`, metrics)."""
+        pin_path = Path(pin_path)
+        check_pin_path(pin_path)
+        pins = pin_dir(pin_path)
+        if not (pins / "conntrack").exists():
+            raise V6natError(f"no datapath pinned at {pins}: is `v6nat run` running with this --pin-path?")
+        info = bpfsys.map_info(fd := bpfsys.obj_get(str(pins / "conntrack")))
+        os.close(fd)
+        dnat_fd = bpfsys.obj_get(str(pins / "dnat"))
+        dnat_max = bpfsys.map_info(dnat_fd).max_entries
+        os.close(dnat_fd)
+        specs = layout.map_specs(info.max_entries, dnat_max)
+        check_pinned_maps(pins, specs)
+        return cls(pin_path, specs, _open_maps(pins, specs), None, netns)
+
+    def close(self) -> None:
+        """Close our fds; filters and pins stay (see the module docstring)."""
+        for m in self._maps.values():
+            m.close()
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+
+    def __enter__(self) -> Datapath:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def with_netns(self, netns: str | None) -> Datapath:
+        """The same programs and maps, attaching in another network namespace
+        (one loaded datapath serving several namespaces: tests, labs)."""
+        view = Datapath(self.pin_path, self.specs, self._maps, None, netns)
+        view._prog_fds = self._prog_fds
+        return view
+
+    def prog_fd(self, name: str) -> int:
+        """The fd of a loaded program, e.g. "v6nat_public_ingress"."""
+        if name not in self._prog_fds:
+            raise V6natError(f"program {name} is not loaded (maps-only Datapath?)")
+        return self._prog_fds[name]
+
+    # interfaces
+
+    def _attach(self, ifname: str, role: str) -> None:
+        with tc.Tc(self.netns) as t:
+            for direction, name in PROGRAMS[role].items():
+                t.attach(ifname, direction, self.prog_fd(name), name)
+
+    def attach_public(self, ifname: str) -> None:
+        """Attach (or atomically replace) the public programs on `ifname`."""
+        self._attach(ifname, "public")
+
+    def attach_bridge(self, ifname: str) -> None:
+        """Attach (or atomically replace) the bridge program on `ifname`."""
+        self._attach(ifname, "bridge")
+
+    def detach(self, ifname: str) -> None:
+        """Remove our filters from `ifname`; other filters stay."""
+        with tc.Tc(self.netns) as t:
+            t.detach(ifname)
+
+    def attached(self) -> dict[str, str]:
+        """ifname -> "public" | "bridge", read from the kernel's filters."""
+        roles = {name: role for role, progs in PROGRAMS.items() for name in progs.values()}
+        with tc.Tc(self.netns) as t:
+            return {f.ifname: roles[f.name] for f in t.ours() if f.name in roles}
+
+    # maps
+
+    def set_config(self, config: DatapathConfig) -> None:
+        """Timeouts and the SNAT port range, effective for the next packet
+        (capacities are compiled in: changing them needs a cleanup)."""
+        write_config(self._maps["config"], config)
+
+    @property
+    def config(self) -> DatapathConfig:
+        """The settings in force: the config map, and the compiled-in capacities."""
+        return config_from_raw(read_config(self._maps["config"]), self.specs["conntrack"].max_entries,
+                               self.specs["dnat"].max_entries)
+
+    def flows(self) -> list[Flow]:
+        return self.conntrack.flows()
+
+    def gc(self, now_ns: int | None = None) -> int:
+        """Remove expired conntrack pairs; `now_ns` is CLOCK_MONOTONIC."""
+        return self.conntrack.gc(now_ns)
+
+    def counters_by_hook(self) -> dict[str, dict[str, int]]:
+        return read_counters(self._maps["counters"])
+
+    def counters(self) -> dict[str, int]:
+        """Counter name -> packets over every hook and CPU; every name present."""
+        total: dict[str, int] = {}
+        for per_hook in self.counters_by_hook().values():
+            for name, value in per_hook.items():
+                total[name] = total.get(name, 0) + value
+        return total
+
+    def mapping_stats(self) -> dict[int, tuple[int, int]]:
+        """mapping_id -> (packets, bytes) over every CPU."""
+        return read_mapping_stats(self._maps["mapping_stats"])
+
+    def map_fill(self) -> dict[str, tuple[int, int]]:
+        """Map name -> (entries, capacity)."""
+        out = {}
+        for name, spec in self.specs.items():
+            entries = spec.max_entries if spec.type in (layout.ARRAY, layout.PERCPU_ARRAY) else \
+                len(self._maps[name].keys())
+            out[name] = (entries, spec.max_entries)
+        return out
+
+    def clear(self) -> None:
+        """Empty every hash map and zero the counters (tests, `v6nat cleanup`)."""
+        for name, spec in self.specs.items():
+            m = self._maps[name]
+            if spec.type in (layout.ARRAY, layout.PERCPU_ARRAY):
+                if name == "counters":
+                    zero = bytes(m.slot * m.ncpus)
+                    for i in range(spec.max_entries):
+                        m.update(layout.u32(i), zero)
+                continue
+            for kb in m.keys():
+                m.delete(spec.key.from_buffer_copy(kb))
+
+    @staticmethod
+    def cleanup(pin_path: str | Path = DEFAULT_PIN_PATH, netns: str | None = None) -> list[str]:
+        """Detach our filters from every interface of the netns and remove our
+        pins (every layout version); nothing else. Returns what was removed."""
+        removed = []
+        with tc.Tc(netns) as t:
+            ours = t.ours()
+            for ifname in sorted({f.ifname for f in ours}):
+                t.detach(ifname)
+            removed += [f"filter {f.name} on {f.ifname} {f.direction}" for f in ours]
+        pin_path = Path(pin_path)
+        if pin_path.is_dir():
+            for entry in sorted(pin_path.iterdir()):
+                if entry.is_dir() and re.fullmatch(r"v\d+", entry.name):
+                    shutil.rmtree(entry)
+                    removed.append(f"pins {entry}")
+            if not any(pin_path.iterdir()):
+                pin_path.rmdir()
+        return removed
