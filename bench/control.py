@@ -56,7 +56,9 @@ def run_to_answer(system: System, runs: int) -> RunToAnswer:
             returned = time.monotonic()
             try:
                 if system.name == "routed":
-                    host, port = str(system.lab.container_addr(container, system.network)), 80
+                    # From the attributes `run` already fetched: a reload here would be timed.
+                    addr = container.attrs["NetworkSettings"]["Networks"][system.network.name]["GlobalIPv6Address"]
+                    host, port = addr, 80
                 else:
                     host, port = str(system.lab.host_addr), PROBE_HOST_PORT
                 answered = pool.submit(wait_http_ok, host, [port], ANSWER_DEADLINE_S).result()

@@ -28,7 +28,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry
-from v6nat_ebpf.datapath.testrun import run_program
+from v6nat_ebpf.datapath.testrun import run
 from v6nat_ebpf.metrics import ControlPlaneStats, MappingLabels, start_metrics_server, take_snapshot
 
 HOST = IPv6Address("2001:db8:1::1")
@@ -40,6 +40,7 @@ FIRST_PORT = 10000
 def measure(size: int, scrapes: int) -> str:
     pin_path = f"/sys/fs/bpf/v6nat-bench-metrics-{secrets.token_hex(4)}"
     dp = Datapath.open(pin_path=pin_path, config=DatapathConfig())
+    ingress = dp.prog_fd("v6nat_public_ingress")
     server = None
     try:
         stats = ControlPlaneStats()
@@ -54,7 +55,7 @@ def measure(size: int, scrapes: int) -> str:
         syn = Ether() / IPv6(src=str(CLIENT), dst=str(HOST)) / TCP(sport=40000, flags="S")
         for port in ports:
             syn[TCP].dport = port
-            run_program(dp, "v6nat_public_ingress", bytes(syn))
+            run(ingress, bytes(syn))
 
         server = start_metrics_server("[::1]:0", dp, stats)
         started = time.perf_counter()

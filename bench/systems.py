@@ -15,9 +15,9 @@ Must not import the load tools' callers (run, report).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -30,7 +30,7 @@ from typing import Any
 from v6nat_ebpf.lab import Lab, LabConfig
 
 from bench import rules
-from bench.load import http_ok, netns_pool
+from bench.load import http_ok, netns_pool, wait_http_ok
 
 log = logging.getLogger(__name__)
 
@@ -412,8 +412,11 @@ class V6nat(System):
         else:
             self.datapath.dnat.delete_many(keys[count:])
         self.direct_count = count
-        entries, capacity = self.datapath.map_fill()["dnat"]
-        self.notes.append(f"dnat map with {count:,} direct entries: {entries:,} of {capacity:,} slots used")
+        if count:
+            entries, capacity = self.datapath.map_fill()["dnat"]
+            note = f"dnat map with {count:,} direct entries: {entries:,} of {capacity:,} slots used"
+            if note not in self.notes:
+                self.notes.append(note)
 
     def run_filler(self, ports: range, name: str = "filler") -> tuple[Any, float, float]:
         """Run a container publishing `ports` (host port p -> container port p).
@@ -427,7 +430,6 @@ class V6nat(System):
                                        cap_add=["NET_ADMIN"], timeout=120)
         t_run = time.monotonic()
         with netns_pool(self.lab.client_ns) as pool:
-            from bench.load import wait_http_ok
             t_ok = pool.submit(wait_http_ok, str(self.lab.host_addr), sample, 60.0).result()
         if t_ok is None:
             raise SystemError_(f"v6nat: {len(ports)} filler ports not answering within 60 s: {self.log_tail()}")
@@ -444,7 +446,6 @@ class V6nat(System):
 
     def map_memlock_bytes(self) -> dict[str, int]:
         """bytes_memlock of each map pinned under the lab's pin path (bpftool)."""
-        import json
         out: dict[str, int] = {}
         for root, _, files in os.walk(self.lab.pin_path):
             for f in files:
@@ -454,14 +455,6 @@ class V6nat(System):
                     info = json.loads(done.stdout)
                     out[info.get("name", f)] = int(info.get("bytes_memlock", 0))
         return out
-
-    def stop_daemon(self) -> None:
-        if self.daemon is not None and self.daemon.poll() is None:
-            self.daemon.send_signal(signal.SIGTERM)
-            try:
-                self.daemon.wait(10)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
 
 
 ALL_SYSTEMS: tuple[type[System], ...] = (V6nat, Routed, DockerIp6tables, Nftables, DockerProxy)

@@ -7,7 +7,10 @@
  *     masquerade (SNAT), DNAT replies, ICMPv6 errors about either; internal
  *     and untranslatable traffic of NAT'd networks never leaves.
  * v6nat_bridge_ingress  clsact ingress of each managed bridge:
- *     hairpin (container -> host address:published port) and its replies.
+ *     hairpin (container -> host address:published port) and its replies;
+ *     the fast path of established flows leaving by a public interface.
+ * v6nat_veth_ingress    clsact ingress of the host side of each container
+ *     veth on a network without ICC: container to container drops.
  *
  * Every packet that is not ours continues (TC_ACT_UNSPEC) untouched; every
  * drop goes through v6nat_drop() with a reason. */
@@ -17,6 +20,8 @@
 #include "lib/conntrack.h"
 #include "lib/nat.h"
 #include "lib/icmp6.h"
+#include "lib/fib.h"
+#include "lib/icc.h"
 
 /* The parsed packet lives in per-CPU map memory, not on the stack: the
  * verifier then forgets which extension-header path produced it, and those
@@ -71,6 +76,44 @@ static __always_inline int flow_start(struct __sk_buff *skb, __u32 hook, struct 
 		return v6nat_drop(hook, V6NAT_DROP_CT_FULL);
 	v6nat_count(hook, V6NAT_ACT_NEW_FLOW);
 	return flow_translate(skb, hook, pkt, key, e, flow_action(e));
+}
+
+/* A packet of a known flow toward a container (public ingress): translate
+ * it, then send it straight to the bridge when the fast path allows. */
+static __always_inline int flow_forward(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
+					const struct ct_key *key, struct ct_entry *e)
+{
+	struct bpf_fib_lookup fib;
+	int route = fast_path_route(skb, hook, pkt, e, &fib);
+	int verdict = flow_translate(skb, hook, pkt, key, e, flow_action(e));
+
+	if (verdict != V6NAT_CONTINUE || route == FAST_NONE)
+		return verdict;
+	return fast_path_redirect(skb, hook, pkt, &fib, route);
+}
+
+/* A container's packet that is not for a host address (bridge ingress): the
+ * public egress program translates it after the stack, unless it belongs to
+ * an established flow that the fast path can send out directly. */
+static __always_inline int bridge_outbound(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
+					   struct ct_key *key)
+{
+	struct bpf_fib_lookup fib;
+	struct ct_entry *e;
+	int route, verdict;
+
+	if (!fast_path_enabled())
+		return v6nat_pass(hook);
+	e = conntrack.lookup(key);
+	if (!e || !ct_allowed(V6NAT_HOOK_PUBLIC_EGRESS, e))
+		return v6nat_pass(hook);
+	route = fast_path_route(skb, hook, pkt, e, &fib);
+	if (route == FAST_NONE)
+		return V6NAT_CONTINUE;
+	verdict = flow_translate(skb, hook, pkt, key, e, flow_action(e));
+	if (verdict != V6NAT_CONTINUE)
+		return verdict;
+	return fast_path_redirect(skb, hook, pkt, &fib, route);
 }
 
 static __always_inline int icmp_error_verdict(struct __sk_buff *skb, __u32 hook,
@@ -143,7 +186,7 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 	ct_key_of_pkt(&key, pkt);
 	e = conntrack.lookup(&key);
 	if (e && ct_allowed(hook, e))
-		return flow_translate(skb, hook, pkt, &key, e, flow_action(e));
+		return flow_forward(skb, hook, pkt, &key, e);
 
 	if (pkt->proto == V6NAT_IPPROTO_ICMPV6 || !is_host_addr(pkt->daddr))
 		return v6nat_pass(hook);
@@ -238,10 +281,10 @@ int v6nat_bridge_ingress(struct __sk_buff *skb)
 		return fragment_verdict(skb, hook, pkt, 0);
 	if (r != PARSE_TUPLE)
 		return unparsed_verdict(hook, r, 0);
-	if (!is_host_addr(pkt->daddr))
-		return v6nat_pass(hook);
-
 	ct_key_of_pkt(&key, pkt);
+	if (!is_host_addr(pkt->daddr))
+		return bridge_outbound(skb, hook, pkt, &key);
+
 	e = conntrack.lookup(&key);
 	if (e && ct_allowed(hook, e))
 		return flow_translate(skb, hook, pkt, &key, e, flow_action(e));
@@ -266,4 +309,16 @@ int v6nat_bridge_ingress(struct __sk_buff *skb)
 		orig.mapping_id = target->mapping_id;
 		return flow_start(skb, hook, pkt, &key, &orig, 1);
 	}
+}
+
+int v6nat_veth_ingress(struct __sk_buff *skb)
+{
+	const __u32 hook = V6NAT_HOOK_VETH_INGRESS;
+	struct v6nat_pkt *pkt = pkt_scratch();
+
+	if (!pkt || v6nat_parse(skb, pkt) == PARSE_NOT_IPV6)
+		return v6nat_pass(hook);
+	if (icc_blocked(pkt))
+		return v6nat_drop(hook, V6NAT_DROP_ICC_BLOCKED);
+	return v6nat_pass(hook);
 }

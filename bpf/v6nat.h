@@ -17,7 +17,7 @@
 #ifndef V6NAT_H
 #define V6NAT_H
 
-#define V6NAT_LAYOUT_VERSION 1
+#define V6NAT_LAYOUT_VERSION 2
 
 /* Map capacities: defaults, overridable with -D by the loader. */
 #ifndef V6NAT_CT_MAX
@@ -36,7 +36,8 @@
 #define V6NAT_HOOKS(X)                                                         \
 	X(PUBLIC_INGRESS, public_ingress)                                      \
 	X(PUBLIC_EGRESS, public_egress)                                        \
-	X(BRIDGE_INGRESS, bridge_ingress)
+	X(BRIDGE_INGRESS, bridge_ingress)                                      \
+	X(VETH_INGRESS, veth_ingress)
 
 /* What a program did with a packet (one counter each, per hook). */
 #define V6NAT_ACTIONS(X)                                                       \
@@ -49,7 +50,10 @@
 	X(FRAGMENT, fragment)         /* a non-first fragment of a flow */     \
 	X(NEW_FLOW, new_flow)         /* a conntrack pair created */           \
 	X(CT_REBUILT, ct_rebuilt)     /* a half lost to eviction rebuilt */    \
-	X(MALFORMED, malformed)       /* unparsable: passed untranslated */
+	X(MALFORMED, malformed)       /* unparsable: passed untranslated */    \
+	X(REDIRECT, redirect)         /* fast path: sent straight to the iface */ \
+	X(FIB_MISS, fib_miss)         /* fast path: no usable route, to stack */ \
+	X(TO_STACK, to_stack)         /* fast path declined: left to the stack */
 
 /* Why a packet was dropped. Every TC_ACT_SHOT goes through v6nat_drop(). */
 #define V6NAT_DROP_REASONS(X)                                                  \
@@ -62,7 +66,8 @@
 	X(FRAG_NO_FIRST, frag_no_first)   /* masqueraded fragment, first one unseen */    \
 	X(EXTHDR_LIMIT, exthdr_limit)     /* masqueraded packet, too many ext headers */  \
 	X(CT_FULL, ct_full)               /* conntrack insert failed */                   \
-	X(REWRITE_FAILED, rewrite_failed) /* packet store / checksum helper failed */
+	X(REWRITE_FAILED, rewrite_failed) /* packet store / checksum helper failed */ \
+	X(ICC_BLOCKED, icc_blocked)       /* container to container, network without ICC */
 
 #define V6NAT_ENUM_ACTION(id, name) V6NAT_ACT_##id,
 #define V6NAT_ENUM_DROP(id, name) V6NAT_DROP_##id,
@@ -88,8 +93,11 @@ struct v6nat_config {
 	__u64 icmp_ns;
 	__u16 snat_port_min; /* host order, inclusive */
 	__u16 snat_port_max;
-	__u32 _pad;
+	__u32 flags; /* V6NAT_CFG_* */
 };
+
+/* config.flags */
+#define V6NAT_CFG_FAST_PATH 0x1 /* redirect established flows past the stack */
 
 /* dnat: a published port (Docker's `-p [host_addr:]host_port:port`), written
  * by the control plane. host_addr all-zero means any of host_addrs. */
@@ -120,6 +128,7 @@ struct network_key {
 
 struct network_info {
 	__u8 snat_addr[16]; /* all-zero: the public interface's snat_addr */
+	__u8 gateway[16];   /* the bridge's address in the prefix; all-zero: none */
 	__u32 network_id;
 	__u32 bridge_ifindex;
 	__u32 flags; /* V6NAT_NET_* */
@@ -172,6 +181,8 @@ enum ct_tcp_state {
 
 #define CT_F_FIN_ORIGINAL 0x1
 #define CT_F_FIN_REPLY 0x2
+#define CT_F_FINS (CT_F_FIN_ORIGINAL | CT_F_FIN_REPLY)
+#define CT_F_REPLY_SEEN 0x4 /* a reply passed: both directions crossed the stack's checks once */
 
 struct ct_entry {
 	__u8 saddr[16]; /* the packet's new source */
@@ -181,7 +192,7 @@ struct ct_entry {
 	__u8 kind;      /* enum ct_kind */
 	__u8 dir;       /* enum ct_dir */
 	__u8 tcp_state; /* enum ct_tcp_state, kept equal in both halves */
-	__u8 tcp_flags; /* CT_F_*, kept equal in both halves */
+	__u8 tcp_flags; /* CT_F_* (all protocols), kept equal in both halves */
 	__u32 mapping_id; /* DNAT/hairpin: the published mapping; else 0 */
 	__u32 _pad;
 	__u64 created_ns;   /* bpf_ktime_get_ns() */

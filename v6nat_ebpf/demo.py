@@ -10,7 +10,9 @@ Imports: stdlib, v6nat_ebpf.lab and lab_daemon; no datapath (the daemon is a sep
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -89,6 +91,11 @@ OUTSIDE_PORT = 7000
 DEMO_METRICS = ("v6nat_translations_total", "v6nat_mapping_packets_total", "v6nat_conntrack_flows")
 
 
+def _compact(text: str) -> str:
+    """socat prints IPv6 addresses in full ([2001:0db8:0001:...]); show them as people write them."""
+    return re.sub(r"\[([0-9a-fA-F:]+)\]", lambda m: str(ipaddress.IPv6Address(m[1])), text)
+
+
 def show_v6nat(say: Callable[[str], None]) -> None:
     """One lab: the problem, then v6nat started, the client's own address in the container's log,
     an outbound request arriving from the host's address, `v6nat status` and a few metrics."""
@@ -110,12 +117,12 @@ def show_v6nat(say: Callable[[str], None]) -> None:
         after = lab.probe_peer(lab.host_addr, PUBLISHED_PORT)
         say(f"  with v6nat, client {lab.client_addr} -> [{lab.host_addr}]:{PUBLISHED_PORT}: answered {after.peer}")
         log_lines = [line for line in web.logs().decode(errors="replace").splitlines() if "connection from" in line]
-        say(f"  container log: {log_lines[-1].strip() if log_lines else '(nothing logged)'}")
+        say(f"  container log: {_compact(log_lines[-1].strip()) if log_lines else '(nothing logged)'}")
         lab.popen(lab.client_ns, ["socat", f"TCP6-LISTEN:{OUTSIDE_PORT},fork,reuseaddr",
                                   "SYSTEM:echo $SOCAT_PEERADDR"])
         time.sleep(0.3)
         code, out = web.exec_run(["socat", "-T3", "-", f"TCP6:[{lab.client_addr}]:{OUTSIDE_PORT}"])
-        seen = out.decode(errors="replace").strip() if code == 0 else f"failed ({code})"
+        seen = _compact(out.decode(errors="replace").strip()) if code == 0 else f"failed ({code})"
         say(f"  outbound: container -> outside server [{lab.client_addr}]:{OUTSIDE_PORT}, which saw {seen} "
             f"(the host's address is {lab.host_addr})")
         status = daemon.cli("status", "--metrics-listen", daemon.listen, "--pin-path", lab.pin_path, check=False)
@@ -128,7 +135,8 @@ def show_v6nat(say: Callable[[str], None]) -> None:
         for line in metrics[:12]:
             say(f"    {line}")
         daemon.stop()
-        say("  v6nat stopped (its datapath would keep serving); tearing the lab down ...")
+        daemon.cli("cleanup", "--pin-path", lab.pin_path, check=False)
+        say("  v6nat stopped and `v6nat cleanup` run; tearing the lab down ...")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

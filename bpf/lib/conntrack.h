@@ -74,13 +74,14 @@ static __always_inline __u8 ct_tcp_next(__u8 state, __u8 *fins, __u8 dir, __u8 f
 		return CT_TCP_CLOSED;
 	if (flags & TCP_FLAG_FIN) {
 		*fins |= dir == CT_DIR_ORIGINAL ? CT_F_FIN_ORIGINAL : CT_F_FIN_REPLY;
-		return *fins == (CT_F_FIN_ORIGINAL | CT_F_FIN_REPLY) ? CT_TCP_CLOSED : CT_TCP_CLOSING;
+		return (*fins & CT_F_FINS) == CT_F_FINS ? CT_TCP_CLOSED : CT_TCP_CLOSING;
 	}
 	if (state == CT_TCP_SYN_SENT && dir == CT_DIR_REPLY)
 		return CT_TCP_ESTABLISHED;
 	if (state == CT_TCP_CLOSED && dir == CT_DIR_ORIGINAL &&
 	    (flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) {
-		*fins = 0; /* the same tuple reused for a new connection */
+		*fins = 0; /* the same tuple reused for a new connection: its
+			    * first packets take the stack again */
 		return CT_TCP_SYN_SENT;
 	}
 	return state;
@@ -102,6 +103,8 @@ static __always_inline void ct_account(struct __sk_buff *skb, __u32 hook, const 
 	__sync_fetch_and_add(&e->bytes, skb->len);
 	if (key->proto == IPPROTO_TCP && pkt->frag != FRAG_LATER)
 		state = ct_tcp_next(state, &fins, e->dir, pkt->tcp_flags);
+	if (e->dir == CT_DIR_REPLY)
+		fins |= CT_F_REPLY_SEEN;
 	e->tcp_state = state;
 	e->tcp_flags = fins;
 

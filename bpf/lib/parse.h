@@ -10,6 +10,9 @@
 #define V6NAT_IP6_HLEN 40
 #define V6NAT_OFF_SADDR (V6NAT_ETH_HLEN + 8)
 #define V6NAT_OFF_DADDR (V6NAT_ETH_HLEN + 24)
+#define V6NAT_OFF_HOP_LIMIT (V6NAT_ETH_HLEN + 7)
+/* Traffic class and flow label of the first word, in network order. */
+#define V6NAT_FLOWINFO_MASK ((__be32)__builtin_bswap32(0x0fffffff))
 
 #define NEXTHDR_HOP 0
 #define NEXTHDR_ROUTING 43
@@ -60,6 +63,9 @@ struct v6nat_pkt {
 	__u32 l4_off;    /* upper-layer header offset from the Ethernet header */
 	__u32 csum_off;  /* L4 checksum offset; 0 when this packet carries none */
 	__u32 end;       /* end of the IPv6 datagram (Ethernet padding excluded) */
+	__be32 flowinfo; /* traffic class and flow label (the fast path's FIB key) */
+	__u8 hop_limit;
+	__u8 _pad[3];
 };
 
 struct v6nat_ip6hdr {
@@ -142,12 +148,14 @@ static __always_inline int v6nat_parse(struct __sk_buff *skb, struct v6nat_pkt *
 
 	if (skb->protocol != v6_htons(ETH_P_IPV6))
 		return PARSE_NOT_IPV6;
-		if (bpf_skb_load_bytes(skb, V6NAT_ETH_HLEN, &ip6, sizeof(ip6)))
+	if (bpf_skb_load_bytes(skb, V6NAT_ETH_HLEN, &ip6, sizeof(ip6)))
 		return PARSE_NOT_IPV6; /* too short to have addresses at all */
 	if ((ip6.vtc_flow & 0xf0) != 0x60)
 		return PARSE_NOT_IPV6;
 	addr_copy(pkt->saddr, ip6.saddr);
 	addr_copy(pkt->daddr, ip6.daddr);
+	pkt->flowinfo = ip6.vtc_flow & V6NAT_FLOWINFO_MASK;
+	pkt->hop_limit = ip6.hop_limit;
 	pkt->end = off + v6_ntohs(ip6.payload_len);
 	if (pkt->end > skb->len)
 		return PARSE_MALFORMED;

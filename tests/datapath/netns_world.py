@@ -1,11 +1,14 @@
 """Named network namespaces and veth pairs for the datapath tests, removed on
-teardown (also when a test fails). Names start with "v6dp-" and the pid."""
+teardown (also when a test fails). Names start with "v6dp-" and the pid; plus
+the servers and clients the namespace tests run in them (socat)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
 from contextlib import contextmanager
+from ipaddress import IPv6Address
 from typing import Iterator
 
 
@@ -25,3 +28,33 @@ def namespaces(*tags: str) -> Iterator[list[str]]:
     finally:
         for name in names:
             sh("ip", "netns", "del", name, check=False)
+
+
+class World:
+    def __init__(self, names: list[str]) -> None:
+        self.cli, self.host, self.ctr, *self.more = names  # outside, host, container(s)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def serve(self, ns: str, *cmd: str) -> None:
+        self.procs.append(subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+    def ask(self, ns: str, target: str, udp: bool = False) -> str:
+        """The peer address a peer-echo server saw, retried while servers start."""
+        kind = "UDP6" if udp else "TCP6"
+        for _ in range(20):
+            r = sh("socat", "-T1", "-", f"{kind}:{target}", netns=ns, check=False, stdin="hello\n")
+            if r.stdout.strip():
+                return str(IPv6Address(r.stdout.strip().strip("[]")))
+            time.sleep(0.1)
+        raise AssertionError(f"no answer from {target} in {ns}: {r.stderr}")
+
+
+def peer_echo(proto: str, port: int) -> list[str]:
+    listen = f"TCP6-LISTEN:{port},fork,reuseaddr" if proto == "tcp" else f"UDP6-RECVFROM:{port},fork"
+    return ["socat", "-T5", listen, "SYSTEM:echo $SOCAT_PEERADDR"]

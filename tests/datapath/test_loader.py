@@ -12,9 +12,11 @@ from typing import Iterator
 import pytest
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget
+from v6nat_ebpf.datapath.loader import layout_version
 from v6nat_ebpf.errors import V6natError
 
 SMALL = DatapathConfig(conntrack_max=1024, dnat_max=64)
+CURRENT = f"v{layout_version()}"
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ def test_maps_survive_a_restart_and_are_adopted(pin_path: Path) -> None:
     key, target = DnatKey(6, None, 8080), DnatTarget(IPv6Address("fd00:1::2"), 80, 1)
     with Datapath.open(pin_path, SMALL) as first:
         first.dnat.put(key, target)
-    assert sorted(p.name for p in (pin_path / "v1").iterdir()) == sorted(first.specs)
+    assert sorted(p.name for p in (pin_path / CURRENT).iterdir()) == sorted(first.specs)
     with Datapath.open(pin_path, SMALL) as second:
         assert second.dnat.items() == [(key, target)]
     with Datapath.open_pinned(pin_path) as reader:  # status/metrics: no compiler involved
@@ -39,8 +41,8 @@ def test_maps_survive_a_restart_and_are_adopted(pin_path: Path) -> None:
 
 
 def test_a_pinned_map_of_another_shape_is_refused(pin_path: Path) -> None:
-    (pin_path / "v1").mkdir(parents=True)
-    subprocess.run(["bpftool", "map", "create", str(pin_path / "v1" / "dnat"), "type", "hash", "key", "20",
+    (pin_path / CURRENT).mkdir(parents=True)
+    subprocess.run(["bpftool", "map", "create", str(pin_path / CURRENT / "dnat"), "type", "hash", "key", "20",
                     "value", "8", "entries", "64", "name", "dnat"], check=True)
     with pytest.raises(V6natError, match=r"pinned map .*dnat is hash key 20 value 8 .*expected hash key 20 value 24"):
         Datapath.open(pin_path, SMALL)
@@ -54,7 +56,7 @@ def test_a_capacity_change_is_refused_not_silently_ignored(pin_path: Path) -> No
 
 def test_another_layout_version_is_refused_and_cleanup_removes_it(pin_path: Path) -> None:
     (pin_path / "v0").mkdir(parents=True)
-    with pytest.raises(V6natError, match="holds maps of layout v0, this v6nat uses v1: run `v6nat cleanup"):
+    with pytest.raises(V6natError, match=f"holds maps of layout v0, this v6nat uses {CURRENT}: run `v6nat cleanup"):
         Datapath.open(pin_path, SMALL)
     assert "pins" in Datapath.cleanup(pin_path)[0]
     assert not pin_path.exists()

@@ -6,8 +6,6 @@ by every receiver)."""
 
 from __future__ import annotations
 
-import subprocess
-import time
 from ipaddress import IPv6Address, IPv6Network
 from typing import Iterator
 
@@ -16,40 +14,10 @@ from bcc import BPF
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
 from v6nat_ebpf.datapath import tc as tcmod
-from netns_world import namespaces, sh
+from netns_world import World, namespaces, peer_echo, sh
 
 HOST, CLIENT, GATEWAY, CONTAINER = "2001:db8:1::1", "2001:db8:1::2", "fd00:1::1", "fd00:1::2"
 DEVICES = {"cli": ["cli0"], "host": ["pub0", "br0"], "ctr": ["c0"]}
-
-
-class World:
-    def __init__(self, names: list[str]) -> None:
-        self.cli, self.host, self.ctr = names
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def serve(self, ns: str, *cmd: str) -> None:
-        self.procs.append(subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL))
-
-    def stop(self) -> None:
-        for p in self.procs:
-            p.kill()
-            p.wait()
-
-    def ask(self, ns: str, target: str, udp: bool = False) -> str:
-        """The peer address a peer-echo server saw, retried while servers start."""
-        kind = "UDP6" if udp else "TCP6"
-        for _ in range(20):
-            r = sh("socat", "-T1", "-", f"{kind}:{target}", netns=ns, check=False, stdin="hello\n")
-            if r.stdout.strip():
-                return str(IPv6Address(r.stdout.strip().strip("[]")))
-            time.sleep(0.1)
-        raise AssertionError(f"no answer from {target} in {ns}: {r.stderr}")
-
-
-def peer_echo(proto: str, port: int) -> list[str]:
-    listen = f"TCP6-LISTEN:{port},fork,reuseaddr" if proto == "tcp" else f"UDP6-RECVFROM:{port},fork"
-    return ["socat", "-T5", listen, "SYSTEM:echo $SOCAT_PEERADDR"]
 
 
 @pytest.fixture

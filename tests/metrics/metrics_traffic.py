@@ -17,7 +17,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
-from v6nat_ebpf.datapath.testrun import run_program
+from v6nat_ebpf.datapath.testrun import run
 from v6nat_ebpf.metrics import ControlPlaneStats, MappingLabels
 
 HOST = IPv6Address("2001:db8:1::1")
@@ -71,7 +71,7 @@ def not_ours(sport: int) -> bytes:
 
 def public_ingress(dp: Datapath, packet: bytes) -> int:
     """Run the public interface's ingress program on one packet (repeat 1); returns the TC verdict."""
-    return run_program(dp, "v6nat_public_ingress", packet).retval
+    return run(dp.prog_fd("v6nat_public_ingress"), packet).verdict
 
 
 @contextmanager

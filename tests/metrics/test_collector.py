@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from v6nat_ebpf.datapath import Datapath
-from v6nat_ebpf.datapath.layout import DROP_REASONS
+from v6nat_ebpf.datapath.layout import header
 from v6nat_ebpf.metrics import ControlPlaneStats, V6natCollector
 
 from metrics_traffic import on_cpu, not_ours, public_ingress, publish_world, straight_to_ula, syn_to, unpublish
@@ -47,7 +47,7 @@ def test_counters_are_exact_for_known_packets(datapath: Datapath) -> None:
     assert samples[("v6nat_passed_packets_total", ())] == 5
     assert samples[("v6nat_drops_total", (("reason", "direct_ula"),))] == 3
     drops = {dict(labels)["reason"]: v for (n, labels), v in samples.items() if n == "v6nat_drops_total"}
-    assert set(drops) == set(DROP_REASONS), "every reason is exported, zero included"
+    assert set(drops) == set(header().drop_reasons), "every reason is exported, zero included"
     assert sum(drops.values()) == 3
     labels = (("container", "web0"), ("host_port", str(web.host_port)), ("network", "ula"), ("protocol", "tcp"))
     assert samples[("v6nat_mapping_packets_total", labels)] == 7

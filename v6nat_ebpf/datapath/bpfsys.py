@@ -99,6 +99,7 @@ def _libbpf() -> ct.CDLL:
         "bpf_map_delete_elem": ([ct.c_int, vp], ct.c_int),
         "bpf_map_get_next_key": ([ct.c_int, vp, vp], ct.c_int),
         "bpf_map_update_batch": ([ct.c_int, vp, vp, u32p, vp], ct.c_int),
+        "bpf_map_lookup_batch": ([ct.c_int, vp, vp, vp, vp, u32p, vp], ct.c_int),
         "bpf_map_delete_batch": ([ct.c_int, vp, u32p, vp], ct.c_int),
         "bpf_prog_test_run_opts": ([ct.c_int, vp], ct.c_int),
         "libbpf_num_possible_cpus": ([], ct.c_int),
@@ -188,6 +189,44 @@ class BpfMap:
             ret = _libbpf().bpf_map_get_next_key(self.fd, cur, nxt)
         if _err(ret) != errno.ENOENT:
             raise OSError(_err(ret), f"map iteration: {os.strerror(_err(ret))}")
+        return out
+
+    def items(self, chunk: int = 4096) -> list[tuple[bytes, bytes]]:
+        """Every (key, value), by BPF_MAP_LOOKUP_BATCH in chunks (key by key
+        where the map type has no batch lookup, e.g. LPM tries)."""
+        lib = _libbpf()
+        value_size = self.slot * self.ncpus
+        keys = ct.create_string_buffer(self.key_size * chunk)
+        values = ct.create_string_buffer(value_size * chunk)
+        # The position token: a bucket index for hash maps, a key for arrays.
+        token_in = ct.create_string_buffer(max(self.key_size, 8))
+        token_out = ct.create_string_buffer(max(self.key_size, 8))
+        opts = _MapBatchOpts(ct.sizeof(_MapBatchOpts), 0, 0)
+        out: list[tuple[bytes, bytes]] = []
+        first = True
+        while True:
+            n = ct.c_uint32(chunk)
+            ret = lib.bpf_map_lookup_batch(self.fd, None if first else token_in, token_out, keys, values,
+                                           ct.byref(n), ct.byref(opts))
+            err = _err(ret) if ret else 0
+            if err not in (0, errno.ENOENT):
+                if first and err in _BATCH_UNSUPPORTED:
+                    return self._items_key_by_key()
+                raise OSError(err, f"map batch lookup: {os.strerror(err)}")
+            raw_keys, raw_values = keys.raw, values.raw
+            out += [(raw_keys[i * self.key_size:(i + 1) * self.key_size],
+                     raw_values[i * value_size:(i + 1) * value_size]) for i in range(n.value)]
+            if err == errno.ENOENT:
+                return out
+            ct.memmove(token_in, token_out, len(token_out))
+            first = False
+
+    def _items_key_by_key(self) -> list[tuple[bytes, bytes]]:
+        out = []
+        for kb in self.keys():
+            found = self.lookup(ct.create_string_buffer(kb, len(kb)))
+            if found is not None:
+                out.append((kb, found))
         return out
 
     def update_batch(self, keys: bytes, values: bytes, count: int) -> bool:

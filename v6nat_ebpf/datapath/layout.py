@@ -70,7 +70,7 @@ class Config(ct.Structure):
         ("icmp_ns", u64),
         ("snat_port_min", u16),
         ("snat_port_max", u16),
-        ("_pad", u32),
+        ("flags", u32),
     ]
 
 
@@ -89,6 +89,7 @@ class RawNetworkKey(ct.Structure):
 class RawNetworkInfo(ct.Structure):
     _fields_ = [
         ("snat_addr", Addr),
+        ("gateway", Addr),
         ("network_id", u32),
         ("bridge_ifindex", u32),
         ("flags", u32),

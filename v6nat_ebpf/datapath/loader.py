@@ -49,6 +49,8 @@ DEFAULT_PIN_PATH = "/sys/fs/bpf/v6nat"
 PROGRAMS = {
     "public": {"ingress": "v6nat_public_ingress", "egress": "v6nat_public_egress"},
     "bridge": {"ingress": "v6nat_bridge_ingress"},
+    # the host side of a container's veth on a network without ICC
+    "port": {"ingress": "v6nat_veth_ingress"},
 }
 
 
@@ -260,13 +262,18 @@ class Datapath:
         """Attach (or atomically replace) the bridge program on `ifname`."""
         self._attach(ifname, "bridge")
 
+    def attach_container_port(self, ifname: str) -> None:
+        """Attach (or atomically replace) the ICC program on the host side of a
+        container's veth (networks with icc=False: container to container drops)."""
+        self._attach(ifname, "port")
+
     def detach(self, ifname: str) -> None:
         """Remove our filters from `ifname`; other filters stay."""
         with tc.Tc(self.netns) as t:
             t.detach(ifname)
 
     def attached(self) -> dict[str, str]:
-        """ifname -> "public" | "bridge", read from the kernel's filters."""
+        """ifname -> "public" | "bridge" | "port", read from the kernel's filters."""
         roles = {name: role for role, progs in PROGRAMS.items() for name in progs.values()}
         with tc.Tc(self.netns) as t:
             return {f.ifname: roles[f.name] for f in t.ours() if f.name in roles}
@@ -311,7 +318,7 @@ class Datapath:
         out = {}
         for name, spec in self.specs.items():
             entries = spec.max_entries if spec.type in (layout.ARRAY, layout.PERCPU_ARRAY) else \
-                len(self._maps[name].keys())
+                len(self._maps[name].items())
             out[name] = (entries, spec.max_entries)
         return out
 

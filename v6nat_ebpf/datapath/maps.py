@@ -55,6 +55,7 @@ class DatapathConfig:
     icmp_s: int = 60
     conntrack_max: int = 262144
     dnat_max: int = 65536
+    fast_path: bool = True  # redirect established flows past the host's forwarding path
 
     def __post_init__(self) -> None:
         if not 1 <= self.snat_port_min <= self.snat_port_max <= 65535:
@@ -73,6 +74,7 @@ class DatapathConfig:
             icmp_ns=self.icmp_s * _NS,
             snat_port_min=self.snat_port_min,
             snat_port_max=self.snat_port_max,
+            flags=layout.header().const("V6NAT_CFG_FAST_PATH") if self.fast_path else 0,
         )
 
 
@@ -100,6 +102,7 @@ class NetworkEntry:
     icc: bool
     internal: bool
     snat_addr: IPv6Address | None  # None = the public interface's address
+    gateway: IPv6Address | None = None  # the bridge's address: reachable with icc=False
 
 
 @dataclass(frozen=True)
@@ -171,15 +174,10 @@ class _Table(Generic[K, V]):
         return self.raw.delete(self._key(key))
 
     def items(self) -> list[tuple[K, V]]:
-        out = []
-        for kb in self.raw.keys():
-            found = self.raw.lookup(self.key_type.from_buffer_copy(kb))
-            if found is not None:
-                out.append((self._unkey(kb), self._unvalue(found)))
-        return out
+        return [(self._unkey(kb), self._unvalue(vb)) for kb, vb in self.raw.items()]
 
     def __len__(self) -> int:
-        return len(self.raw.keys())
+        return len(self.raw.items())
 
     def put_many(self, pairs: Iterable[tuple[K, V]]) -> None:
         pairs = list(pairs)
@@ -246,7 +244,8 @@ class NetworksTable(_Table[IPv6Network, NetworkEntry]):
             | (h.const("V6NAT_NET_ICC") if value.icc else 0)
             | (h.const("V6NAT_NET_INTERNAL") if value.internal else 0)
         )
-        return layout.RawNetworkInfo(_addr_bytes(value.snat_addr), value.network_id, value.bridge_ifindex, flags, 0)
+        return layout.RawNetworkInfo(_addr_bytes(value.snat_addr), _addr_bytes(value.gateway), value.network_id,
+                                     value.bridge_ifindex, flags, 0)
 
     def _unkey(self, raw: bytes) -> IPv6Network:
         k = layout.RawNetworkKey.from_buffer_copy(raw)
@@ -255,7 +254,7 @@ class NetworksTable(_Table[IPv6Network, NetworkEntry]):
     def _unvalue(self, raw: bytes) -> NetworkEntry:
         v = layout.RawNetworkInfo.from_buffer_copy(raw)
         h = layout.header()
-        snat = _addr(v.snat_addr)
+        snat, gateway = _addr(v.snat_addr), _addr(v.gateway)
         return NetworkEntry(
             network_id=v.network_id,
             bridge_ifindex=v.bridge_ifindex,
@@ -263,6 +262,7 @@ class NetworksTable(_Table[IPv6Network, NetworkEntry]):
             icc=bool(v.flags & h.const("V6NAT_NET_ICC")),
             internal=bool(v.flags & h.const("V6NAT_NET_INTERNAL")),
             snat_addr=None if snat == IPv6Address(0) else snat,
+            gateway=None if gateway == IPv6Address(0) else gateway,
         )
 
 
@@ -319,6 +319,7 @@ def config_from_raw(raw: layout.Config, conntrack_max: int, dnat_max: int) -> Da
         icmp_s=raw.icmp_ns // _NS,
         conntrack_max=conntrack_max,
         dnat_max=dnat_max,
+        fast_path=bool(raw.flags & layout.header().const("V6NAT_CFG_FAST_PATH")),
     )
 
 
@@ -326,11 +327,8 @@ def write_config(raw: BpfMap, cfg: DatapathConfig) -> None:
     raw.update(layout.u32(0), cfg.to_raw())
 
 
-def percpu_sum(raw: BpfMap, key: ct.Structure | ct._SimpleCData, fields: int) -> tuple[int, ...]:
-    """Sum a per-CPU value of `fields` u64s over every possible CPU."""
-    found = raw.lookup(key)
-    if found is None:
-        return (0,) * fields
+def percpu_sum_of(raw: BpfMap, found: bytes, fields: int) -> tuple[int, ...]:
+    """Sum a per-CPU value (the bytes `found`) of `fields` u64s over every possible CPU."""
     totals = [0] * fields
     for cpu in range(raw.ncpus):
         slot = found[cpu * raw.slot : cpu * raw.slot + 8 * fields]
@@ -342,21 +340,20 @@ def percpu_sum(raw: BpfMap, key: ct.Structure | ct._SimpleCData, fields: int) ->
 def read_counters(raw: BpfMap) -> dict[str, dict[str, int]]:
     """hook -> counter name -> packets, summed over CPUs, zeros included."""
     h = layout.header()
+    values = {layout.u32.from_buffer_copy(kb).value: percpu_sum_of(raw, vb, 1)[0] for kb, vb in raw.items()}
     out: dict[str, dict[str, int]] = {}
     for hook_index, hook in enumerate(h.hooks):
         out[hook] = {}
         for counter_index, name in enumerate(h.counters):
-            idx = hook_index * len(h.counters) + counter_index
-            out[hook][name] = percpu_sum(raw, layout.u32(idx), 1)[0]
+            out[hook][name] = values.get(hook_index * len(h.counters) + counter_index, 0)
     return out
 
 
 def read_mapping_stats(raw: BpfMap) -> dict[int, tuple[int, int]]:
     out = {}
-    for kb in raw.keys():
-        key = layout.u32.from_buffer_copy(kb)
-        packets, nbytes = percpu_sum(raw, key, 2)
-        out[key.value] = (packets, nbytes)
+    for kb, vb in raw.items():
+        packets, nbytes = percpu_sum_of(raw, vb, 2)
+        out[layout.u32.from_buffer_copy(kb).value] = (packets, nbytes)
     return out
 
 
@@ -378,12 +375,7 @@ class Conntrack:
         self.config = config
 
     def _halves(self) -> dict[bytes, layout.RawCtEntry]:
-        out = {}
-        for kb in self.raw.keys():
-            found = self.raw.lookup(layout.RawCtKey.from_buffer_copy(kb))
-            if found is not None:
-                out[kb] = layout.RawCtEntry.from_buffer_copy(found)
-        return out
+        return {kb: layout.RawCtEntry.from_buffer_copy(vb) for kb, vb in self.raw.items()}
 
     def _pairs(self) -> list[tuple[bytes, layout.RawCtEntry, bytes, layout.RawCtEntry | None]]:
         """(key, half, peer key, peer half or None), each pair once."""

@@ -1,0 +1,123 @@
+/* fib.h: the fast path. A packet of an established translated flow is sent
+ * straight out of the interface the kernel's FIB picks (bpf_redirect), past
+ * the host's forwarding path and netfilter FORWARD, but only where forwarding
+ * would have sent it anyway and only between a public interface and the
+ * flow's own bridge (traffic between bridges keeps Docker's isolation rules).
+ *
+ * The stack keeps everything it must see or answer: the first packet of every
+ * flow in its original direction (so FORWARD/DOCKER-USER still decide on new
+ * flows), hairpin, fragments, ICMPv6 errors, packets whose hop limit expires
+ * (Time Exceeded) or that exceed the output MTU (Packet Too Big), and any
+ * route the FIB cannot finish (then the stack resolves or rejects it). */
+#ifndef V6NAT_FIB_H
+#define V6NAT_FIB_H
+
+#include "lib/common.h"
+#include "lib/parse.h"
+#include "lib/nat.h"
+
+#define V6NAT_AF_INET6 10
+
+/* The kernel's four-argument helper (bcc 0.26 declares an older three). */
+static long (*v6nat_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
+				    __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
+
+/* How a packet leaves by the fast path. */
+enum fast_route {
+	FAST_NONE = 0,  /* through the stack */
+	FAST_MACS = 1,  /* the FIB gave the neighbour: bpf_redirect */
+	FAST_NEIGH = 2, /* neighbour unresolved: bpf_redirect_neigh resolves it */
+};
+
+static __always_inline int fast_path_enabled(void)
+{
+	__u32 zero = 0;
+	struct v6nat_config *cfg = config.lookup(&zero);
+
+	return cfg && (cfg->flags & V6NAT_CFG_FAST_PATH);
+}
+
+/* Does the FIB's output interface suit this hook's flows? Public ingress
+ * sends to containers: only the bridge of the destination's own network.
+ * Bridge ingress sends to the outside: only a public interface. */
+static __always_inline int fast_path_target_ok(__u32 hook, const struct ct_entry *e, __u32 ifindex)
+{
+	struct network_info *net;
+
+	if (hook == V6NAT_HOOK_BRIDGE_INGRESS)
+		return public_ifaces.lookup(&ifindex) != 0;
+	net = network_of(e->daddr);
+	return net && net->bridge_ifindex == ifindex;
+}
+
+/* Decide, before translating, whether the packet translated by `e` takes
+ * the fast path; fills `fib`. Declines are counted (to_stack, fib_miss). */
+static __always_inline int fast_path_route(struct __sk_buff *skb, __u32 hook, const struct v6nat_pkt *pkt,
+					   const struct ct_entry *e, struct bpf_fib_lookup *fib)
+{
+	int rc;
+
+	if (!fast_path_enabled())
+		return FAST_NONE;
+	if ((e->kind != CT_KIND_DNAT && e->kind != CT_KIND_SNAT) || pkt->frag != FRAG_NONE ||
+	    pkt->hop_limit <= 1 ||
+	    (e->dir == CT_DIR_ORIGINAL && !(e->tcp_flags & CT_F_REPLY_SEEN))) {
+		v6nat_count(hook, V6NAT_ACT_TO_STACK);
+		return FAST_NONE;
+	}
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = V6NAT_AF_INET6;
+	fib->l4_protocol = pkt->proto;
+	if (pkt->proto != V6NAT_IPPROTO_ICMPV6) {
+		fib->sport = e->sport;
+		fib->dport = e->dport;
+	}
+	fib->tot_len = pkt->end - V6NAT_ETH_HLEN; /* checked against the route's MTU */
+	fib->ifindex = skb->ifindex;
+	fib->flowinfo = pkt->flowinfo;
+	__builtin_memcpy(fib->ipv6_src, e->saddr, 16);
+	__builtin_memcpy(fib->ipv6_dst, e->daddr, 16);
+	rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		v6nat_count(hook, V6NAT_ACT_TO_STACK); /* the stack sends Packet Too Big */
+		return FAST_NONE;
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
+		v6nat_count(hook, V6NAT_ACT_FIB_MISS);
+		return FAST_NONE;
+	}
+	/* Without a neighbour the FIB skips its MTU check of GSO packets. */
+	if (!fast_path_target_ok(hook, e, fib->ifindex) ||
+	    (rc == BPF_FIB_LKUP_RET_NO_NEIGH && skb->gso_size)) {
+		v6nat_count(hook, V6NAT_ACT_TO_STACK);
+		return FAST_NONE;
+	}
+	return rc == BPF_FIB_LKUP_RET_SUCCESS ? FAST_MACS : FAST_NEIGH;
+}
+
+/* Forward a translated packet as `fib` says: hop limit decremented (IPv6 has
+ * no header checksum; skb->csum follows the store), then redirected. */
+static __always_inline int fast_path_redirect(struct __sk_buff *skb, __u32 hook, const struct v6nat_pkt *pkt,
+					      struct bpf_fib_lookup *fib, int route)
+{
+	__u8 hop_limit = pkt->hop_limit - 1;
+
+	if (bpf_skb_store_bytes(skb, V6NAT_OFF_HOP_LIMIT, &hop_limit, 1, BPF_F_RECOMPUTE_CSUM))
+		return v6nat_drop(hook, V6NAT_DROP_REWRITE_FAILED);
+	v6nat_count(hook, V6NAT_ACT_REDIRECT);
+	if (route == FAST_MACS) {
+		/* dmac then smac: the Ethernet header's first 12 bytes. */
+		if (bpf_skb_store_bytes(skb, 0, fib->dmac, 6, 0) || bpf_skb_store_bytes(skb, 6, fib->smac, 6, 0))
+			return v6nat_drop(hook, V6NAT_DROP_REWRITE_FAILED);
+		return bpf_redirect(fib->ifindex, 0);
+	}
+	{
+		struct bpf_redir_neigh nh = { .nh_family = V6NAT_AF_INET6 };
+
+		/* After the lookup, ipv6_dst holds the next hop. */
+		__builtin_memcpy(nh.ipv6_nh, fib->ipv6_dst, 16);
+		return v6nat_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
+	}
+}
+
+#endif
