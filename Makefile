@@ -7,7 +7,7 @@ VENV := .venv
 # a module that fails to import is an error, but the rest of the suite still runs.
 PYTEST_FLAGS ?= -q -rfEs -p no:cacheprovider --continue-on-collection-errors
 
-.PHONY: setup demo test clean lint bench
+.PHONY: setup demo test clean lint bench vagrant-box vagrant-test
 
 setup:
 	scripts/setup
@@ -28,6 +28,15 @@ test: setup
 BENCH_ARGS ?=
 bench: setup
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+# The Vagrant lab, booted offline (docs/vagrant.md): the box from Debian's packages
+# (cached), then two VMs under a libvirtd in its own network namespace, provisioned,
+# checked end to end and destroyed. About 20 min of QEMU software emulation.
+vagrant-box:
+	scripts/vagrant-box
+
+vagrant-test:
+	scripts/vagrant-test
 
 clean:
 	@if [ -x $(VENV)/bin/v6nat ] && [ "$$(id -u)" -eq 0 ]; then $(VENV)/bin/v6nat lab cleanup; fi

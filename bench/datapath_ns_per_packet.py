@@ -100,7 +100,8 @@ def forget_flows(dp: Datapath) -> None:
 
 def measure(dp: Datapath, repeat: int, runs: int, dnat_entries: int) -> list[tuple[str, str, float]]:
     setup(dp)
-    dp.dnat.put_many((DnatKey(6, None, 20000 + i), DnatTarget(IPv6Address(CONTAINER), 80, i + 1))
+    # Filler ports from 1024 up (50,000 of them end at 51,023); 8080 is then set to the measured target.
+    dp.dnat.put_many((DnatKey(6, None, 1024 + i), DnatTarget(IPv6Address(CONTAINER), 80, i + 1))
                      for i in range(dnat_entries))
     dp.dnat.put(DnatKey(6, None, 8080), DnatTarget(IPv6Address(CONTAINER), 80, 99999))
     rows = []

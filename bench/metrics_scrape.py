@@ -52,7 +52,7 @@ def measure(size: int, scrapes: int) -> str:
             [(DnatKey(proto=6, host_addr=None, host_port=port), DnatTarget(addr=ULA[2 + i], port=80, mapping_id=i + 1)) for i, port in enumerate(ports)]
         )
         stats.set_mappings({i + 1: MappingLabels("tcp", port, f"container-{i}", "ula") for i, port in enumerate(ports)})
-        syn = Ether() / IPv6(src=str(CLIENT), dst=str(HOST)) / TCP(sport=40000, flags="S")
+        syn = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src=str(CLIENT), dst=str(HOST)) / TCP(sport=40000, flags="S")
         for port in ports:
             syn[TCP].dport = port
             run(ingress, bytes(syn))

@@ -227,7 +227,8 @@ def render(doc: dict[str, Any], img_rel: str) -> str:
         "the machine hits all systems alike. **Compare ratios within this run, not absolute figures across runs.**",
         "",
         f"- Run: {meta['started']}, mode `{plan['mode']}`, {meta['duration_s'] / 60:.1f} min, "
-        f"{plan['seconds']:g} s per traffic run.",
+        f"{plan['seconds']:g} s per traffic run; code at commit {m.get('commit', '?')} with "
+        f"{m.get('uncommitted_files', '?')} files changed on top.",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, kernel {m['kernel']}; {m['docker']}; "
         f"{m['nft']}; {m['ip6tables']}; {m['wrk'].split(' Copyright')[0]}; {m['iperf3']}.",
         f"- Machine load: {load_note(doc)}",

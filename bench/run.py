@@ -7,7 +7,7 @@ machine-load record, writing bench/results/<timestamp>.json and latest.json,
 and calling the report. Labs are always torn down (ExitStack; SIGTERM too).
 
 Examples:
-  sudo make bench                              # full run, about 20-30 min
+  sudo make bench                              # full run, about 25 min
   sudo make bench BENCH_ARGS=--quick           # a few minutes
   .venv/bin/python -m bench.run --systems routed --figures new_conn --rounds 1 --seconds 1 \\
       --levels 1 --results-dir /tmp/r --docs-dir /tmp/d
@@ -64,15 +64,14 @@ class Plan:
 
 
 QUICK = Plan("quick", rounds=2, seconds=2, levels=(1, 5000, 50_000), answer_runs=10, program_ports=(5000,))
-FULL = Plan("full", rounds=5, seconds=4, levels=(1, 1000, 5000, 50_000), answer_runs=50,
+FULL = Plan("full", rounds=7, seconds=3, levels=(1, 1000, 5000, 50_000), answer_runs=50,
             program_ports=(5000, 50_000))
 
 
 class Recorder:
     """Collects samples and errors; one JSON document at the end."""
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
+    def __init__(self) -> None:
         self.samples: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self.load_probes: list[dict[str, float]] = []
@@ -255,11 +254,14 @@ def machine_facts() -> dict[str, Any]:
         "docker": first_line(["dockerd", "--version"]), "nft": first_line(["nft", "--version"]),
         "ip6tables": first_line(["ip6tables", "--version"]), "wrk": first_line(["wrk", "-v"]),
         "iperf3": first_line(["iperf3", "--version"]),
+        "commit": first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "uncommitted_files": len(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"],
+                                                capture_output=True, text=True).stdout.splitlines()),
     }
 
 
 def run(plan: Plan, results_dir: Path, docs_dir: Path | None) -> dict[str, Any]:
-    rec = Recorder(plan)
+    rec = Recorder()
     started = time.time()
     systems_info: dict[str, Any] = {}
     rec.probe_load("before")
@@ -325,13 +327,16 @@ def write_results(doc: dict[str, Any], results_dir: Path) -> Path:
 
 
 def parse_args(argv: list[str] | None) -> tuple[Plan, Path, Path | None]:
-    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m bench.run",
+                                description="Benchmark v6nat against Docker's ip6tables NAT, docker-proxy, nftables "
+                                            "and routed no-NAT, each in its own lab, side by side, interleaved; "
+                                            "write bench/results/*.json and docs/benchmarks.md.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="examples:" + __doc__.split("Examples:")[1])
     p.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs, fewer levels (a few minutes)")
     p.add_argument("--systems", help=f"comma list out of {','.join(c.name for c in ALL_SYSTEMS)}")
     p.add_argument("--figures", help=f"comma list out of {','.join(TRAFFIC_FIGURES + OTHER_FIGURES)}")
-    p.add_argument("--rounds", type=int)
+    p.add_argument("--rounds", type=int, help="rounds per figure (each visits every system)")
     p.add_argument("--seconds", type=int, help="duration of each traffic run")
     p.add_argument("--levels", help="published-port levels for new_conn, e.g. 1,1000,5000")
     p.add_argument("--answer-runs", type=int, help="containers started for run_to_answer")

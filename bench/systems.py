@@ -362,6 +362,9 @@ class V6nat(System):
 
     def after_server(self) -> None:
         """Wait for the daemon's /readyz (maps adopted, interfaces attached, first resync done)."""
+        self.notes.append(f"`v6nat run --resync-interval {RESYNC_INTERVAL_S}`; past {DOCKER_PORTS_MAX:,} ports the "
+                          "rest are written straight into the dnat map (dockerd cannot publish much more than "
+                          "9,000 ports here: it holds a socket per port and family, 20,000 open files at most)")
         deadline = time.monotonic() + READY_TIMEOUT_S
         with netns_pool(self.lab.host_ns) as pool:
             while not pool.submit(_http_status_ok, METRICS_URL + "/readyz").result():

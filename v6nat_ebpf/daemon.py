@@ -117,7 +117,7 @@ class Daemon:
         self._hup = False
         self._docker_up = False
         self._last_problems: frozenset[str] = frozenset()
-        self._last_mapping_ids: frozenset[int] | None = None
+        self._last_mapping_labels: dict[int, Any] | None = None  # mapping_id -> metrics.MappingLabels
         self.docker = DockerSource(opts.docker_host, self._docker_event, self._docker_connection)
         self.watcher = HostWatcher(self._request)
         self.syncs = 0
@@ -247,12 +247,13 @@ class Daemon:
         if self.docker.known:
             roles.update({name: "bridge" for name in desired.bridges})
         stats.expect_interfaces(roles)
-        ids = frozenset(m.mapping_id for m in desired.mappings)
-        if self.docker.known and ids != self._last_mapping_ids:
-            stats.set_mappings({m.mapping_id: MappingLabels(protocol=protocol_name(m.proto), host_port=m.host_port,
-                                                            container=m.container_name, network=m.network_name)
-                                for m in desired.mappings})
-            self._last_mapping_ids = ids
+        # Labels, not only ids: a renamed or replaced container keeps its mapping ids but changes its label.
+        labels = {m.mapping_id: MappingLabels(protocol=protocol_name(m.proto), host_port=m.host_port,
+                                              container=m.container_name, network=m.network_name)
+                  for m in desired.mappings}
+        if self.docker.known and labels != self._last_mapping_labels:
+            stats.set_mappings(labels)
+            self._last_mapping_labels = labels
         if resynced:
             stats.resynced()
 

@@ -50,6 +50,16 @@ static __always_inline int fast_path_target_ok(__u32 hook, const struct ct_entry
 	return net && net->bridge_ifindex == ifindex;
 }
 
+/* Do a GSO packet's segments fit the output device's MTU? */
+static __always_inline int fast_path_segments_fit(struct __sk_buff *skb, __u32 ifindex)
+{
+	__u32 mtu_len = 0;
+
+	if (!skb->gso_size)
+		return 1; /* the FIB checked the length */
+	return bpf_check_mtu(skb, ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) == BPF_MTU_CHK_RET_SUCCESS;
+}
+
 /* Decide, before translating, whether the packet translated by `e` takes
  * the fast path; fills `fib`. Declines are counted (to_stack, fib_miss). */
 static __always_inline int fast_path_route(struct __sk_buff *skb, __u32 hook, const struct v6nat_pkt *pkt,
@@ -72,7 +82,10 @@ static __always_inline int fast_path_route(struct __sk_buff *skb, __u32 hook, co
 		fib->sport = e->sport;
 		fib->dport = e->dport;
 	}
-	fib->tot_len = pkt->end - V6NAT_ETH_HLEN; /* checked against the route's MTU */
+	/* A given length is checked against the route's MTU. A GSO packet's
+	 * length is not its segments': it is checked after the lookup. */
+	if (!skb->gso_size)
+		fib->tot_len = pkt->end - V6NAT_ETH_HLEN;
 	fib->ifindex = skb->ifindex;
 	fib->flowinfo = pkt->flowinfo;
 	__builtin_memcpy(fib->ipv6_src, e->saddr, 16);
@@ -86,9 +99,7 @@ static __always_inline int fast_path_route(struct __sk_buff *skb, __u32 hook, co
 		v6nat_count(hook, V6NAT_ACT_FIB_MISS);
 		return FAST_NONE;
 	}
-	/* Without a neighbour the FIB skips its MTU check of GSO packets. */
-	if (!fast_path_target_ok(hook, e, fib->ifindex) ||
-	    (rc == BPF_FIB_LKUP_RET_NO_NEIGH && skb->gso_size)) {
+	if (!fast_path_target_ok(hook, e, fib->ifindex) || !fast_path_segments_fit(skb, fib->ifindex)) {
 		v6nat_count(hook, V6NAT_ACT_TO_STACK);
 		return FAST_NONE;
 	}

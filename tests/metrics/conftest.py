@@ -42,11 +42,11 @@ def exported(datapath: Datapath) -> set[str]:
 
 @pytest.fixture
 def netns() -> Iterator[str]:
-    """A namespace of our own (loopback up) with a dummy `pub0` (up) to attach programs to."""
+    """A namespace of our own (loopback up) with a veth `pub0` (up, peer `pub0-peer`) to attach programs to."""
     name = f"v6m-{secrets.token_hex(4)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        for argv in (["link", "set", "lo", "up"], ["link", "add", "pub0", "type", "dummy"], ["link", "set", "pub0", "up"]):
+        for argv in (["link", "set", "lo", "up"], ["link", "add", "pub0", "type", "veth", "peer", "name", "pub0-peer"], ["link", "set", "pub0", "up"]):
             subprocess.run(["ip", "-n", name, *argv], check=True)
         yield name
     finally:

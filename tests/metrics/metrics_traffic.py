@@ -25,6 +25,8 @@ CLIENT = IPv6Address("2001:db8:9::2")
 ULA = IPv6Network("fd00:ca7e:1::/64")
 PUBLIC_IFINDEX = 1  # the programs only compare it with the map's key; nothing is attached by test runs
 BRIDGE_IFINDEX = 2
+# Explicit MACs: with Ether() scapy would try to resolve the destination (slow, and warns).
+CLIENT_MAC, HOST_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 
 
 @dataclass(frozen=True)
@@ -56,17 +58,17 @@ def unpublish(dp: Datapath, stats: ControlPlaneStats, published: list[Published]
 
 def syn_to(port: int, sport: int) -> bytes:
     """A client's TCP SYN to the host's public address: DNAT if `port` is published."""
-    return bytes(Ether() / IPv6(src=str(CLIENT), dst=str(HOST)) / TCP(sport=sport, dport=port, flags="S"))
+    return bytes(Ether(src=CLIENT_MAC, dst=HOST_MAC) / IPv6(src=str(CLIENT), dst=str(HOST)) / TCP(sport=sport, dport=port, flags="S"))
 
 
 def straight_to_ula(sport: int) -> bytes:
     """A client's packet addressed straight to a container's ULA address: dropped as direct_ula."""
-    return bytes(Ether() / IPv6(src=str(CLIENT), dst=str(ULA[2])) / UDP(sport=sport, dport=53))
+    return bytes(Ether(src=CLIENT_MAC, dst=HOST_MAC) / IPv6(src=str(CLIENT), dst=str(ULA[2])) / UDP(sport=sport, dport=53))
 
 
 def not_ours(sport: int) -> bytes:
     """Traffic between two outside addresses: passed untouched."""
-    return bytes(Ether() / IPv6(src=str(CLIENT), dst="2001:db8:7::7") / UDP(sport=sport, dport=53))
+    return bytes(Ether(src=CLIENT_MAC, dst=HOST_MAC) / IPv6(src=str(CLIENT), dst="2001:db8:7::7") / UDP(sport=sport, dport=53))
 
 
 def public_ingress(dp: Datapath, packet: bytes) -> int:

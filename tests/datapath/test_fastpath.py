@@ -1,0 +1,150 @@
+"""The fast path and enable_icc=false with real traffic: a client namespace
+(the outside), a host namespace with a public veth and a real Linux bridge, and
+two container namespaces behind that bridge (MTU 1280, as a tunnel-backed
+network would have), with tx checksum offload on and off.
+
+Proves: TCP, UDP and ping through DNAT and masquerade take the redirect (the
+host's netfilter FORWARD chain sees only each flow's first packet); Packet Too
+Big and Time Exceeded still come from the stack; with icc=False containers of
+the network cannot reach each other but reach the gateway and the outside."""
+
+from __future__ import annotations
+
+import json
+import sys
+from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
+from v6nat_ebpf.datapath import tc as tcmod
+from netns_world import World, namespaces, peer_echo, sh
+
+HOST, CLIENT = "2001:db8:1::1", "2001:db8:1::42"  # not dp_packets.HOST2: a host address there
+NET, GATEWAY, CONTAINER, CONTAINER2 = IPv6Network("fd00:1::/64"), "fd00:1::1", "fd00:1::2", "fd00:1::3"
+BRIDGE_MTU = 1280
+PROBE = Path(__file__).with_name("udp_probe.py")
+
+
+def forward_packets(ns: str) -> int:
+    """Packets the host routed between pub0 and the bridge, as its netfilter
+    FORWARD hook saw them (our counting chain)."""
+    out = sh("nft", "-j", "list", "chain", "ip6", "v6dp", "seen", netns=ns).stdout
+    rules = [e["rule"] for e in json.loads(out)["nftables"] if "rule" in e]
+    return sum(x["counter"]["packets"] for r in rules for x in r["expr"] if "counter" in x)
+
+
+def build(w: World, offload: str, icc: bool, dp: Datapath) -> Datapath:
+    ctr2 = w.more[0]
+    for ns in (w.cli, w.host, w.ctr, ctr2):  # link-local addresses usable at once (no 1-2 s of DAD)
+        sh("sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0", netns=ns)
+    sh("ip", "link", "add", "cli0", "netns", w.cli, "type", "veth", "peer", "name", "pub0", "netns", w.host)
+    sh("ip", "link", "add", "brv", "type", "bridge", netns=w.host)
+    sh("ip", "link", "set", "brv", "mtu", str(BRIDGE_MTU), "up", netns=w.host)
+    for ns, ctr_dev, port in ((w.ctr, "c0", "vc0"), (ctr2, "c1", "vc1")):
+        sh("ip", "link", "add", ctr_dev, "netns", ns, "mtu", str(BRIDGE_MTU), "type", "veth", "peer", "name", port,
+           "mtu", str(BRIDGE_MTU), "netns", w.host)
+        sh("ip", "link", "set", port, "master", "brv", "up", netns=w.host)
+    sh("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1", netns=w.host)
+    for ns, dev, address in ((w.cli, "cli0", CLIENT), (w.host, "pub0", HOST),
+                             (w.host, "brv", GATEWAY), (w.ctr, "c0", CONTAINER), (ctr2, "c1", CONTAINER2)):
+        sh("ip", "addr", "add", f"{address}/64", "dev", dev, "nodad", netns=ns)
+        sh("ip", "link", "set", dev, "up", netns=ns)
+        sh("ethtool", "-K", dev, "tx", offload, netns=ns)
+    for ns in (w.ctr, ctr2):
+        sh("ip", "route", "add", "default", "via", GATEWAY, netns=ns)
+    # Routed packets only: with br_netfilter loaded, bridged NDP/MLD crosses this hook too.
+    sh("nft", "add table ip6 v6dp; add chain ip6 v6dp seen { type filter hook forward priority 0; };"
+              ' add rule ip6 v6dp seen iifname "pub0" oifname "brv" counter;'
+              ' add rule ip6 v6dp seen iifname "brv" oifname "pub0" counter', netns=w.host)
+
+    dp = dp.with_netns(w.host)
+    with tcmod.Tc(w.host) as t:
+        pub0, brv = t.ifindex("pub0"), t.ifindex("brv")
+    dp.host_addrs.put(IPv6Address(HOST), pub0)
+    dp.public_ifaces.put(pub0, IPv6Address(HOST))
+    dp.networks.put(NET, NetworkEntry(1, brv, True, icc, False, None, gateway=IPv6Address(GATEWAY)))
+    dp.dnat.put(DnatKey(6, None, 8080), DnatTarget(IPv6Address(CONTAINER), 80, 1))
+    dp.dnat.put(DnatKey(17, None, 5353), DnatTarget(IPv6Address(CONTAINER), 53, 2))
+    dp.attach_public("pub0")
+    dp.attach_bridge("brv")
+    if not icc:
+        dp.attach_container_port("vc0")
+        dp.attach_container_port("vc1")
+    return dp
+
+
+@pytest.fixture
+def world(loaded: Datapath, request) -> Iterator[tuple[World, Datapath]]:
+    offload, icc = request.param
+    with namespaces("cli", "host", "ctr", "ctr2") as names:
+        w = World(names)
+        try:
+            yield w, build(w, offload, icc, loaded)
+        finally:
+            w.stop()
+
+
+@pytest.mark.parametrize("world", [("on", True), ("off", True)], indirect=True, ids=["tx-on", "tx-off"])
+def test_established_flows_bypass_forwarding_both_ways(dp: Datapath, world) -> None:
+    w, hostdp = world
+    w.serve(w.ctr, *peer_echo("tcp", 80))
+    w.serve(w.ctr, *peer_echo("udp", 53))
+    w.serve(w.cli, *peer_echo("tcp", 443))
+    assert w.ask(w.cli, f"[{HOST}]:8080") == CLIENT
+    assert w.ask(w.cli, f"[{HOST}]:5353", udp=True) == CLIENT
+    assert w.ask(w.ctr, f"[{CLIENT}]:443") == HOST
+    sh("ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", CLIENT, netns=w.ctr)
+    flows = len(hostdp.flows())
+    c = hostdp.counters_by_hook()
+    redirected = c["public_ingress"]["redirect"] + c["bridge_ingress"]["redirect"]
+    assert c["public_ingress"]["redirect"] > 0 and c["bridge_ingress"]["redirect"] > 0, {h: {k: v for k, v in x.items() if v} for h, x in c.items()}
+    # Only a flow's first packet (and retries of it) crosses FORWARD; the
+    # other packets of 4+ flows (handshakes, data, FINs, echoes) are redirected.
+    assert forward_packets(w.host) <= 2 * flows < redirected
+
+
+@pytest.mark.parametrize("world", [("on", True), ("off", True)], indirect=True, ids=["tx-on", "tx-off"])
+def test_stack_still_answers_hop_limit_and_mtu(dp: Datapath, world) -> None:
+    """An established DNAT flow: hop limit 1 gets Time Exceeded, a datagram
+    larger than the bridge's MTU gets Packet Too Big (both from the stack,
+    translated back by the public egress program)."""
+    w, hostdp = world
+    w.serve(w.ctr, *peer_echo("udp", 53))
+    r = sh(sys.executable, str(PROBE), HOST, "5353", netns=w.cli)
+    got = json.loads(r.stdout)
+    assert {"type": 3, "code": 0, "info": 0} in got, got
+    assert any(e["type"] == 2 and e["info"] == BRIDGE_MTU for e in got), got
+    c = hostdp.counters_by_hook()["public_ingress"]
+    assert c["to_stack"] >= 2 and c["icmp_error"] == 0  # errors are seen at public egress
+    assert hostdp.counters_by_hook()["public_egress"]["icmp_error"] >= 2
+
+
+@pytest.mark.parametrize("world", [("on", True)], indirect=True, ids=["tx-on"])
+def test_fast_path_off_leaves_every_packet_to_the_stack(dp: Datapath, world) -> None:
+    w, hostdp = world
+    hostdp.set_config(type(hostdp.config)(**{**hostdp.config.__dict__, "fast_path": False}))
+    w.serve(w.ctr, *peer_echo("tcp", 80))
+    assert w.ask(w.cli, f"[{HOST}]:8080") == CLIENT
+    assert hostdp.counters()["redirect"] == 0
+    assert forward_packets(w.host) >= 5  # the whole TCP conversation crossed FORWARD
+
+
+@pytest.mark.parametrize("world", [("on", False), ("off", False)], indirect=True, ids=["tx-on", "tx-off"])
+def test_without_icc_containers_reach_the_gateway_and_outside_not_each_other(dp: Datapath, world) -> None:
+    w, hostdp = world
+    ctr2 = w.more[0]
+    assert hostdp.attached() == {"pub0": "public", "brv": "bridge", "vc0": "port", "vc1": "port"}
+    sh("ping", "-6", "-c", "1", "-W", "2", GATEWAY, netns=w.ctr)
+    sh("ping", "-6", "-c", "1", "-W", "2", CLIENT, netns=w.ctr)
+    blocked = sh("ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", CONTAINER2, netns=w.ctr, check=False)
+    assert blocked.returncode != 0
+    w.serve(ctr2, *peer_echo("tcp", 80))
+    assert sh("socat", "-T1", "-", f"TCP6:[{CONTAINER2}]:80,connect-timeout=1", netns=w.ctr, check=False,
+              stdin="hello\n").stdout == ""
+    assert hostdp.counters_by_hook()["veth_ingress"]["drop_icc_blocked"] >= 3
+    hostdp.detach("vc0")
+    hostdp.detach("vc1")
+    sh("ping", "-6", "-c", "1", "-W", "2", CONTAINER2, netns=w.ctr)  # ICC back once the programs are gone
