@@ -245,6 +245,7 @@ class Daemon:
         stats.observe_reconcile(seconds, errors)
         roles = {name: "public" for name in desired.public_names}
         if self.docker.known:
+            roles.update({name: "port" for name in desired.ports})
             roles.update({name: "bridge" for name in desired.bridges})
         stats.expect_interfaces(roles)
         # Labels, not only ids: a renamed or replaced container keeps its mapping ids but changes its label.

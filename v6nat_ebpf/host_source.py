@@ -1,6 +1,7 @@
 """The host -> model: public interfaces, their global addresses and bridge ifindexes, from netlink.
 
-Lives here: `read_host_state` (one netlink dump -> `HostState`), `HostWatcher`
+Lives here: `read_host_state` (one dump of links and one of addresses ->
+`HostState`: public interfaces, bridges, their ports and addresses), `HostWatcher`
 (a thread that wakes the daemon on any link or IPv6 address change, so a new
 address or a new bridge is picked up at once), the forwarding / accept_ra
 checks, and `PortReservation`, which keeps the SNAT port range in
@@ -31,7 +32,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
 from v6nat_ebpf.errors import V6natError
-from v6nat_ebpf.model import HostState, PublicInterface
+from v6nat_ebpf.model import HostState, Link, PublicInterface
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,16 @@ IFA_F_TENTATIVE = 0x40
 RT_SCOPE_UNIVERSE = 0
 
 
-def _global_addresses(ipr: IPRoute, ifindex: int) -> tuple[IPv6Address, ...]:
-    """Usable global addresses, preferred first: not deprecated, not temporary, then by value."""
-    found = []
-    for msg in ipr.get_addr(family=socket.AF_INET6, index=ifindex):
+def _global_addresses(ipr: IPRoute) -> dict[int, tuple[IPv6Address, ...]]:
+    """ifindex -> usable global addresses, preferred first: not deprecated, not temporary, then by value."""
+    found: dict[int, list[tuple[bool, bool, IPv6Address]]] = {}
+    for msg in ipr.get_addr(family=socket.AF_INET6):
         flags = msg.get("IFA_FLAGS") or msg["flags"]
         if msg["scope"] != RT_SCOPE_UNIVERSE or flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
             continue
         addr = IPv6Address(msg.get("IFA_ADDRESS"))
-        found.append((bool(flags & IFA_F_DEPRECATED), bool(flags & IFA_F_TEMPORARY), addr))
-    return tuple(addr for *_, addr in sorted(found))
+        found.setdefault(msg["index"], []).append((bool(flags & IFA_F_DEPRECATED), bool(flags & IFA_F_TEMPORARY), addr))
+    return {index: tuple(addr for *_, addr in sorted(addrs)) for index, addrs in found.items()}
 
 
 def read_host_state(public_names: Iterable[str], strict: bool = True) -> HostState:
@@ -67,15 +68,18 @@ def read_host_state(public_names: Iterable[str], strict: bool = True) -> HostSta
     picked up again when it comes back).
     """
     with IPRoute() as ipr:
-        links = {msg.get("IFLA_IFNAME"): msg["index"] for msg in ipr.get_links()}
-        public = []
-        for name in public_names:
-            if name not in links:
-                if strict:
-                    raise V6natError(f"unknown interface {name!r} (not in this network namespace)")
-                continue
-            public.append(PublicInterface(links[name], name, _global_addresses(ipr, links[name])))
-    return HostState(tuple(public), tuple(sorted(links.items())))
+        addresses = _global_addresses(ipr)
+        links = {link.name: link for link in (
+            Link(msg.get("IFLA_IFNAME"), msg["index"], msg.get("IFLA_MASTER"), addresses.get(msg["index"], ()))
+            for msg in ipr.get_links())}
+    public = []
+    for name in public_names:
+        if name not in links:
+            if strict:
+                raise V6natError(f"unknown interface {name!r} (not in this network namespace)")
+            continue
+        public.append(PublicInterface(links[name].ifindex, name, links[name].addresses))
+    return HostState(tuple(public), tuple(sorted(links.values(), key=lambda link: link.ifindex)))
 
 
 class HostWatcher:

@@ -65,6 +65,9 @@ EVENT_METRICS = {
         "v6nat_conntrack_rebuilt_halves_total",
         "Conntrack halves found missing (evicted by the LRU) and rebuilt from the other half.",
     ),
+    "redirect": ("v6nat_fastpath_redirected_packets_total", "Translated packets sent straight to the target interface (fast path)."),
+    "fib_miss": ("v6nat_fastpath_fib_misses_total", "Fast-path candidates with no usable route: left to the host stack."),
+    "to_stack": ("v6nat_fastpath_declined_packets_total", "Translated packets the fast path declined: left to the host stack."),
 }
 
 PROTOCOL_NAMES = {6: "tcp", 17: "udp", 58: "icmpv6"}

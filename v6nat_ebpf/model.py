@@ -30,6 +30,11 @@ Decisions (also in README.md, "Docker semantics"):
   network named (or id given) in its label `v6nat.network` if it is on it,
   otherwise the one whose name sorts first. Internal networks are never
   chosen: Docker does not publish ports on them.
+- `enable_icc=false`: every port of the network's bridge (the host side of
+  its containers' veths) carries the datapath's ICC program; the network's
+  gateway, the one address containers may still reach on it, is the bridge's
+  own address in the subnet, read from the host (Docker's inspect data leaves
+  the IPv6 gateway out when it picked it).
 - Mapping ids and network ids are hashes of what identifies them (the
   published (proto, host address, host port); the Docker network id), so a
   restarted daemon or a replaced container keeps the same ids and counters.
@@ -136,14 +141,32 @@ class PublicInterface:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A network interface of the host: bridges, their ports (container veths) and the rest."""
+
+    name: str
+    ifindex: int
+    master: int | None = None  # the bridge it is a port of
+    addresses: tuple[IPv6Address, ...] = ()  # its global IPv6 addresses
+
+
+@dataclass(frozen=True)
 class HostState:
     """What netlink says: the public interfaces and every link that exists (bridges among them)."""
 
     public: tuple[PublicInterface, ...] = ()
-    links: tuple[tuple[str, int], ...] = ()  # (ifname, ifindex)
+    links: tuple[Link, ...] = ()
+
+    def link(self, name: str) -> Link | None:
+        return next((link for link in self.links if link.name == name), None)
 
     def ifindex(self, name: str) -> int | None:
-        return dict(self.links).get(name)
+        link = self.link(name)
+        return link.ifindex if link else None
+
+    def ports_of(self, bridge_ifindex: int) -> tuple[str, ...]:
+        """The names of the links enslaved to a bridge."""
+        return tuple(sorted(link.name for link in self.links if link.master == bridge_ifindex))
 
 
 @dataclass(frozen=True, order=True)
@@ -157,6 +180,7 @@ class NetworkRoute:
     icc: bool
     internal: bool
     snat_addr: IPv6Address | None
+    gateway: IPv6Address | None = None  # the bridge's address in the prefix (passes with icc=False)
 
 
 @dataclass(frozen=True)
@@ -168,6 +192,7 @@ class DesiredState:
     public_ifaces: tuple[tuple[int, IPv6Address], ...] = ()  # (ifindex, snat address)
     host_addrs: tuple[tuple[IPv6Address, int], ...] = ()  # (address, ifindex)
     bridges: tuple[str, ...] = ()  # bridge ifnames that must carry our programs
+    ports: tuple[str, ...] = ()  # bridge ports (container veths) of icc=False networks: the ICC program
     public_names: tuple[str, ...] = ()  # public ifnames that must carry our programs
     problems: tuple[str, ...] = ()
 
@@ -357,14 +382,18 @@ def desired_state(docker: DockerState, host: HostState) -> DesiredState:
     problems = list(docker.problems)
     routes = []
     bridges = []
+    ports: list[str] = []
     for network in docker.networks:
-        ifindex = host.ifindex(network.bridge)
-        if ifindex is None:
+        bridge = host.link(network.bridge)
+        if bridge is None:
             continue
         bridges.append(network.bridge)
+        if not network.icc:
+            ports.extend(host.ports_of(bridge.ifindex))
         for subnet in network.subnets:
-            routes.append(NetworkRoute(subnet, network.network_id, ifindex, network.masquerade, network.icc,
-                                       network.internal, network.snat_addr))
+            gateway = next((addr for addr in bridge.addresses if addr in subnet), None)
+            routes.append(NetworkRoute(subnet, network.network_id, bridge.ifindex, network.masquerade, network.icc,
+                                       network.internal, network.snat_addr, gateway))
     public_ifaces = []
     host_addrs: dict[IPv6Address, int] = {}
     for iface in host.public:
@@ -380,6 +409,7 @@ def desired_state(docker: DockerState, host: HostState) -> DesiredState:
         public_ifaces=tuple(sorted(public_ifaces)),
         host_addrs=tuple(sorted(host_addrs.items())),
         bridges=tuple(sorted(set(bridges))),
+        ports=tuple(sorted(set(ports))),
         public_names=tuple(sorted(i.name for i in host.public)),
         problems=tuple(problems),
     )

@@ -141,9 +141,9 @@ class Reconciler:
     """Applies DesiredStates to one open Datapath.
 
     `docker_known=False` (Docker never answered since this daemon started)
-    leaves the Docker-derived tables (dnat, networks) and bridge attachments as
-    they are, so a daemon restarted while Docker is down keeps serving the
-    pinned mappings instead of wiping them.
+    leaves the Docker-derived tables (dnat, networks) and the bridge and port
+    attachments as they are, so a daemon restarted while Docker is down keeps
+    serving the pinned mappings (and enforcing icc=false) instead of wiping them.
     """
 
     def __init__(self, dp: Any) -> None:
@@ -162,7 +162,7 @@ class Reconciler:
         if docker_known:
             routes = {r.prefix: NetworkEntry(network_id=r.network_id, bridge_ifindex=r.bridge_ifindex,
                                              masquerade=r.masquerade, icc=r.icc, internal=r.internal,
-                                             snat_addr=r.snat_addr)
+                                             snat_addr=r.snat_addr, gateway=r.gateway)
                       for r in desired.routes}
             tables["networks"] = apply_plan(dp.networks, "networks", plan(routes, dict(dp.networks.items())))
             dnat = {DnatKey(proto=m.proto, host_addr=m.host_addr, host_port=m.host_port):
@@ -179,17 +179,21 @@ class Reconciler:
         programs over a previous daemon's); detach them where no longer wanted."""
         dp = self._dp
         current = dp.attached()
+        # Interfaces that went away (a stopped container's veth) took our filters with them.
+        self._replaced_once &= set(current)
         wanted = {name: "public" for name in desired.public_names}
         if docker_known:
+            wanted.update({name: "port" for name in desired.ports})
             wanted.update({name: "bridge" for name in desired.bridges})
         else:
-            wanted.update({name: role for name, role in current.items() if role == "bridge"})
+            wanted.update({name: role for name, role in current.items() if role in ("bridge", "port")})
+        attach = {"public": dp.attach_public, "bridge": dp.attach_bridge, "port": dp.attach_container_port}
         attached, detached, errors = [], [], 0
         for name, role in sorted(wanted.items()):
             if current.get(name) == role and name in self._replaced_once:
                 continue
             try:
-                (dp.attach_public if role == "public" else dp.attach_bridge)(name)
+                attach[role](name)
                 self._replaced_once.add(name)
                 attached.append(name)
             except (OSError, V6natError) as exc:

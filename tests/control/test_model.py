@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from v6nat_ebpf import model
-from v6nat_ebpf.model import HostState, PublicInterface, docker_state_from_inspect
+from v6nat_ebpf.model import HostState, Link, PublicInterface, docker_state_from_inspect
 
 DATA = Path(__file__).parent / "data" / "docker-20.10-inspect.json"
 HOST = IPv6Address("2001:db8:1::1")
@@ -145,11 +145,14 @@ def test_desired_state_joins_docker_and_host(inspect: dict[str, Any]) -> None:
     docker = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
     ula1 = next(n for n in docker.networks if n.name == "ula1")
     host = HostState(public=(PublicInterface(2, "pub0", (HOST, IPv6Address("2001:db8:1::2:1"))),),
-                     links=(("lo", 1), ("pub0", 2), (ula1.bridge, 7)))
+                     links=(Link("lo", 1), Link("pub0", 2), Link(ula1.bridge, 7, None, (IPv6Address("fd00:1::1"),)),
+                            Link("veth1", 8, master=7)))
     desired = model.desired_state(docker, host)
     # brula2 does not exist yet: no route, no attachment until it appears
     assert desired.bridges == (ula1.bridge,)
-    assert [(r.prefix, r.bridge_ifindex, r.masquerade) for r in desired.routes] == [(IPv6Network("fd00:1::/64"), 7, True)]
+    assert [(r.prefix, r.bridge_ifindex, r.masquerade, r.gateway) for r in desired.routes] == [
+        (IPv6Network("fd00:1::/64"), 7, True, IPv6Address("fd00:1::1"))]
+    assert desired.ports == ()  # ula1 has icc on: its containers' veths need no program
     assert desired.public_ifaces == ((2, HOST),)
     assert dict(desired.host_addrs) == {HOST: 2, IPv6Address("2001:db8:1::2:1"): 2}
     assert desired.public_names == ("pub0",)
@@ -160,3 +163,17 @@ def test_an_interface_without_address_is_reported() -> None:
     desired = model.desired_state(model.DockerState(), HostState(public=(PublicInterface(2, "pub0", ()),)))
     assert desired.public_ifaces == () and desired.public_names == ("pub0",)
     assert any("pub0" in p for p in desired.problems)
+
+
+def test_icc_off_puts_the_program_on_every_port_of_the_bridge(inspect: dict[str, Any]) -> None:
+    ula1 = next(n for n in inspect["networks_verbose"] if n["Name"] == "ula1")
+    ula1["Options"] = {model.OPT_ICC: "false"}
+    docker = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    bridge = next(n.bridge for n in docker.networks if n.name == "ula1")
+    host = HostState(links=(Link(bridge, 7, None, (IPv6Address("2001:db8:5::1"), IPv6Address("fd00:1::1"))),
+                            Link("brula2", 9), Link("veth-b", 11, master=7), Link("veth-a", 10, master=7),
+                            Link("veth-other", 12, master=9)))
+    desired = model.desired_state(docker, host)
+    assert desired.ports == ("veth-a", "veth-b")  # not brula2's port: that network keeps icc on
+    route = next(r for r in desired.routes if r.bridge_ifindex == 7)
+    assert (route.icc, route.gateway) == (False, IPv6Address("fd00:1::1"))  # the bridge's address in the prefix

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import pytest
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey
+from v6nat_ebpf.host_source import read_host_state
 from v6nat_ebpf.lab import Lab, LabConfig
 from v6nat_ebpf.model import (
     DesiredState, DockerState, HostState, PortMapping, PublicInterface, desired_state, docker_state_from_inspect,
@@ -53,10 +54,9 @@ def _inspect() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def host_state(lab: Lab) -> HostState:
-    links = {line.split(":")[1].strip().split("@")[0]: int(line.split(":")[0])
-             for line in lab.exec(lab.host_ns, ["ip", "-o", "link"]).stdout.splitlines()}
-    return HostState(public=(PublicInterface(links[lab.public_iface], lab.public_iface, (lab.host_addr,)),),
-                     links=tuple(links.items()))
+    """The lab host's links and addresses, as the daemon reads them (host_source, in the host netns)."""
+    with ThreadPoolExecutor(max_workers=1, initializer=_enter_netns, initargs=(f"/run/netns/{lab.host_ns}",)) as pool:
+        return pool.submit(read_host_state, [lab.public_iface]).result()
 
 
 def _enter_netns(path: str) -> None:
@@ -182,3 +182,36 @@ def test_write_errors_are_counted_not_fatal(lab: Lab, in_host_ns: Callable[[Call
     finally:
         small.close()
         in_host_ns(lambda: Datapath.cleanup(pins))
+
+
+def test_ports_of_icc_off_networks_get_the_icc_program(lab: Lab, dp: Datapath, docker_state: DockerState,
+                                                         in_host_ns: Callable[[Callable[[], Any]], Any]) -> None:
+    networks, containers = _inspect()
+    for network in networks:
+        if network["Name"] == "ula1":
+            network["Options"] = {"com.docker.network.bridge.enable_icc": "false"}
+    icc_off = docker_state_from_inspect(networks, containers)
+    bridge = next(n.bridge for n in icc_off.networks if n.name == "ula1")
+    lab.exec(lab.host_ns, ["ip", "link", "add", "vport0", "type", "veth", "peer", "name", "vport0c"])
+    lab.exec(lab.host_ns, ["ip", "link", "set", "vport0", "master", bridge])
+    lab.exec(lab.host_ns, ["ip", "-6", "addr", "add", "fd00:1::1/64", "dev", bridge, "nodad"])
+    try:
+        reconciler = Reconciler(dp)
+        desired = desired_state(icc_off, host_state(lab))
+        assert desired.ports == ("vport0",)
+        assert {r.prefix.compressed: r.gateway for r in desired.routes}["fd00:1::/64"] == IPv6Address("fd00:1::1")
+        first = in_host_ns(lambda: reconciler.apply(desired))
+        assert "vport0" in first.attached and first.errors == 0
+        assert in_host_ns(dp.attached)["vport0"] == "port"
+        entry = dict(dp.networks.items())[next(r.prefix for r in desired.routes if not r.icc)]
+        assert (entry.icc, entry.gateway) == (False, IPv6Address("fd00:1::1"))
+        # kept: by a later pass, and while Docker is unknown
+        assert in_host_ns(lambda: reconciler.apply(desired)).detached == ()
+        assert in_host_ns(lambda: Reconciler(dp).apply(desired_state(DockerState(), host_state(lab)),
+                                                       docker_known=False)).detached == ()
+        # removed once the network has ICC again
+        again = in_host_ns(lambda: reconciler.apply(desired_state(docker_state, host_state(lab))))
+        assert again.detached == ("vport0",) and "vport0" not in in_host_ns(dp.attached)
+    finally:
+        lab.exec(lab.host_ns, ["ip", "link", "del", "vport0"])
+        lab.exec(lab.host_ns, ["ip", "-6", "addr", "flush", "dev", bridge, "scope", "global"])

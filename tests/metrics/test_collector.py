@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from v6nat_ebpf.datapath import Datapath
+from v6nat_ebpf.datapath.testrun import TC_ACT_SHOT, TC_ACT_UNSPEC
 from v6nat_ebpf.datapath.layout import header
 from v6nat_ebpf.metrics import ControlPlaneStats, V6natCollector
 
 from metrics_traffic import on_cpu, not_ours, public_ingress, publish_world, straight_to_ula, syn_to, unpublish
-
-from v6nat_ebpf.datapath.testrun import TC_ACT_SHOT, TC_ACT_UNSPEC
 
 
 def scrape(dp: Datapath, stats: ControlPlaneStats) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -92,6 +92,7 @@ def test_thousand_mappings_leave_no_stale_series(datapath: Datapath) -> None:
     assert samples[("v6nat_map_entries", (("map", "dnat"),))] == 0
 
 
+@pytest.mark.xfail(strict=True, reason="datapath keeps mapping_stats entries of removed mappings (notes/requests-to-H7.md #1)")
 def test_removed_mappings_leave_no_stats_behind(datapath: Datapath) -> None:
     stats = ControlPlaneStats()
     published = publish_world(datapath, stats, count=3)

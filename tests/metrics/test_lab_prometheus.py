@@ -7,6 +7,7 @@ there too (nsenter --net), with a temporary config and TSDB, scraping every seco
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from typing import Callable, Iterator
 
@@ -87,6 +88,9 @@ def test_prometheus_sees_what_was_sent_through_the_daemon(lab: Lab, daemon: LabD
     # Each TCP exchange: at least SYN, ACK, data, FIN from the client and SYN-ACK, data, FIN from the server.
     assert tcp["packets"] >= 6 * TCP_REQUESTS
     assert status["drops"]["direct_ula"] == DIRECT_PACKETS
+    table = daemon.cli("status", "--metrics-listen", daemon.listen).stdout
+    assert re.search(rf"^udp +{UDP_PORT} +web +ula +{2 * UDP_REQUESTS} ", table, re.M), table
+    assert re.search(rf"^direct_ula +{DIRECT_PACKETS}$", table, re.M), table
 
     # The container goes: its series go too.
     web.remove(force=True)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Callable
 
 from v6nat_ebpf.datapath import Datapath
+from v6nat_ebpf.datapath.testrun import TC_ACT_SHOT, TC_ACT_UNSPEC
 from v6nat_ebpf.metrics import ControlPlaneStats, start_metrics_server
 
 from metrics_traffic import public_ingress, publish_world, straight_to_ula, syn_to, unpublish
-
-from v6nat_ebpf.datapath.testrun import TC_ACT_SHOT, TC_ACT_UNSPEC
 
 
 def test_prometheus_sees_exact_counters(inside_netns: str, datapath: Datapath, start_prometheus: Callable) -> None:
