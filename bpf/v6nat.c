@@ -75,6 +75,7 @@ static __always_inline int flow_start(struct __sk_buff *skb, __u32 hook, struct 
 	if (!e)
 		return v6nat_drop(hook, V6NAT_DROP_CT_FULL);
 	v6nat_count(hook, V6NAT_ACT_NEW_FLOW);
+	mapping_open(e->mapping_id);
 	return flow_translate(skb, hook, pkt, key, e, flow_action(e));
 }
 

@@ -216,7 +216,9 @@ struct frag_ports {
 	__be16 dport;
 };
 
-/* mapping_stats: PERCPU_HASH, key __u32 mapping_id; written by the programs. */
+/* mapping_stats: PERCPU_HASH, key __u32 mapping_id. Created by the program
+ * that starts a flow of the mapping, added to by every packet of its flows;
+ * deleted by the control plane together with the mapping's dnat entry. */
 struct mapping_stat {
 	__u64 packets;
 	__u64 bytes;

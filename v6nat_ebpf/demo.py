@@ -111,31 +111,30 @@ def show_v6nat(say: Callable[[str], None]) -> None:
         say(f"  without v6nat, client -> [{lab.host_addr}]:{PUBLISHED_PORT}: "
             + (f"the container saw {before.peer}" if before.peer else "no answer (the problem)"))
         say("  starting `v6nat run` (bcc compiles and loads the TC programs) ...")
-        daemon = LabDaemon(lab, extra=("--log-level", "info"))
-        daemon.start(timeout=120)
-        say(f"  v6nat ready in {time.monotonic() - started:.1f} s since the lab came up")
-        after = lab.probe_peer(lab.host_addr, PUBLISHED_PORT)
-        say(f"  with v6nat, client {lab.client_addr} -> [{lab.host_addr}]:{PUBLISHED_PORT}: answered {after.peer}")
-        log_lines = [line for line in web.logs().decode(errors="replace").splitlines() if "connection from" in line]
-        say(f"  container log: {_compact(log_lines[-1].strip()) if log_lines else '(nothing logged)'}")
-        lab.popen(lab.client_ns, ["socat", f"TCP6-LISTEN:{OUTSIDE_PORT},fork,reuseaddr",
-                                  "SYSTEM:echo $SOCAT_PEERADDR"])
-        time.sleep(0.3)
-        code, out = web.exec_run(["socat", "-T3", "-", f"TCP6:[{lab.client_addr}]:{OUTSIDE_PORT}"])
-        seen = _compact(out.decode(errors="replace").strip()) if code == 0 else f"failed ({code})"
-        say(f"  outbound: container -> outside server [{lab.client_addr}]:{OUTSIDE_PORT}, which saw {seen} "
-            f"(the host's address is {lab.host_addr})")
-        status = daemon.cli("status", "--metrics-listen", daemon.listen, "--pin-path", lab.pin_path, check=False)
-        say("  v6nat status:")
-        for line in (status.stdout or status.stderr).splitlines():
-            say(f"    {line}")
-        metrics = [line for line in daemon.get("/metrics", check=False).splitlines()
-                   if line.startswith(DEMO_METRICS)]
-        say("  a few metrics (GET /metrics):")
-        for line in metrics[:12]:
-            say(f"    {line}")
-        daemon.stop()
-        daemon.cli("cleanup", "--pin-path", lab.pin_path, check=False)
+        # Leaving the block (also on Ctrl-C or a failure) stops v6nat and runs `v6nat cleanup`.
+        with LabDaemon(lab, extra=("--log-level", "info")) as daemon:
+            daemon.start(timeout=120)
+            say(f"  v6nat ready in {time.monotonic() - started:.1f} s since the lab came up")
+            after = lab.probe_peer(lab.host_addr, PUBLISHED_PORT)
+            say(f"  with v6nat, client {lab.client_addr} -> [{lab.host_addr}]:{PUBLISHED_PORT}: answered {after.peer}")
+            log_lines = [line for line in web.logs().decode(errors="replace").splitlines() if "connection from" in line]
+            say(f"  container log: {_compact(log_lines[-1].strip()) if log_lines else '(nothing logged)'}")
+            lab.popen(lab.client_ns, ["socat", f"TCP6-LISTEN:{OUTSIDE_PORT},fork,reuseaddr",
+                                      "SYSTEM:echo $SOCAT_PEERADDR"])
+            time.sleep(0.3)
+            code, out = web.exec_run(["socat", "-T3", "-", f"TCP6:[{lab.client_addr}]:{OUTSIDE_PORT}"])
+            seen = _compact(out.decode(errors="replace").strip()) if code == 0 else f"failed ({code})"
+            say(f"  outbound: container -> outside server [{lab.client_addr}]:{OUTSIDE_PORT}, which saw {seen} "
+                f"(the host's address is {lab.host_addr})")
+            status = daemon.cli("status", "--metrics-listen", daemon.listen, "--pin-path", lab.pin_path, check=False)
+            say("  v6nat status:")
+            for line in (status.stdout or status.stderr).splitlines():
+                say(f"    {line}")
+            metrics = [line for line in daemon.get("/metrics", check=False).splitlines()
+                       if line.startswith(DEMO_METRICS)]
+            say("  a few metrics (GET /metrics):")
+            for line in metrics[:12]:
+                say(f"    {line}")
         say("  v6nat stopped and `v6nat cleanup` run; tearing the lab down ...")
 
 

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 
 from v6nat_ebpf.model import DockerState, docker_state_from_inspect
 
@@ -31,7 +32,10 @@ DEFAULT_URL = "unix:///var/run/docker.sock"
 # Container actions that can change a container's addresses or published ports.
 CONTAINER_ACTIONS = {"start", "restart", "die", "stop", "destroy", "rename", "update", "pause", "unpause"}
 NETWORK_ACTIONS = {"create", "destroy", "remove", "connect", "disconnect"}
-DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+# The SDK reads the event stream from the raw urllib3 response: a dockerd dying mid-chunk raises
+# urllib3's ProtocolError, which requests does not wrap there.
+DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException,
+                 urllib3.exceptions.HTTPError, OSError)
 
 EventCallback = Callable[[str], None]
 

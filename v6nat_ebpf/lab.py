@@ -305,11 +305,17 @@ class Lab:
                 raise LabError(f"lab {self.name}: dockerd exited with {self._dockerd.returncode}\n"
                                f"{self._dockerd_log_tail()}")
             if self.docker_sock.exists():
-                client = docker.DockerClient(base_url=self.docker_url, timeout=120)
+                # The client asks for the API version as it is made: a socket file left by the previous
+                # dockerd refuses that, like the ping, until the new one serves.
                 try:
-                    client.ping()
-                    self._docker = client
-                    return
+                    client = docker.DockerClient(base_url=self.docker_url, timeout=120)
+                except (docker.errors.DockerException, OSError):
+                    client = None
+                try:
+                    if client is not None:
+                        client.ping()
+                        self._docker = client
+                        return
                 except (docker.errors.APIError, docker.errors.DockerException, OSError):
                     client.close()
             if time.monotonic() > deadline:

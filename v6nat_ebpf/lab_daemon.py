@@ -3,7 +3,10 @@
 `LabDaemon` starts the installed `v6nat` command with `nsenter --net` (so it
 keeps the root mount namespace and sees the /sys/fs/bpf pins), waits until
 /readyz answers 200, and can SIGTERM, SIGHUP, kill -9 and start it again. Its
-output goes to a log file in the lab's state directory.
+output goes to a log file in the lab's state directory. `close()` (or leaving a
+`with` block, or a start that fails) stops it and runs `v6nat cleanup` for its
+pin path, so nothing of it outlives the lab: the netns takes the sysctl with
+it, but the port reservation's state file in /run/v6nat would stay.
 
 Imports: stdlib, v6nat_ebpf.lab and errors (the daemon runs as a separate process).
 """
@@ -54,14 +57,35 @@ class LabDaemon:
                 *self.extra]
 
     def start(self, wait_ready: bool = True, timeout: float = 60) -> "LabDaemon":
+        """Start `v6nat run`; with `wait_ready`, return once it is ready (if it never is: closed, then raised)."""
         self.log_path = Path(self.lab.state_dir) / f"v6nat-{time.monotonic_ns()}.log"
         with open(self.log_path, "wb") as log:
             env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **self.env}
             self.proc = self.lab.popen(self.lab.host_ns, self.argv(), nsenter=True, stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         if wait_ready:
-            self.wait_ready(timeout)
+            try:
+                self.wait_ready(timeout)
+            except BaseException:
+                self.close()
+                raise
         return self
+
+    def close(self) -> None:
+        """Stop the daemon if it runs (SIGTERM, SIGKILL if it lingers) and run `v6nat cleanup` for its
+        pin path: filters, pins and the SNAT port reservation (sysctl and state file) go."""
+        if self.running():
+            try:
+                self.stop()
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self.cli("cleanup", "--pin-path", self.lab.pin_path, check=False)
+
+    def __enter__(self) -> "LabDaemon":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

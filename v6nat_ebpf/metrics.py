@@ -82,8 +82,8 @@ class DatapathReader(Protocol):
 
     def counters(self) -> dict[str, int]: ...
     def mapping_stats(self) -> dict[int, tuple[int, int]]: ...
-    def map_fill(self) -> dict[str, tuple[int, int]]: ...
-    def flows(self) -> list[Any]: ...
+    def map_fill(self, conntrack_entries: int | None = None) -> dict[str, tuple[int, int]]: ...
+    def conntrack_summary(self) -> Any: ...  # ConntrackSummary: entries, flows, snat_ports
     def attached(self) -> dict[str, str]: ...
     @property
     def config(self) -> Any: ...  # DatapathConfig: snat_port_min, snat_port_max
@@ -358,13 +358,8 @@ def take_snapshot(dp: DatapathReader, stats: ControlPlaneStats) -> Snapshot:
         for mapping_id, labels in sorted(control.mappings.items())
     )
 
-    conntrack: Counter[tuple[str, str, str]] = Counter()
-    snat_ports: dict[str, set[tuple[Any, int]]] = {}
-    for flow in dp.flows():
-        proto = protocol_name(flow.proto)
-        conntrack[(proto, flow.kind, flow.state)] += 1
-        if flow.kind == "snat":
-            snat_ports.setdefault(proto, set()).add(_snat_source(flow))
+    conntrack = dp.conntrack_summary()
+    conntrack_flows = {(protocol_name(proto), kind, state): n for (proto, kind, state), n in conntrack.flows.items()}
 
     attached = dp.attached()
     interfaces = {name: (role, name in attached) for name, role in control.expected_interfaces.items()}
@@ -378,19 +373,14 @@ def take_snapshot(dp: DatapathReader, stats: ControlPlaneStats) -> Snapshot:
         drops=drops,
         events=events,
         mappings=mappings,
-        conntrack_flows=dict(conntrack),
-        maps=dp.map_fill(),
-        snat_ports_in_use={proto: len(ports) for proto, ports in snat_ports.items()},
+        conntrack_flows=conntrack_flows,
+        maps=dp.map_fill(conntrack_entries=conntrack.entries),
+        snat_ports_in_use={protocol_name(proto): n for proto, n in conntrack.snat_ports.items()},
         snat_pool_ports=dp.config.snat_port_max - dp.config.snat_port_min + 1,
         interfaces=interfaces,
         control=control,
         readiness=readiness(control, attached),
     )
-
-
-def _snat_source(flow: Any) -> tuple[Any, int]:
-    translated = flow.translated
-    return (translated.saddr, translated.sport)
 
 
 def _bound_text(bound: float) -> str:

@@ -167,6 +167,19 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct v6nat
 	return 0;
 }
 
+/* A new flow opens its mapping's stats entry (if absent); later packets only
+ * add to it. The control plane deletes the entry with the dnat entry, so a
+ * flow that outlives its mapping stops being counted instead of bringing the
+ * entry back (which would leak it and let a republished mapping resume the
+ * old totals). */
+static __always_inline void mapping_open(__u32 mapping_id)
+{
+	struct mapping_stat zero = {};
+
+	if (mapping_id)
+		mapping_stats.insert(&mapping_id, &zero);
+}
+
 static __always_inline void mapping_account(struct __sk_buff *skb, __u32 mapping_id)
 {
 	struct mapping_stat *stat;
@@ -174,14 +187,8 @@ static __always_inline void mapping_account(struct __sk_buff *skb, __u32 mapping
 	if (!mapping_id)
 		return;
 	stat = mapping_stats.lookup(&mapping_id);
-	if (!stat) {
-		struct mapping_stat zero = {};
-
-		mapping_stats.update(&mapping_id, &zero);
-		stat = mapping_stats.lookup(&mapping_id);
-		if (!stat)
-			return;
-	}
+	if (!stat)
+		return;
 	stat->packets += 1;
 	stat->bytes += skb->len;
 }

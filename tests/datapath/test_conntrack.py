@@ -119,3 +119,30 @@ def test_a_half_lost_to_eviction_is_rebuilt_from_the_other(dp: Datapath) -> None
     data = tcp(CLIENT, HOST, 40000, 8080, "A")
     assert_translated(go(dp, PUBLIC_INGRESS, data), rewritten(data, dst=C1, dport=80))
     assert len(dp.flows()) == 1
+
+
+def test_summary_counts_pairs_lone_halves_and_snat_ports_like_flows(dp: Datapath) -> None:
+    published(dp)
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "S"))
+    go(dp, PUBLIC_EGRESS, tcp(C1, CLIENT, 80, 40000, "SA"))
+    go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, 443))
+    go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, 444))  # the same public (HOST, 5555): one port in use
+    go(dp, PUBLIC_EGRESS, udp(C1, OTHER, 5000, 53))
+    go(dp, PUBLIC_EGRESS, ping(C1, OTHER, 5))
+    _delete_half(dp, C1, CLIENT, 80, 40000, 6)  # a DNAT pair without its reply half
+    _delete_half(dp, C1, OTHER, 5555, 444, 6)  # an SNAT pair of which only the reply half is left
+
+    summary = dp.conntrack_summary()
+    assert summary.flows == {
+        (6, "dnat", "established"): 1,
+        (6, "snat", "syn_sent"): 2,
+        (17, "snat", "none"): 1,
+        (58, "snat", "none"): 1,
+    }
+    assert summary.snat_ports == {6: 1, 17: 1, 58: 1}
+    assert summary.entries == 8 == dp.map_fill()["conntrack"][0]
+    by_flows: dict[tuple[int, str, str], int] = {}
+    for f in dp.flows():
+        by_flows[(f.proto, f.kind, f.state)] = by_flows.get((f.proto, f.kind, f.state), 0) + 1
+    assert by_flows == summary.flows
+    assert dp.map_fill(conntrack_entries=summary.entries) == dp.map_fill()

@@ -78,3 +78,24 @@ def test_flow_record(dp: Datapath) -> None:
     assert (flow.kind, flow.state, flow.proto, flow.packets, flow.mapping_id) == ("dnat", "established", 6, 2, 7)
     assert (str(flow.original.saddr), str(flow.original.daddr), flow.original.dport) == (CLIENT, HOST, 8080)
     assert (str(flow.translated.daddr), flow.translated.dport) == (C1, 80)
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["delete", "delete_many"])
+def test_unpublishing_deletes_the_mapping_stats_and_republishing_starts_from_zero(dp: Datapath, many: bool) -> None:
+    publish(dp, 6, 8080, C1, 80)
+    publish(dp, 6, 8081, C2, 80, mapping_id=8)
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080))
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8081))
+    assert set(dp.mapping_stats()) == {7, 8}
+
+    key = DnatKey(6, None, 8080)
+    dp.dnat.delete_many([key]) if many else dp.dnat.delete(key)
+    assert set(dp.mapping_stats()) == {8}
+    # The flow outlives its mapping (like Linux conntrack) but does not bring the entry back.
+    data = tcp(CLIENT, HOST, 40000, 8080, flags="A", payload=b"GET /")
+    assert_translated(go(dp, PUBLIC_INGRESS, data), rewritten(data, dst=C1, dport=80))
+    assert set(dp.mapping_stats()) == {8}
+
+    publish(dp, 6, 8080, C1, 80)
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40001, 8080))
+    assert dp.mapping_stats()[7][0] == 1

@@ -14,6 +14,7 @@ import pytest
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget
 from v6nat_ebpf.datapath.loader import layout_version
 from v6nat_ebpf.errors import V6natError
+from dp_packets import CLIENT, HOST, LO_IFINDEX, PUBLIC_INGRESS, addr, go, tcp
 
 SMALL = DatapathConfig(conntrack_max=1024, dnat_max=64)
 CURRENT = f"v{layout_version()}"
@@ -31,13 +32,17 @@ def test_maps_survive_a_restart_and_are_adopted(pin_path: Path) -> None:
     key, target = DnatKey(6, None, 8080), DnatTarget(IPv6Address("fd00:1::2"), 80, 1)
     with Datapath.open(pin_path, SMALL) as first:
         first.dnat.put(key, target)
+        first.host_addrs.put(addr(HOST), LO_IFINDEX)
+        go(first, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080))
     assert sorted(p.name for p in (pin_path / CURRENT).iterdir()) == sorted(first.specs)
     with Datapath.open(pin_path, SMALL) as second:
         assert second.dnat.items() == [(key, target)]
+        assert second.mapping_stats()[1][0] == 1  # counters survive the restart
+        assert len(second.flows()) == 1
     with Datapath.open_pinned(pin_path) as reader:  # status/metrics: no compiler involved
         assert reader.dnat.items() == [(key, target)]
         assert reader.config == SMALL
-        assert reader.map_fill()["conntrack"] == (0, 1024)
+        assert reader.map_fill()["conntrack"] == (2, 1024)  # the flow's two halves
 
 
 def test_a_pinned_map_of_another_shape_is_refused(pin_path: Path) -> None:

@@ -23,10 +23,7 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def v6nat(lab: Lab) -> Iterator[V6nat]:
-    daemon = V6nat(lab).start()
-    yield daemon
-    if daemon.proc is not None and daemon.proc.poll() is None:
-        daemon.stop()
-    daemon.cli("cleanup", "--pin-path", lab.pin_path, check=False)
+    with V6nat(lab).start() as daemon:
+        yield daemon
     if daemon.proc is not None and daemon.proc.returncode not in (0, None, -9):
         sys.stderr.write(daemon.log())

@@ -51,15 +51,12 @@ def test_the_units_capabilities_are_enough(lab: Lab) -> None:
     net = lab.create_network("ula", "fd00:f::/64")
     web = lab.run_container("web", net, tcp_echo_server(), ports={"80/tcp": 8080})
     lab.popen(lab.client_ns, tcp_echo_server(7000))
-    daemon = CappedV6nat(lab, caps).start()
-    try:
+    with CappedV6nat(lab, caps).start() as daemon:
         assert effective_caps(daemon.proc.pid) == sum(1 << CAP_BITS[c] for c in caps)
         assert lab.probe_peer(lab.host_addr, 8080).peer == lab.client_addr
         code, out = web.exec_run(["socat", "-T3", "-", f"TCP6:[{lab.client_addr}]:7000"])
         assert code == 0 and address_in(out.decode()) == lab.host_addr, out  # masqueraded
         assert daemon.stop() == 0
-    finally:
-        daemon.cli("cleanup", "--pin-path", lab.pin_path, check=False)
 
 
 @pytest.mark.parametrize("missing", ["CAP_BPF", "CAP_NET_ADMIN"])

@@ -13,6 +13,7 @@ from docker.models.networks import Network
 from e2e_support import V6nat, eventually, tcp_echo_server
 
 from v6nat_ebpf.datapath import Datapath
+from v6nat_ebpf.host_source import PortReservation
 from v6nat_ebpf.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -46,6 +47,8 @@ def answers(lab: Lab, port: int) -> bool:
 
 
 def test_kill9_during_a_transfer_loses_nothing(lab: Lab, ula: Network, v6nat: V6nat, served: None) -> None:
+    dp = Datapath.open_pinned(lab.pin_path)
+    redirected = dp.counters_by_hook()["bridge_ingress"]["redirect"]
     transfer = lab.popen(lab.client_ns, ["socat", "-T20", "-", f"TCP6:[{lab.host_addr}]:{SLOW_PORT}"],
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(1)
@@ -63,6 +66,8 @@ def test_kill9_during_a_transfer_loses_nothing(lab: Lab, ula: Network, v6nat: V6
     print(f"\nMEASURED kill -9 under a {SLOW_LINES * 0.1:.0f} s transfer: {SLOW_LINES - len(lines)} lines lost, "
           f"transfer exit {transfer.returncode}")
     assert lines == [f"line{i}" for i in range(1, SLOW_LINES + 1)], err
+    # The transfer's segments took the fast path (redirected past the stack) before and after the kill.
+    assert dp.counters_by_hook()["bridge_ingress"]["redirect"] - redirected >= SLOW_LINES
     blocker.remove(force=True)
 
 
@@ -110,8 +115,16 @@ def test_sigterm_leaves_the_datapath_and_cleanup_removes_it(lab: Lab, v6nat: V6n
         for direction in ("ingress", "egress"):
             shown = lab.exec(lab.host_ns, ["tc", "filter", "show", "dev", iface, direction], check=False).stdout
             assert "v6nat" not in shown, shown
-    assert reserved_ports(lab) == ""
+    assert reserved_ports(lab) == "" and not PortReservation(lab.pin_path).state_file.exists()
     assert not os.path.exists(lab.pin_path) or not any(os.scandir(lab.pin_path))
     # and it comes back: a new daemon serves again
     v6nat.start()
     eventually(lambda: answers(lab, WEB_PORT), what="served again after a new start")
+
+
+def test_closing_the_lab_daemon_leaves_nothing(lab: Lab, v6nat: V6nat, served: None) -> None:
+    assert v6nat.running() and PortReservation(lab.pin_path).state_file.exists()
+    v6nat.close()
+    assert not v6nat.running()
+    assert reserved_ports(lab) == "" and not PortReservation(lab.pin_path).state_file.exists()
+    assert not os.path.exists(lab.pin_path) or not any(os.scandir(lab.pin_path))

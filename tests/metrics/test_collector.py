@@ -92,7 +92,6 @@ def test_thousand_mappings_leave_no_stale_series(datapath: Datapath) -> None:
     assert samples[("v6nat_map_entries", (("map", "dnat"),))] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="datapath keeps mapping_stats entries of removed mappings (notes/requests-to-H7.md #1)")
 def test_removed_mappings_leave_no_stats_behind(datapath: Datapath) -> None:
     stats = ControlPlaneStats()
     published = publish_world(datapath, stats, count=3)

@@ -5,11 +5,12 @@ docs/datapath.md; everything it names is importable from here.
 """
 
 from v6nat_ebpf.datapath.loader import DEFAULT_PIN_PATH, PROGRAMS, Datapath
-from v6nat_ebpf.datapath.maps import DatapathConfig, DnatKey, DnatTarget, Flow, FlowTuple, NetworkEntry
+from v6nat_ebpf.datapath.maps import ConntrackSummary, DatapathConfig, DnatKey, DnatTarget, Flow, FlowTuple, NetworkEntry
 
 __all__ = [
     "DEFAULT_PIN_PATH",
     "PROGRAMS",
+    "ConntrackSummary",
     "Datapath",
     "DatapathConfig",
     "DnatKey",

@@ -13,6 +13,7 @@ import errno
 import os
 from dataclasses import dataclass
 from functools import cache
+from typing import Iterator
 
 from v6nat_ebpf.errors import V6natError
 
@@ -191,9 +192,11 @@ class BpfMap:
             raise OSError(_err(ret), f"map iteration: {os.strerror(_err(ret))}")
         return out
 
-    def items(self, chunk: int = 4096) -> list[tuple[bytes, bytes]]:
-        """Every (key, value), by BPF_MAP_LOOKUP_BATCH in chunks (key by key
-        where the map type has no batch lookup, e.g. LPM tries)."""
+    def batches(self, chunk: int = 4096) -> Iterator[tuple[bytes, bytes, int]]:
+        """Every entry as (keys, values, count) per BPF_MAP_LOOKUP_BATCH call:
+        `count` keys and values packed end to end (values of per-CPU maps as
+        `ncpus` slots each), for callers that decode only a few bytes of each.
+        Map types without batch lookup (e.g. LPM tries) come key by key, as one chunk."""
         lib = _libbpf()
         value_size = self.slot * self.ncpus
         keys = ct.create_string_buffer(self.key_size * chunk)
@@ -202,7 +205,6 @@ class BpfMap:
         token_in = ct.create_string_buffer(max(self.key_size, 8))
         token_out = ct.create_string_buffer(max(self.key_size, 8))
         opts = _MapBatchOpts(ct.sizeof(_MapBatchOpts), 0, 0)
-        out: list[tuple[bytes, bytes]] = []
         first = True
         while True:
             n = ct.c_uint32(chunk)
@@ -211,15 +213,28 @@ class BpfMap:
             err = _err(ret) if ret else 0
             if err not in (0, errno.ENOENT):
                 if first and err in _BATCH_UNSUPPORTED:
-                    return self._items_key_by_key()
+                    pairs = self._items_key_by_key()
+                    yield b"".join(k for k, _ in pairs), b"".join(v for _, v in pairs), len(pairs)
+                    return
                 raise OSError(err, f"map batch lookup: {os.strerror(err)}")
-            raw_keys, raw_values = keys.raw, values.raw
-            out += [(raw_keys[i * self.key_size:(i + 1) * self.key_size],
-                     raw_values[i * value_size:(i + 1) * value_size]) for i in range(n.value)]
+            if n.value:
+                yield keys.raw[: n.value * self.key_size], values.raw[: n.value * value_size], n.value
             if err == errno.ENOENT:
-                return out
+                return
             ct.memmove(token_in, token_out, len(token_out))
             first = False
+
+    def items(self, chunk: int = 4096) -> list[tuple[bytes, bytes]]:
+        """Every (key, value), read in batches (see `batches`)."""
+        ks, vs = self.key_size, self.slot * self.ncpus
+        out: list[tuple[bytes, bytes]] = []
+        for keys, values, n in self.batches(chunk):
+            out += [(keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs]) for i in range(n)]
+        return out
+
+    def count(self) -> int:
+        """Number of entries, read in batches without a Python object per entry."""
+        return sum(n for _, _, n in self.batches())
 
     def _items_key_by_key(self) -> list[tuple[bytes, bytes]]:
         out = []

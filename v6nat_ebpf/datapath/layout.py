@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+
+def _bpf_dir() -> Path:
+    """The BPF sources: the package data v6nat_ebpf/bpf/ of an installed wheel (pyproject.toml maps the
+    repository's top-level bpf/ there), else bpf/ at the top of the checkout (an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "bpf"
+    return installed if (installed / "v6nat.h").exists() else package.parent / "bpf"
+
+
+BPF_DIR = _bpf_dir()
 HEADER = BPF_DIR / "v6nat.h"
 
 u8, u16, u32, u64 = ct.c_uint8, ct.c_uint16, ct.c_uint32, ct.c_uint64

@@ -28,6 +28,7 @@ from typing import Any
 from v6nat_ebpf.datapath import bpfsys, layout, tc
 from v6nat_ebpf.datapath.maps import (
     Conntrack,
+    ConntrackSummary,
     DatapathConfig,
     DnatTable,
     Flow,
@@ -171,7 +172,7 @@ class Datapath:
             for role in PROGRAMS.values():
                 for name in role.values():
                     self._prog_fds[name] = bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
-        self.dnat = DnatTable(maps["dnat"])
+        self.dnat = DnatTable(maps["dnat"], maps["mapping_stats"])
         self.networks = NetworksTable(maps["networks"])
         self.public_ifaces = PublicIfacesTable(maps["public_ifaces"])
         self.host_addrs = HostAddrsTable(maps["host_addrs"])
@@ -294,6 +295,11 @@ class Datapath:
     def flows(self) -> list[Flow]:
         return self.conntrack.flows()
 
+    def conntrack_summary(self) -> ConntrackSummary:
+        """Flow counts by (proto, kind, state), SNAT ports in use and the number
+        of conntrack entries, without a Flow per pair (metrics, status)."""
+        return self.conntrack.summary()
+
     def gc(self, now_ns: int | None = None) -> int:
         """Remove expired conntrack pairs; `now_ns` is CLOCK_MONOTONIC."""
         return self.conntrack.gc(now_ns)
@@ -313,12 +319,17 @@ class Datapath:
         """mapping_id -> (packets, bytes) over every CPU."""
         return read_mapping_stats(self._maps["mapping_stats"])
 
-    def map_fill(self) -> dict[str, tuple[int, int]]:
-        """Map name -> (entries, capacity)."""
+    def map_fill(self, conntrack_entries: int | None = None) -> dict[str, tuple[int, int]]:
+        """Map name -> (entries, capacity). `conntrack_entries`: the count a
+        conntrack_summary() of the same scrape found, so conntrack is not read twice."""
         out = {}
         for name, spec in self.specs.items():
-            entries = spec.max_entries if spec.type in (layout.ARRAY, layout.PERCPU_ARRAY) else \
-                len(self._maps[name].items())
+            if spec.type in (layout.ARRAY, layout.PERCPU_ARRAY):
+                entries = spec.max_entries
+            elif name == "conntrack" and conntrack_entries is not None:
+                entries = conntrack_entries
+            else:
+                entries = self._maps[name].count()
             out[name] = (entries, spec.max_entries)
         return out
 

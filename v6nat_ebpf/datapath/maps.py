@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
-from typing import Generic, Iterable, TypeVar
+from typing import Generic, Iterable, Mapping, TypeVar
 
 from v6nat_ebpf.datapath import layout
 from v6nat_ebpf.datapath.bpfsys import BPF_ANY, BpfMap
@@ -133,6 +133,16 @@ class Flow:
     mapping_id: int
 
 
+@dataclass(frozen=True)
+class ConntrackSummary:
+    """Counts over the conntrack map, read in one pass without a Flow per pair
+    (for metrics and `v6nat status` at full size)."""
+
+    entries: int  # halves in the map (what map_fill() reports for conntrack)
+    flows: Mapping[tuple[int, str, str], int]  # (proto, kind, state) -> pairs, counted as flows() does
+    snat_ports: Mapping[int, int]  # proto -> distinct (public address, port) held by SNAT flows
+
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -177,7 +187,7 @@ class _Table(Generic[K, V]):
         return [(self._unkey(kb), self._unvalue(vb)) for kb, vb in self.raw.items()]
 
     def __len__(self) -> int:
-        return len(self.raw.items())
+        return self.raw.count()
 
     def put_many(self, pairs: Iterable[tuple[K, V]]) -> None:
         pairs = list(pairs)
@@ -210,8 +220,35 @@ class _Table(Generic[K, V]):
 
 
 class DnatTable(_Table[DnatKey, DnatTarget]):
+    """Published ports. Deleting one also deletes its mapping_stats entry (ids
+    are 1:1 with keys), so the stats map does not keep every port ever
+    published and a mapping published again starts from zero. Adopting the
+    maps after a restart deletes nothing: counters survive the daemon."""
+
     key_type = layout.RawDnatKey
     value_type = layout.RawDnatTarget
+
+    def __init__(self, raw: BpfMap, stats: BpfMap) -> None:
+        super().__init__(raw)
+        self.stats = stats
+
+    def delete(self, key: DnatKey) -> bool:
+        target = self.get(key)
+        removed = super().delete(key)
+        if target is not None:
+            self._forget_stats([target.mapping_id])
+        return removed
+
+    def delete_many(self, keys: Iterable[DnatKey]) -> None:
+        keys = list(keys)
+        targets = [self.get(k) for k in keys]
+        super().delete_many(keys)
+        self._forget_stats([t.mapping_id for t in targets if t is not None])
+
+    def _forget_stats(self, mapping_ids: list[int]) -> None:
+        for mapping_id in mapping_ids:
+            if mapping_id:
+                self.stats.delete(layout.u32(mapping_id))
 
     def _key(self, key: DnatKey) -> layout.RawDnatKey:
         return layout.RawDnatKey(_addr_bytes(key.host_addr), _be16(key.host_port), key.proto, 0)
@@ -424,6 +461,48 @@ class Conntrack:
                 )
             )
         return out
+
+    def summary(self) -> ConntrackSummary:
+        """Pairs by (proto, kind, state) and SNAT ports in use, decoded from the
+        batch buffers a few bytes per half. A pair is counted by its original
+        half, a lone reply half (its original evicted) by itself."""
+        ks, vs = self.raw.key_size, self.raw.value_size
+        e, k = layout.RawCtEntry, layout.RawCtKey
+        kind_at, dir_at, state_at = e.kind.offset, e.dir.offset, e.tcp_state.offset
+        proto_at = k.proto.offset
+        # The mirror key of a half is its value's (daddr, saddr, dport, sport) then its key's proto and pad.
+        e_saddr, e_daddr = slice(e.saddr.offset, e.saddr.offset + 16), slice(e.daddr.offset, e.daddr.offset + 16)
+        e_sport, e_dport = slice(e.sport.offset, e.sport.offset + 2), slice(e.dport.offset, e.dport.offset + 2)
+        k_tail = slice(proto_at, ks)
+        # SNAT: the public (address, port) is the original's new source, or a lone reply's key destination.
+        k_public = (slice(k.daddr.offset, k.daddr.offset + 16), slice(k.dport.offset, k.dport.offset + 2))
+        h = layout.header()
+        reply_dir, snat_kind = h.const("CT_DIR_REPLY"), h.const("CT_KIND_SNAT")
+
+        chunks = list(self.raw.batches())
+        present = {keys[i:i + ks] for keys, _, n in chunks for i in range(0, n * ks, ks)}
+        counts: dict[tuple[int, int, int], int] = {}
+        snat: dict[int, set[bytes]] = {}
+        for keys, values, n in chunks:
+            for i in range(n):
+                key, value = keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs]
+                proto, kind = key[proto_at], value[kind_at]
+                if value[dir_at] == reply_dir:
+                    if value[e_daddr] + value[e_saddr] + value[e_dport] + value[e_sport] + key[k_tail] in present:
+                        continue
+                    public = key[k_public[0]] + key[k_public[1]]
+                else:
+                    public = value[e_saddr] + value[e_sport]
+                group = (proto, kind, value[state_at])
+                counts[group] = counts.get(group, 0) + 1
+                if kind == snat_kind:
+                    snat.setdefault(proto, set()).add(public)
+        kinds, states = _const_names("CT_KIND_"), _const_names("CT_TCP_")
+        return ConntrackSummary(
+            entries=sum(n for _, _, n in chunks),
+            flows={(p, kinds.get(kd, str(kd)), states.get(st, str(st))): n for (p, kd, st), n in counts.items()},
+            snat_ports={p: len(ports) for p, ports in snat.items()},
+        )
 
     def gc(self, now_ns: int | None = None) -> int:
         """Remove pairs idle longer than their timeout, both halves together
