@@ -226,6 +226,20 @@ struct mapping_stat {
 
 /* SNAT port allocation: candidates tried before giving up (exhaustion). */
 #define V6NAT_SNAT_TRIES 16
+
+/* snat_tries: PERCPU_ARRAY, key __u32 slot, value __u64; written by the
+ * programs. Successful port claims (masquerade and hairpin) by the number of
+ * candidates tried, in buckets named by their bounds (the last bound is
+ * V6NAT_SNAT_TRIES), and the tries of all of them added up. A claim that
+ * fails every try is the ports_exhausted drop instead. */
+enum v6nat_tries_slot {
+	V6NAT_TRIES_1 = 0, /* the preferred port was free */
+	V6NAT_TRIES_2_3 = 1,
+	V6NAT_TRIES_4_7 = 2,
+	V6NAT_TRIES_8_16 = 3,
+	V6NAT_TRIES_SUM = 4,
+	V6NAT_TRIES_SLOTS = 5,
+};
 /* Extension headers walked before giving up. */
 #define V6NAT_MAX_EXTHDRS 6
 

@@ -113,7 +113,7 @@ def show_v6nat(say: Callable[[str], None]) -> None:
         say("  starting `v6nat run` (bcc compiles and loads the TC programs) ...")
         # Leaving the block (also on Ctrl-C or a failure) stops v6nat and runs `v6nat cleanup`.
         with LabDaemon(lab, extra=("--log-level", "info")) as daemon:
-            daemon.start(timeout=120)
+            daemon.start(timeout=60)  # well inside `make test`'s 120 s for the whole demo
             say(f"  v6nat ready in {time.monotonic() - started:.1f} s since the lab came up")
             after = lab.probe_peer(lab.host_addr, PUBLISHED_PORT)
             say(f"  with v6nat, client {lab.client_addr} -> [{lab.host_addr}]:{PUBLISHED_PORT}: answered {after.peer}")

@@ -79,7 +79,9 @@ class LabDaemon:
                 self.stop()
             except subprocess.TimeoutExpired:
                 self.kill9()
-        self.cli("cleanup", "--pin-path", self.lab.pin_path, check=False)
+        result = self.cli("cleanup", "--pin-path", self.lab.pin_path, check=False)
+        if result.returncode != 0:
+            sys.stderr.write(f"v6nat cleanup --pin-path {self.lab.pin_path} failed: {result.stderr.strip()}\n")
 
     def __enter__(self) -> "LabDaemon":
         return self

@@ -84,6 +84,7 @@ class DatapathReader(Protocol):
     def mapping_stats(self) -> dict[int, tuple[int, int]]: ...
     def map_fill(self, conntrack_entries: int | None = None) -> dict[str, tuple[int, int]]: ...
     def conntrack_summary(self) -> Any: ...  # ConntrackSummary: entries, flows, snat_ports
+    def snat_allocations(self) -> Any: ...  # SnatAllocations: buckets (most tries, claims), tries
     def attached(self) -> dict[str, str]: ...
     @property
     def config(self) -> Any: ...  # DatapathConfig: snat_port_min, snat_port_max
@@ -281,6 +282,7 @@ class Snapshot:
     maps: Mapping[str, tuple[int, int]]  # map -> (entries, capacity)
     snat_ports_in_use: Mapping[str, int]  # protocol -> distinct (address, port) in use
     snat_pool_ports: int  # ports per SNAT address and protocol
+    snat_allocation_tries: Histogram  # port claims by candidates tried; +Inf also holds the exhausted ones
     interfaces: Mapping[str, tuple[str, bool]]  # ifname -> (role, attached now)
     control: ControlPlaneView
     readiness: Readiness
@@ -300,6 +302,7 @@ class Snapshot:
                 "exhausted": self.drops.get(SNAT_EXHAUSTED_REASON, 0),
                 "ports_in_use": dict(self.snat_ports_in_use),
                 "pool_ports": self.snat_pool_ports,
+                "allocation_tries": self.snat_allocation_tries.as_dict(),
             },
             "events": dict(self.events),
             "mappings": [
@@ -377,10 +380,23 @@ def take_snapshot(dp: DatapathReader, stats: ControlPlaneStats) -> Snapshot:
         maps=dp.map_fill(conntrack_entries=conntrack.entries),
         snat_ports_in_use={protocol_name(proto): n for proto, n in conntrack.snat_ports.items()},
         snat_pool_ports=dp.config.snat_port_max - dp.config.snat_port_min + 1,
+        snat_allocation_tries=allocation_tries(dp.snat_allocations(), drops.get(SNAT_EXHAUSTED_REASON, 0)),
         interfaces=interfaces,
         control=control,
         readiness=readiness(control, attached),
     )
+
+
+def allocation_tries(allocations: Any, exhausted: int) -> Histogram:
+    """The datapath's SNAT port claims by tries needed (buckets counted apart) as a histogram; a claim that
+    failed all its tries (the ports_exhausted drop) is an observation past the last bound, of that many tries."""
+    cumulative, running = [], 0
+    for most, claims in allocations.buckets:
+        running += claims
+        cumulative.append((float(most), running))
+    last = allocations.buckets[-1][0]
+    cumulative.append((float("inf"), running + exhausted))
+    return Histogram(tuple(cumulative), float(allocations.tries + last * exhausted), running + exhausted)
 
 
 def _bound_text(bound: float) -> str:
@@ -438,6 +454,11 @@ def snapshot_metrics(snap: Snapshot) -> Iterator[Metric]:
 
     yield _labelled(
         GaugeMetricFamily, "v6nat_snat_ports_in_use", "SNAT (address, port) pairs held by flows, by protocol.", "protocol", snap.snat_ports_in_use
+    )
+    yield _histogram(
+        "v6nat_snat_allocation_tries",
+        "SNAT (and hairpin) source port claims by candidate ports tried; +Inf: exhausted (gave up after the last bound).",
+        snap.snat_allocation_tries,
     )
     yield GaugeMetricFamily(
         "v6nat_snat_pool_ports", "SNAT ports available per SNAT address and protocol.", value=snap.snat_pool_ports

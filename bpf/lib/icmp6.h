@@ -38,6 +38,44 @@ struct icmp6_quote_words {
 	__be16 port_b; /* TCP/UDP dport, or 0 */
 };
 
+/* Step over the quoted packet's extension headers (bounded, like v6nat_parse):
+ * hop-by-hop, destination options, a routing header with no segments left (so
+ * the quoted destination is the final one, the one its checksum and our flow
+ * use) and the fragment header of a first fragment (later ones quote no
+ * ports). Anything else (AH, too many headers, a header the quote cuts) is a
+ * quote we do not translate: -1. */
+static __always_inline int icmp6_quote_skip_exthdrs(struct __sk_buff *skb, struct icmp6_quote *q, __u32 end)
+{
+	__u32 off = q->l4_off;
+	__u8 nh = q->proto;
+
+#pragma unroll
+	for (int i = 0; i < V6NAT_MAX_EXTHDRS; i++) {
+		__u8 hdr[4];
+
+		if (nh != NEXTHDR_HOP && nh != NEXTHDR_DEST && nh != NEXTHDR_ROUTING && nh != NEXTHDR_FRAGMENT)
+			break;
+		/* Every extension header but AH is a multiple of 8 bytes. */
+		if (off + 8 > end || bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)))
+			return -1;
+		if (nh == NEXTHDR_FRAGMENT) {
+			if (((__u16)hdr[2] << 8 | hdr[3]) & 0xfff8)
+				return -1;
+			off += 8;
+		} else {
+			if (nh == NEXTHDR_ROUTING && hdr[3])
+				return -1;
+			off += ((__u32)hdr[1] + 1) * 8;
+		}
+		nh = hdr[0];
+	}
+	if (exthdr_is_walkable(nh))
+		return -1;
+	q->proto = nh;
+	q->l4_off = off;
+	return 0;
+}
+
 static __always_inline int icmp6_quote_parse(struct __sk_buff *skb, const struct v6nat_pkt *pkt,
 					     struct icmp6_quote *q)
 {
@@ -53,6 +91,8 @@ static __always_inline int icmp6_quote_parse(struct __sk_buff *skb, const struct
 	addr_copy(q->daddr, ip6.daddr);
 	q->proto = ip6.nexthdr;
 	q->l4_off = q->ip_off + V6NAT_IP6_HLEN;
+	if (icmp6_quote_skip_exthdrs(skb, q, end))
+		return -1;
 	q->csum_off = 0;
 	q->sport = 0;
 	q->dport = 0;

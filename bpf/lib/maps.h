@@ -31,5 +31,6 @@ BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, V6NAT_HOOK_MAX * V6NAT_
 		 V6NAT_PIN(counters));
 BPF_TABLE_PINNED("percpu_hash", __u32, struct mapping_stat, mapping_stats, V6NAT_MAPPINGS_MAX,
 		 V6NAT_PIN(mapping_stats));
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, snat_tries, V6NAT_TRIES_SLOTS, V6NAT_PIN(snat_tries));
 
 #endif

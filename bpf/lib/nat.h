@@ -79,6 +79,25 @@ static __always_inline int port_owned_by_host(struct __sk_buff *skb, const struc
 	return 1;
 }
 
+static __always_inline void snat_tries_add(__u32 slot, __u64 n)
+{
+	__u64 *value = snat_tries.lookup(&slot);
+
+	if (value)
+		*value += n;
+}
+
+/* Count a successful claim that took `tries` candidates. */
+static __always_inline void snat_tries_count(__u32 tries)
+{
+	_Static_assert(V6NAT_SNAT_TRIES == 16, "snat_tries buckets end at 16 tries");
+	__u32 slot = tries == 1 ? V6NAT_TRIES_1 : tries <= 3 ? V6NAT_TRIES_2_3 :
+		     tries <= 7 ? V6NAT_TRIES_4_7 : V6NAT_TRIES_8_16;
+
+	snat_tries_add(slot, 1);
+	snat_tries_add(V6NAT_TRIES_SUM, tries);
+}
+
 /* Claim a port for the NAT address reply->daddr: the preferred one if free,
  * then random ones in the configured range. A candidate is free when no host
  * socket owns it and no published port uses it; inserting the reply half with
@@ -102,8 +121,10 @@ static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *
 			if (dnat_lookup(reply->proto, reply->daddr, reply->dport))
 				continue;
 		}
-		if (conntrack.insert(reply, reply_entry) == 0)
+		if (conntrack.insert(reply, reply_entry) == 0) {
+			snat_tries_count(i + 1);
 			return 0;
+		}
 	}
 	return -1;
 }

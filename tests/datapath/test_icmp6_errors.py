@@ -2,7 +2,7 @@
 addresses and ports (or echo identifier), the quoted L4 checksum whenever the
 quote holds it (complete or truncated quote), and the outer checksum. Every
 expected packet is what the other side of the NAT really sent, so the bytes
-must match exactly."""
+must match exactly. Quotes may carry extension headers (bounded walk)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from scapy.layers.inet6 import (
     ICMPv6ParamProblem,
     ICMPv6TimeExceeded,
     IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+    PadN,
 )
+from scapy.layers.inet import UDP
 from scapy.packet import Packet, Raw
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget
@@ -125,3 +131,57 @@ def test_untranslatable_error_from_a_masqueraded_network_does_not_leave(dp: Data
     pkt = error(C1, OTHER, "unreach", l3(udp(OTHER, C1, 443, 9999)))
     assert go(dp, PUBLIC_EGRESS, pkt).verdict == 2
     assert dp.counters()["drop_unsupported"] == 1
+
+
+EXTHDRS = {
+    "dest-opts": lambda: IPv6ExtHdrDestOpt(options=[PadN(optdata=b"\0" * 4)]),
+    "hop-by-hop": lambda: IPv6ExtHdrHopByHop(options=[PadN(optdata=b"\0" * 4)]),
+    "routing-done": lambda: IPv6ExtHdrRouting(addresses=["2001:db8:7::1"], segleft=0),
+    "first-fragment": lambda: IPv6ExtHdrFragment(m=1, offset=0, id=0x1234),
+    "two-headers": lambda: IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt(),
+}
+
+
+def with_exthdr(src: str, dst: str, exthdr: Packet, make, sport: int, dport: int) -> bytes:
+    """A TCP or UDP packet with extension headers between IPv6 and the ports."""
+    l4 = make(src, dst, sport, dport, payload=b"x" * 48)[IPv6].payload
+    return bytes(eth(IPv6(src=src, dst=dst) / exthdr / l4))
+
+
+@pytest.mark.parametrize("ext", list(EXTHDRS))
+@pytest.mark.parametrize("make", [tcp, udp])
+def test_quote_with_extension_headers_is_translated(dp: Datapath, ext: str, make) -> None:
+    go(dp, PUBLIC_EGRESS, make(C1, OTHER, 5555, 443))  # the port 5555 goes to C1
+    sent = with_exthdr(C2, OTHER, EXTHDRS[ext](), make, 5555, 443)
+    left = go(dp, PUBLIC_EGRESS, sent)
+    assert left.verdict == -1 and left.raw != sent
+    r = go(dp, PUBLIC_INGRESS, error(ROUTER, HOST, "ptb", l3(left.raw)))
+    assert_translated(r, error(ROUTER, C2, "ptb", l3(sent)))
+    # and through DNAT: the container's reply, carrying the header, quoted by a router outside
+    dp.dnat.put(DnatKey(6 if make is tcp else 17, None, 8080), DnatTarget(addr(C1), 80, 1))
+    go(dp, PUBLIC_INGRESS, make(CLIENT, HOST, 40000, 8080))
+    reply = with_exthdr(C1, CLIENT, EXTHDRS[ext](), make, 80, 40000)
+    reply_out = go(dp, PUBLIC_EGRESS, reply).raw
+    r = go(dp, PUBLIC_INGRESS, error(ROUTER, HOST, "unreach", l3(reply_out)))
+    assert_translated(r, error(ROUTER, C1, "unreach", l3(reply)))
+
+
+def test_quote_cut_inside_an_extension_header_is_not_translated(dp: Datapath) -> None:
+    go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, 443))
+    sent = with_exthdr(C1, OTHER, IPv6ExtHdrDestOpt(options=[PadN(optdata=b"\0" * 12)]), udp, 5555, 443)
+    left = go(dp, PUBLIC_EGRESS, sent).raw
+    pkt = error(ROUTER, HOST, "ptb", l3(left)[:40 + 12])
+    assert_untouched(go(dp, PUBLIC_INGRESS, pkt), pkt)
+
+
+@pytest.mark.parametrize("exthdr", [
+    IPv6ExtHdrFragment(m=0, offset=8, id=0x1234),  # a later fragment quotes no ports
+    IPv6ExtHdrRouting(addresses=["2001:db8:7::1"], segleft=1),  # the quoted destination is not the final one
+    IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt()
+    / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt(),  # past the bounded walk
+], ids=["later-fragment", "routing-segments-left", "seven-headers"])
+def test_quotes_we_cannot_read_are_left_untouched(dp: Datapath, exthdr: Packet) -> None:
+    snat_flow(dp, C1, udp)
+    quote = bytes(IPv6(src=HOST, dst=OTHER) / exthdr / UDP(sport=5555, dport=443) / Raw(b"x" * 8))
+    pkt = error(ROUTER, HOST, "ptb", quote)
+    assert_untouched(go(dp, PUBLIC_INGRESS, pkt), pkt)

@@ -9,7 +9,7 @@ from contextlib import closing
 
 import pytest
 
-from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry
+from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry, SnatAllocations
 from dp_packets import (
     C1, C2, HOST, HOST2, INTERNAL1, NET, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, ROUTED1, SHOT, addr,
     assert_translated, assert_untouched, go, l4, ping, rewritten, tcp, udp,
@@ -111,3 +111,40 @@ def test_echo_identifier_is_the_port(dp: Datapath) -> None:
         reply = ping(OTHER, HOST, reply_id, reply=True)
         expected = rewritten(reply, dst=container, ident=77)
         assert_translated(go(dp, PUBLIC_INGRESS, reply), expected)
+
+
+def test_allocations_are_counted_by_tries_needed(dp: Datapath) -> None:
+    # A one-port range: the first claim keeps its port (1 try), the next takes the range's port after
+    # the preferred one was refused (2 tries), the third finds both taken (exhausted: not a claim).
+    dp.set_config(DatapathConfig(snat_port_min=61000, snat_port_max=61000))
+    go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, 443))
+    go(dp, PUBLIC_EGRESS, tcp(C2, OTHER, 5555, 443))
+    assert go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 61000, 443)).verdict == SHOT
+    assert dp.snat_allocations() == SnatAllocations(buckets=((1, 1), (3, 1), (7, 0), (16, 0)), tries=3)
+
+
+def test_random_candidates_are_counted_in_the_bucket_of_their_try(dp: Datapath) -> None:
+    # Per remote port, the preferred port and 3 of the range's 4 are claimed first by other flows
+    # (one try each), so each claim then hits the free port at a random try: 2 to 16, or never.
+    dp.set_config(DatapathConfig(snat_port_min=61000, snat_port_max=61003))
+    flows = 300
+    for remote in range(1000, 1000 + flows):
+        for port in (5555, 61000, 61001, 61002):
+            assert l4(go(dp, PUBLIC_EGRESS, tcp(C2, OTHER, port, remote))).sport == port
+    before = dp.snat_allocations()
+    assert before == SnatAllocations(buckets=((1, 4 * flows), (3, 0), (7, 0), (16, 0)), tries=4 * flows)
+
+    translated = 0
+    for remote in range(1000, 1000 + flows):
+        r = go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, remote))
+        if r.verdict != SHOT:
+            assert l4(r).sport == 61003
+            translated += 1
+    assert translated + dp.counters()["drop_ports_exhausted"] == flows
+    after = dp.snat_allocations()
+    claims = {most: n - dict(before.buckets)[most] for most, n in after.buckets}
+    assert claims[1] == 0 and sum(claims.values()) == translated
+    # P(a bucket stays empty) < 1e-20 with 300 claims: 2-3 tries 44 %, 4-7 38 %, 8-16 16 %, exhausted 1.3 %.
+    assert claims[3] > 0 and claims[7] > 0 and claims[16] > 0
+    tries = after.tries - before.tries
+    assert 2 * claims[3] + 4 * claims[7] + 8 * claims[16] <= tries <= 3 * claims[3] + 7 * claims[7] + 16 * claims[16]

@@ -9,9 +9,17 @@ import subprocess
 import pytest
 from e2e_support import V6NAT
 
-from v6nat_ebpf.lab import leftovers_of
+from v6nat_ebpf.host_source import PortReservation
+from v6nat_ebpf.lab import BPFFS, PIN_PREFIX, leftovers_of
 
 pytestmark = pytest.mark.lab
+
+
+def left_by(lab_name: str) -> list[str]:
+    """What of the lab and of the v6nat that ran in it is left (the netns takes the sysctl along,
+    the port reservation's state file stays in /run/v6nat unless `v6nat cleanup` ran)."""
+    state_file = PortReservation(str(BPFFS / f"{PIN_PREFIX}{lab_name}")).state_file
+    return leftovers_of(lab_name) + ([f"file {state_file}"] if state_file.exists() else [])
 
 
 def test_demo_shows_the_client_address_and_the_host_address() -> None:
@@ -24,7 +32,7 @@ def test_demo_shows_the_client_address_and_the_host_address() -> None:
     assert re.search(r"tcp\s+8080\s+web\s+demo\s+[1-9]", out), out  # `v6nat status`: the mapping carried packets
     assert 'v6nat_translations_total{kind="dnat"}' in out
     for name in re.findall(r"lab (v6l-[0-9a-f]{6})", out):
-        assert leftovers_of(name) == []
+        assert left_by(name) == []
 
 
 def test_ctrl_c_while_v6nat_runs_tears_down() -> None:
@@ -41,4 +49,4 @@ def test_ctrl_c_while_v6nat_runs_tears_down() -> None:
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "Traceback" not in stderr
-    assert leftovers_of(name) == []
+    assert left_by(name) == []

@@ -14,8 +14,11 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     from v6nat_ebpf.datapath import Datapath
     from v6nat_ebpf.host_source import PortReservation
 
-    removed = Datapath.cleanup(args.pin_path)
-    if PortReservation(args.pin_path).release():
+    try:
+        removed = Datapath.cleanup(args.pin_path)
+    finally:  # the ports are given back even when a filter or pin could not be removed
+        released = PortReservation(args.pin_path).release()
+    if released:
         removed.append("SNAT ports from net.ipv4.ip_local_reserved_ports")
     for what in removed:
         print(f"removed {what}")

@@ -5,7 +5,16 @@ docs/datapath.md; everything it names is importable from here.
 """
 
 from v6nat_ebpf.datapath.loader import DEFAULT_PIN_PATH, PROGRAMS, Datapath
-from v6nat_ebpf.datapath.maps import ConntrackSummary, DatapathConfig, DnatKey, DnatTarget, Flow, FlowTuple, NetworkEntry
+from v6nat_ebpf.datapath.maps import (
+    ConntrackSummary,
+    DatapathConfig,
+    DnatKey,
+    DnatTarget,
+    Flow,
+    FlowTuple,
+    NetworkEntry,
+    SnatAllocations,
+)
 
 __all__ = [
     "DEFAULT_PIN_PATH",
@@ -18,4 +27,5 @@ __all__ = [
     "Flow",
     "FlowTuple",
     "NetworkEntry",
+    "SnatAllocations",
 ]

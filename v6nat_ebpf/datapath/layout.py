@@ -59,6 +59,17 @@ class HeaderNames:
     def const(self, name: str) -> int:
         return self.constants[name]
 
+    @property
+    def snat_tries_buckets(self) -> tuple[tuple[int, int], ...]:
+        """(most tries, slot) of each snat_tries bucket, ascending, from the
+        names V6NAT_TRIES_<n> and V6NAT_TRIES_<first>_<last>."""
+        found = []
+        for name, slot in self.constants.items():
+            match = re.fullmatch(r"V6NAT_TRIES_(?:\d+_)?(\d+)", name)
+            if match:
+                found.append((int(match.group(1)), slot))
+        return tuple(sorted(found))
+
 
 @cache
 def header() -> HeaderNames:
@@ -195,5 +206,6 @@ def map_specs(ct_max: int, dnat_max: int) -> dict[str, MapSpec]:
         MapSpec("fragments", LRU_HASH, RawFragKey, RawFragPorts, h.const("V6NAT_FRAGS_MAX")),
         MapSpec("counters", PERCPU_ARRAY, u32, u64, len(h.hooks) * len(h.counters)),
         MapSpec("mapping_stats", PERCPU_HASH, u32, RawMappingStat, dnat_max),
+        MapSpec("snat_tries", PERCPU_ARRAY, u32, u64, h.const("V6NAT_TRIES_SLOTS")),
     ]
     return {s.name: s for s in specs}

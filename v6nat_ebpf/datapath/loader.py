@@ -35,10 +35,12 @@ from v6nat_ebpf.datapath.maps import (
     HostAddrsTable,
     NetworksTable,
     PublicIfacesTable,
+    SnatAllocations,
     config_from_raw,
     read_config,
     read_counters,
     read_mapping_stats,
+    read_snat_allocations,
     write_config,
 )
 from v6nat_ebpf.errors import V6natError
@@ -319,6 +321,10 @@ class Datapath:
         """mapping_id -> (packets, bytes) over every CPU."""
         return read_mapping_stats(self._maps["mapping_stats"])
 
+    def snat_allocations(self) -> SnatAllocations:
+        """Successful SNAT/hairpin port claims by tries needed (buckets 1, 2-3, 4-7, 8-16)."""
+        return read_snat_allocations(self._maps["snat_tries"])
+
     def map_fill(self, conntrack_entries: int | None = None) -> dict[str, tuple[int, int]]:
         """Map name -> (entries, capacity). `conntrack_entries`: the count a
         conntrack_summary() of the same scrape found, so conntrack is not read twice."""
@@ -338,7 +344,7 @@ class Datapath:
         for name, spec in self.specs.items():
             m = self._maps[name]
             if spec.type in (layout.ARRAY, layout.PERCPU_ARRAY):
-                if name == "counters":
+                if spec.percpu:
                     zero = bytes(m.slot * m.ncpus)
                     for i in range(spec.max_entries):
                         m.update(layout.u32(i), zero)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes as ct
 import errno
 import logging
+import struct
 import time
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
@@ -141,6 +142,15 @@ class ConntrackSummary:
     entries: int  # halves in the map (what map_fill() reports for conntrack)
     flows: Mapping[tuple[int, str, str], int]  # (proto, kind, state) -> pairs, counted as flows() does
     snat_ports: Mapping[int, int]  # proto -> distinct (public address, port) held by SNAT flows
+
+
+@dataclass(frozen=True)
+class SnatAllocations:
+    """Successful SNAT (and hairpin) port claims by the number of candidate
+    ports tried; a claim that failed every try is the ports_exhausted drop."""
+
+    buckets: tuple[tuple[int, int], ...]  # (most tries, claims in this bucket), ascending, not cumulative
+    tries: int  # tries of every counted claim added up
 
 
 K = TypeVar("K")
@@ -364,34 +374,50 @@ def write_config(raw: BpfMap, cfg: DatapathConfig) -> None:
     raw.update(layout.u32(0), cfg.to_raw())
 
 
-def percpu_sum_of(raw: BpfMap, found: bytes, fields: int) -> tuple[int, ...]:
-    """Sum a per-CPU value (the bytes `found`) of `fields` u64s over every possible CPU."""
-    totals = [0] * fields
-    for cpu in range(raw.ncpus):
-        slot = found[cpu * raw.slot : cpu * raw.slot + 8 * fields]
-        for i in range(fields):
-            totals[i] += int.from_bytes(slot[8 * i : 8 * i + 8], "little")
-    return tuple(totals)
+def _percpu_sums(raw: BpfMap, keys: bytes, values: bytes, n: int, fields: int) -> dict[int, tuple[int, ...]]:
+    """u32 key -> its per-CPU value's first `fields` u64s, each summed over every
+    possible CPU, for one batch of `n` entries of a per-CPU map."""
+    words = raw.slot // 8  # u64s per CPU slot
+    per_entry = words * raw.ncpus
+    ids = struct.unpack(f"<{n}I", keys)
+    flat = struct.unpack(f"<{n * per_entry}Q", values)
+    return {
+        key: tuple(sum(flat[i * per_entry + f:(i + 1) * per_entry:words]) for f in range(fields))
+        for i, key in enumerate(ids)
+    }
+
+
+def _read_percpu(raw: BpfMap, fields: int) -> dict[int, tuple[int, ...]]:
+    out: dict[int, tuple[int, ...]] = {}
+    for keys, values, n in raw.batches():
+        out.update(_percpu_sums(raw, keys, values, n, fields))
+    return out
 
 
 def read_counters(raw: BpfMap) -> dict[str, dict[str, int]]:
     """hook -> counter name -> packets, summed over CPUs, zeros included."""
     h = layout.header()
-    values = {layout.u32.from_buffer_copy(kb).value: percpu_sum_of(raw, vb, 1)[0] for kb, vb in raw.items()}
+    values = _read_percpu(raw, 1)
     out: dict[str, dict[str, int]] = {}
     for hook_index, hook in enumerate(h.hooks):
         out[hook] = {}
         for counter_index, name in enumerate(h.counters):
-            out[hook][name] = values.get(hook_index * len(h.counters) + counter_index, 0)
+            out[hook][name] = values.get(hook_index * len(h.counters) + counter_index, (0,))[0]
     return out
 
 
 def read_mapping_stats(raw: BpfMap) -> dict[int, tuple[int, int]]:
-    out = {}
-    for kb, vb in raw.items():
-        packets, nbytes = percpu_sum_of(raw, vb, 2)
-        out[layout.u32.from_buffer_copy(kb).value] = (packets, nbytes)
-    return out
+    """mapping_id -> (packets, bytes), summed over CPUs."""
+    return {key: (packets, nbytes) for key, (packets, nbytes) in _read_percpu(raw, 2).items()}
+
+
+def read_snat_allocations(raw: BpfMap) -> SnatAllocations:
+    values = _read_percpu(raw, 1)
+    h = layout.header()
+    return SnatAllocations(
+        buckets=tuple((most, values.get(slot, (0,))[0]) for most, slot in h.snat_tries_buckets),
+        tries=values.get(h.const("V6NAT_TRIES_SUM"), (0,))[0],
+    )
 
 
 def _const_names(prefix: str) -> dict[int, str]:
