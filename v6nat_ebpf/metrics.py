@@ -9,8 +9,11 @@ Lives here:
   person and Prometheus see the same figures.
 - `V6natCollector`: a prometheus-client custom collector turning a fresh `Snapshot` into metric
   families on every scrape (no polling loop, no cached copies).
+- `render_metrics(snapshot, accept)`: the `/metrics` body, byte for byte what prometheus-client's encoder
+  makes of those families, but with the per-mapping samples written from label text worked out once per
+  set of mappings (`MappingSeries`): at 50,000 mappings they are 100,000 of a scrape's samples.
 - `start_metrics_server(listen, dp, stats)`: `/metrics`, `/healthz`, `/readyz` and `/status`
-  (the snapshot as JSON) on a per-daemon `CollectorRegistry`.
+  (the snapshot as JSON).
 
 Must not import: docker, pyroute2, the daemon, the reconciler or the CLI. It reads the datapath only
 through the read methods listed in `DatapathReader`.
@@ -33,14 +36,11 @@ from socket import AF_INET, AF_INET6
 from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import bcc
-from prometheus_client.core import (
-    CollectorRegistry,
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics.exposition import UNDERSCORES, escape_label_name, escape_metric_name
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from v6nat_ebpf import __version__
 from v6nat_ebpf.errors import V6natError
@@ -75,6 +75,12 @@ PROTOCOL_NAMES = {6: "tcp", 17: "udp", 58: "icmpv6"}
 RECONCILE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 MAPPING_LABELS = ("protocol", "host_port", "container", "network")
+# The per-mapping counter families (names without _total, as prometheus-client keeps them) and the
+# index of their value in a mapping's (packets, bytes).
+MAPPING_FAMILIES = {
+    "v6nat_mapping_packets": ("Packets through a published mapping (both directions).", 0),
+    "v6nat_mapping_bytes": ("Bytes through a published mapping (both directions).", 1),
+}
 
 
 class DatapathReader(Protocol):
@@ -103,6 +109,49 @@ class MappingLabels:
     host_port: int
     container: str
     network: str
+
+
+@dataclass(frozen=True)
+class MappingSeries:
+    """The per-mapping series of one set of mappings, worked out once per set (labels change only with it).
+
+    Two mapping ids can share labels (one container port published on two host addresses): their
+    series is one, the sum of both. Series are in mapping id order.
+    """
+
+    labels: tuple[Mapping[str, str], ...]  # label name -> value, one per series
+    label_text: tuple[str, ...]  # the same as the text formats write it: 'container="web",host_port="8080",...'
+    mapping_ids: tuple[tuple[int, ...], ...]  # the ids summed into each series
+
+    @classmethod
+    def of(cls, mappings: Mapping[int, MappingLabels]) -> MappingSeries:
+        ids: dict[MappingLabels, list[int]] = {}
+        for mapping_id, labels in sorted(mappings.items()):
+            ids.setdefault(labels, []).append(mapping_id)
+        label_dicts = tuple(
+            dict(zip(MAPPING_LABELS, (m.protocol, str(m.host_port), m.container, m.network))) for m in ids
+        )
+        return cls(
+            labels=label_dicts,
+            label_text=tuple(
+                ",".join(f'{name}="{_escape_label_value(value)}"' for name, value in sorted(d.items())) for d in label_dicts
+            ),
+            mapping_ids=tuple(tuple(group) for group in ids.values()),
+        )
+
+    def values(self, traffic: Mapping[int, tuple[int, int]]) -> list[tuple[int, int]]:
+        """(packets, bytes) of each series from the datapath's per-mapping-id counts."""
+        zero = (0, 0)
+        return [
+            traffic.get(ids[0], zero) if len(ids) == 1
+            else (sum(traffic.get(i, zero)[0] for i in ids), sum(traffic.get(i, zero)[1] for i in ids))
+            for ids in self.mapping_ids
+        ]
+
+
+def _escape_label_value(value: str) -> str:
+    # The exposition formats' escaping of label values (the same in text 0.0.4 and OpenMetrics).
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
 
 
 @dataclass(frozen=True)
@@ -157,6 +206,7 @@ class ControlPlaneView:
     gc_runs: int
     gc_removed: int
     mappings: Mapping[int, MappingLabels]
+    mapping_series: MappingSeries
 
 
 class ControlPlaneStats:
@@ -178,6 +228,7 @@ class ControlPlaneStats:
         self._gc_runs = 0
         self._gc_removed = 0
         self._mappings: dict[int, MappingLabels] = {}
+        self._mapping_series: MappingSeries | None = None  # of _mappings; worked out at the first view after a change
 
     def maps_adopted(self, adopted: bool = True) -> None:
         """The datapath's maps are created or adopted (after `Datapath.open`)."""
@@ -224,9 +275,12 @@ class ControlPlaneStats:
         """
         with self._lock:
             self._mappings = dict(mappings)
+            self._mapping_series = None
 
     def view(self) -> ControlPlaneView:
         with self._lock:
+            if self._mapping_series is None:
+                self._mapping_series = MappingSeries.of(self._mappings)
             return ControlPlaneView(
                 maps_adopted=self._maps_adopted,
                 expected_interfaces=dict(self._expected_interfaces),
@@ -239,6 +293,7 @@ class ControlPlaneStats:
                 gc_runs=self._gc_runs,
                 gc_removed=self._gc_removed,
                 mappings=self._mappings,  # replaced, never mutated, by set_mappings
+                mapping_series=self._mapping_series,
             )
 
 
@@ -251,14 +306,6 @@ class BuildInfo:
 
 def build_info() -> BuildInfo:
     return BuildInfo(version=__version__, kernel=platform.release(), bcc_version=str(bcc.__version__))
-
-
-@dataclass(frozen=True)
-class MappingTraffic:
-    mapping_id: int
-    labels: MappingLabels
-    packets: int
-    bytes: int
 
 
 @dataclass(frozen=True)
@@ -277,7 +324,7 @@ class Snapshot:
     passed: int
     drops: Mapping[str, int]
     events: Mapping[str, int]  # every other datapath counter, by its name in bpf/v6nat.h
-    mappings: tuple[MappingTraffic, ...]
+    mapping_traffic: Mapping[int, tuple[int, int]]  # mapping id -> (packets, bytes); ids of control.mappings are exported
     conntrack_flows: Mapping[tuple[str, str, str], int]  # (protocol, kind, state) -> flows
     maps: Mapping[str, tuple[int, int]]  # map -> (entries, capacity)
     snat_ports_in_use: Mapping[str, int]  # protocol -> distinct (address, port) in use
@@ -306,8 +353,9 @@ class Snapshot:
             },
             "events": dict(self.events),
             "mappings": [
-                {"mapping_id": m.mapping_id, **vars(m.labels), "packets": m.packets, "bytes": m.bytes}
-                for m in self.mappings
+                {"mapping_id": mapping_id, **vars(labels), "packets": packets, "bytes": octets}
+                for mapping_id, labels in sorted(c.mappings.items())
+                for packets, octets in (self.mapping_traffic.get(mapping_id, (0, 0)),)
             ],
             "conntrack_flows": [
                 {"protocol": p, "kind": k, "state": s, "flows": n}
@@ -355,12 +403,6 @@ def take_snapshot(dp: DatapathReader, stats: ControlPlaneStats) -> Snapshot:
     known = {*TRANSLATION_KINDS, PASS_COUNTER}
     events = {name: n for name, n in counters.items() if name not in known and not name.startswith(DROP_PREFIX)}
 
-    stats_by_id = dp.mapping_stats()
-    mappings = tuple(
-        MappingTraffic(mapping_id, labels, *stats_by_id.get(mapping_id, (0, 0)))
-        for mapping_id, labels in sorted(control.mappings.items())
-    )
-
     conntrack = dp.conntrack_summary()
     conntrack_flows = {(protocol_name(proto), kind, state): n for (proto, kind, state), n in conntrack.flows.items()}
 
@@ -375,7 +417,7 @@ def take_snapshot(dp: DatapathReader, stats: ControlPlaneStats) -> Snapshot:
         passed=counters.get(PASS_COUNTER, 0),
         drops=drops,
         events=events,
-        mappings=mappings,
+        mapping_traffic=dp.mapping_stats(),
         conntrack_flows=conntrack_flows,
         maps=dp.map_fill(conntrack_entries=conntrack.entries),
         snat_ports_in_use={protocol_name(proto): n for proto, n in conntrack.snat_ports.items()},
@@ -414,8 +456,11 @@ class V6natCollector:
         yield from snapshot_metrics(take_snapshot(self._dp, self._stats))
 
 
-def snapshot_metrics(snap: Snapshot) -> Iterator[Metric]:
-    """The metric families of one snapshot (one place that names every exported metric)."""
+def snapshot_metrics(snap: Snapshot, mapping_samples: bool = True) -> Iterator[Metric]:
+    """The metric families of one snapshot (one place that names every exported metric).
+
+    `mapping_samples=False`: the per-mapping families come without samples (`render_metrics` writes them).
+    """
     build = GaugeMetricFamily(
         "v6nat_build_info", "Version of v6nat, the kernel and bcc; always 1.", labels=["version", "kernel", "bcc_version"]
     )
@@ -434,7 +479,7 @@ def snapshot_metrics(snap: Snapshot) -> Iterator[Metric]:
     if unnamed:
         yield _labelled(CounterMetricFamily, "v6nat_datapath_events_total", "Other datapath counters, by name.", "event", unnamed)
 
-    yield from _mapping_metrics(snap.mappings)
+    yield from _mapping_metrics(snap, mapping_samples)
 
     flows = GaugeMetricFamily(
         "v6nat_conntrack_flows", "Tracked flows (one per entry pair), by protocol, kind and state.", labels=["protocol", "kind", "state"]
@@ -464,7 +509,7 @@ def snapshot_metrics(snap: Snapshot) -> Iterator[Metric]:
         "v6nat_snat_pool_ports", "SNAT ports available per SNAT address and protocol.", value=snap.snat_pool_ports
     )
     c = snap.control
-    yield GaugeMetricFamily("v6nat_mappings", "Published mappings in the datapath.", value=len(snap.mappings))
+    yield GaugeMetricFamily("v6nat_mappings", "Published mappings in the datapath.", value=len(snap.control.mappings))
     yield GaugeMetricFamily("v6nat_docker_connected", "1 while the Docker event stream is up.", value=int(c.docker_connected))
     yield _labelled(CounterMetricFamily, "v6nat_docker_events_total", "Docker events handled, by kind.", "kind", c.docker_events)
     yield _histogram("v6nat_reconcile_duration_seconds", "Time of one reconcile pass.", c.reconcile)
@@ -494,20 +539,68 @@ def _histogram(name: str, doc: str, hist: Histogram) -> Metric:
     return HistogramMetricFamily(name, doc, buckets=[(_bound_text(le), n) for le, n in hist.buckets], sum_value=hist.sum)
 
 
-def _mapping_metrics(mappings: Sequence[MappingTraffic]) -> Iterable[Metric]:
-    # Two mapping ids can share labels (same container port published on two host addresses): sum them.
-    totals: dict[tuple[str, str, str, str], list[int]] = {}
-    for m in mappings:
-        key = (m.labels.protocol, str(m.labels.host_port), m.labels.container, m.labels.network)
-        acc = totals.setdefault(key, [0, 0])
-        acc[0] += m.packets
-        acc[1] += m.bytes
-    packets = CounterMetricFamily("v6nat_mapping_packets_total", "Packets through a published mapping (both directions).", labels=MAPPING_LABELS)
-    octets = CounterMetricFamily("v6nat_mapping_bytes_total", "Bytes through a published mapping (both directions).", labels=MAPPING_LABELS)
-    for key, (p, b) in totals.items():
-        packets.add_metric(key, p)
-        octets.add_metric(key, b)
-    return (packets, octets)
+def _mapping_metrics(snap: Snapshot, with_samples: bool) -> Iterable[Metric]:
+    series = snap.control.mapping_series
+    values = series.values(snap.mapping_traffic) if with_samples else []
+    for name, (doc, index) in MAPPING_FAMILIES.items():
+        family = CounterMetricFamily(name, doc, labels=MAPPING_LABELS)
+        # Samples made here, not by add_metric: the label dicts are the series' own, made once per set of mappings.
+        family.samples = [Sample(name + "_total", labels, v[index], None, None) for labels, v in zip(series.labels, values)]
+        yield family
+
+
+def render_metrics(snap: Snapshot, accept: str) -> tuple[bytes, str]:
+    """The /metrics body for an `Accept` header, and its content type.
+
+    Byte for byte what prometheus-client's encoder (text 0.0.4 or OpenMetrics, as negotiated) makes of
+    `snapshot_metrics(snap)`; but the encoder gets the per-mapping families without their samples, and
+    their lines are written here from the series' precomputed label text: through the encoder they took
+    most of a scrape's time at 50,000 mappings. An escaping that renames our metric or label names
+    (`escaping=dots`) gets the encoder's output for everything.
+    """
+    encoder, content_type = choose_encoder(accept)
+    escaping = getattr(encoder, "keywords", {}).get("escaping", UNDERSCORES)  # choose_encoder's partial, or the default
+    sample_names = [name + "_total" for name in MAPPING_FAMILIES]
+    if any(escape_label_name(n, escaping) != n for n in MAPPING_LABELS) or any(
+        escape_metric_name(n, escaping) != n for n in sample_names
+    ):
+        return encoder(_Families(list(snapshot_metrics(snap)))), content_type
+
+    series = snap.control.mapping_series
+    values = series.values(snap.mapping_traffic)
+    parts: list[bytes] = []
+    pending: list[Metric] = []
+    for family in snapshot_metrics(snap, mapping_samples=False):
+        pending.append(family)
+        if family.name in MAPPING_FAMILIES:
+            # The encoder writes the family's HELP and TYPE (and OpenMetrics' "# EOF", dropped: it goes last).
+            parts.append(encoder(_Families(pending)).removesuffix(b"# EOF\n"))
+            pending = []
+            index = MAPPING_FAMILIES[family.name][1]
+            prefix = family.name + "_total{"
+            parts.append(
+                "".join(
+                    [f"{prefix}{text}}} {_counter_text(v[index])}\n" for text, v in zip(series.label_text, values)]
+                ).encode()
+            )
+    parts.append(encoder(_Families(pending)))
+    return b"".join(parts), content_type
+
+
+def _counter_text(n: int) -> str:
+    # floatToGoString(n), without its float checks for the common case: below 10**6 a non-negative int
+    # is written as the float repr "n.0"; from 10**6 on Go's exponent form ("1.234567e+06") applies.
+    return f"{n}.0" if 0 <= n < 1_000_000 else floatToGoString(n)
+
+
+@dataclass(frozen=True)
+class _Families:
+    """Metric families in the shape an encoder reads (a registry: something with `collect()`)."""
+
+    families: list[Metric]
+
+    def collect(self) -> list[Metric]:
+        return self.families
 
 
 def render_status(status: Mapping[str, Any]) -> str:
@@ -525,6 +618,7 @@ def render_status(status: Mapping[str, Any]) -> str:
                 f"docker: {'connected' if cp['docker_connected'] else 'disconnected'}  last resync: {resync}  "
                 f"events: {sum(cp['docker_events'].values())}  map write errors: {cp['map_write_errors']}",
                 f"snat ports in use: {in_use}{exhausted}  gc runs: {cp['gc_runs']} removed flows: {cp['gc_removed_flows']}",
+                f"snat port claims by tries: {_claims_by_tries(snat['allocation_tries'])}",
             )
         ),
         _table(
@@ -553,6 +647,16 @@ def render_status(status: Mapping[str, Any]) -> str:
         ),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _claims_by_tries(histogram: Mapping[str, Any]) -> str:
+    """The allocation-tries histogram of a status dict, per range of tries: "1: 5  2-3: 1  ...  exhausted: 0"."""
+    parts, below, claims_below = [], 0, 0
+    for bound, cumulative in sorted((float(text), n) for text, n in histogram["buckets"].items()):
+        label = "exhausted" if bound == float("inf") else f"{below + 1:.0f}-{bound:.0f}" if bound > below + 1 else f"{bound:.0f}"
+        parts.append(f"{label}: {cumulative - claims_below}")
+        below, claims_below = bound, cumulative
+    return "  ".join(parts)
 
 
 def fetch_status(listen: str, timeout_s: float = 2.0) -> dict[str, Any]:
@@ -613,9 +717,7 @@ def start_metrics_server(listen: str, dp: DatapathReader, stats: ControlPlaneSta
     host, port = parse_listen(listen)
     if not ipaddress.ip_address(host).is_loopback:
         log.warning("metrics listen on non-loopback address %s: exposed beyond this host by explicit choice", listen)
-    registry = CollectorRegistry()
-    registry.register(V6natCollector(dp, stats))
-    handler = _handler_class(registry, dp, stats)
+    handler = _handler_class(dp, stats)
     server_class = type("_MetricsHTTPServer", (ThreadingHTTPServer,), {"address_family": AF_INET6 if ":" in host else AF_INET, "daemon_threads": True})
     try:
         httpd = server_class((host, port), handler)
@@ -628,7 +730,7 @@ def start_metrics_server(listen: str, dp: DatapathReader, stats: ControlPlaneSta
     return server
 
 
-def _handler_class(registry: CollectorRegistry, dp: DatapathReader, stats: ControlPlaneStats) -> type[BaseHTTPRequestHandler]:
+def _handler_class(dp: DatapathReader, stats: ControlPlaneStats) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             try:
@@ -639,8 +741,8 @@ def _handler_class(registry: CollectorRegistry, dp: DatapathReader, stats: Contr
 
         def _route(self, path: str) -> None:
             if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self._reply(200, content_type, encoder(registry))
+                body, content_type = render_metrics(take_snapshot(dp, stats), self.headers.get("Accept", ""))
+                self._reply(200, content_type, body)
             elif path == "/healthz":
                 self._reply(200, "text/plain; charset=utf-8", b"ok\n")
             elif path == "/readyz":

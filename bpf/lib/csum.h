@@ -45,14 +45,15 @@ static __always_inline __u16 csum_apply(__u16 check, __u32 delta)
 static __always_inline int csum_rewrite_addr(struct __sk_buff *skb, __u32 off, const __u8 *old,
 					     const __u8 *new, __u32 csum_off, __u64 l4_flags)
 {
-	__s64 delta;
+	__u32 delta;
 
 	if (addr_equal(old, new))
 		return 0;
 	if (csum_off) {
+		/* bcc declares bpf_csum_diff as returning int, so a sum with bit
+		 * 31 set looks negative: it is a valid sum, not an error (the
+		 * helper fails only on sizes that are not multiples of 4). */
 		delta = bpf_csum_diff((__be32 *)old, 16, (__be32 *)new, 16, 0);
-		if (delta < 0)
-			return -1;
 		if (bpf_l4_csum_replace(skb, csum_off, 0, delta, BPF_F_PSEUDO_HDR | l4_flags))
 			return -1;
 	}

@@ -155,7 +155,6 @@ static __always_inline int icmp6_error_translate(struct __sk_buff *skb, const st
 	struct icmp6_quote_words old_w, new_w;
 	__u8 outer_saddr[16], outer_daddr[16];
 	__u32 delta;
-	__s64 diff;
 
 	if (icmp6_quote_parse(skb, pkt, &q))
 		return 0;
@@ -176,10 +175,8 @@ static __always_inline int icmp6_error_translate(struct __sk_buff *skb, const st
 	/* The quote becomes the mirror of e's rewrite. */
 	icmp6_quote_words(&old_w, q.saddr, q.daddr, q.sport, q.dport, &q);
 	icmp6_quote_words(&new_w, e->daddr, e->saddr, e->dport, e->sport, &q);
-	diff = bpf_csum_diff((__be32 *)&old_w, sizeof(old_w), (__be32 *)&new_w, sizeof(new_w), 0);
-	if (diff < 0)
-		return -1;
-	delta = diff;
+	/* Any value is a valid sum (see csum_rewrite_addr). */
+	delta = bpf_csum_diff((__be32 *)&old_w, sizeof(old_w), (__be32 *)&new_w, sizeof(new_w), 0);
 
 	if (bpf_skb_store_bytes(skb, q.ip_off + 8, new_w.saddr, 16, 0) ||
 	    bpf_skb_store_bytes(skb, q.ip_off + 24, new_w.daddr, 16, 0))

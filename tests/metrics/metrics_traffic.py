@@ -17,7 +17,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
-from v6nat_ebpf.datapath.testrun import run
+from v6nat_ebpf.datapath.testrun import RunResult, run
 from v6nat_ebpf.metrics import ControlPlaneStats, MappingLabels
 
 HOST = IPv6Address("2001:db8:1::1")
@@ -85,3 +85,13 @@ def on_cpu(cpu: int) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, before)
+
+
+def outbound_syn(container: IPv6Address, sport: int, dport: int = 443) -> bytes:
+    """A container's TCP SYN to an outside address, as the public interface's egress sees it: masqueraded."""
+    return bytes(Ether(src=HOST_MAC, dst=CLIENT_MAC) / IPv6(src=str(container), dst=str(CLIENT)) / TCP(sport=sport, dport=dport, flags="S"))
+
+
+def public_egress(dp: Datapath, packet: bytes) -> RunResult:
+    """Run the public interface's egress program on one packet (repeat 1)."""
+    return run(dp.prog_fd("v6nat_public_egress"), packet)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+from dataclasses import replace
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from scapy.layers.inet import TCP
 
 from v6nat_ebpf.datapath import Datapath
 from v6nat_ebpf.datapath.testrun import TC_ACT_SHOT, TC_ACT_UNSPEC
 from v6nat_ebpf.datapath.layout import header
-from v6nat_ebpf.metrics import ControlPlaneStats, V6natCollector
+from v6nat_ebpf.metrics import ControlPlaneStats, V6natCollector, render_status, take_snapshot
 
-from metrics_traffic import on_cpu, not_ours, public_ingress, publish_world, straight_to_ula, syn_to, unpublish
+from metrics_traffic import (
+    ULA, not_ours, on_cpu, outbound_syn, public_egress, public_ingress, publish_world, straight_to_ula, syn_to, unpublish,
+)
 
 
 def scrape(dp: Datapath, stats: ControlPlaneStats) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -106,3 +110,26 @@ def test_removed_mappings_leave_no_stats_behind(datapath: Datapath) -> None:
     # Published again (same ids): the mappings start from zero, not from the old ones' traffic.
     publish_world(datapath, stats, count=3)
     assert mapping_series(scrape(datapath, stats), "v6nat_mapping_packets_total") == {"web0": 0, "web1": 0, "web2": 0}
+
+
+def test_snat_allocation_tries_histogram_is_exact(datapath: Datapath) -> None:
+    stats = ControlPlaneStats()
+    publish_world(datapath, stats)
+    # A one-port SNAT range: the first claim keeps its own port (1 try); the second finds it taken and
+    # gets the range's port (2 tries); the third finds both taken: exhausted, an observation past 16.
+    datapath.set_config(replace(datapath.config, snat_port_min=61000, snat_port_max=61000))
+    first, second = ULA[2], ULA[3]
+    assert public_egress(datapath, outbound_syn(first, 5555)).packet[TCP].sport == 5555
+    assert public_egress(datapath, outbound_syn(second, 5555)).packet[TCP].sport == 61000
+    assert public_egress(datapath, outbound_syn(first, 61000)).verdict == TC_ACT_SHOT
+
+    samples = scrape(datapath, stats)
+    buckets = {dict(labels)["le"]: v for (n, labels), v in samples.items() if n == "v6nat_snat_allocation_tries_bucket"}
+    assert buckets == {"1.0": 1, "3.0": 2, "7.0": 2, "16.0": 2, "+Inf": 3}
+    assert samples[("v6nat_snat_allocation_tries_sum", ())] == 1 + 2 + 16
+    assert samples[("v6nat_snat_allocation_tries_count", ())] == 3
+    assert samples[("v6nat_drops_total", (("reason", "ports_exhausted"),))] == 1
+
+    # `v6nat status` shows the same claims, per range of tries.
+    text = render_status(take_snapshot(datapath, stats).as_dict())
+    assert "snat port claims by tries: 1: 1  2-3: 1  4-7: 0  8-16: 0  exhausted: 1" in text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 from typing import Callable, Iterator
 
 import pytest
@@ -41,6 +42,14 @@ def daemon(lab: Lab) -> Iterator[LabDaemon]:
         daemon.cli("cleanup", "--pin-path", lab.pin_path, check=False)
 
 
+# One datagram out, and its answer back within 10 s (socat's client gives up 0.5 s after its input ends:
+# too short for an echo server forking a shell per datagram on a loaded machine).
+UDP_ASK = (
+    "import socket, sys; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(10); "
+    "s.sendto(b'who', (sys.argv[1], int(sys.argv[2]))); print(s.recv(256).decode())"
+)
+
+
 def udp_echo_server(port: int) -> list[str]:
     """Answers every datagram with exactly one datagram."""
     return ["socat", f"UDP6-RECVFROM:{port},fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"]
@@ -61,8 +70,8 @@ def test_prometheus_sees_what_was_sent_through_the_daemon(lab: Lab, daemon: LabD
     for _ in range(TCP_REQUESTS):
         assert lab.probe_peer(lab.host_addr, TCP_PORT).peer == lab.client_addr
     for _ in range(UDP_REQUESTS):
-        answer = lab.exec(lab.client_ns, ["socat", "-T2", "-", f"UDP6:[{lab.host_addr}]:{UDP_PORT}"], input="who\n", timeout=15)
-        assert answer.stdout.strip(), "the UDP echo server answered"
+        answer = lab.exec(lab.client_ns, [sys.executable, "-c", UDP_ASK, str(lab.host_addr), str(UDP_PORT)], check=False, timeout=15)
+        assert answer.returncode == 0 and answer.stdout.strip(), f"the UDP echo server answered: {answer.stderr}"
     # Straight to the container's ULA address from outside: dropped by the public ingress program, one count each.
     lab.exec(lab.client_ns, ["ip", "-6", "route", "replace", ULA, "via", str(lab.host_addr)])
     for _ in range(DIRECT_PACKETS):
