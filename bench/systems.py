@@ -415,11 +415,9 @@ class V6nat(System):
         else:
             self.datapath.dnat.delete_many(keys[count:])
         self.direct_count = count
-        if count:
+        if count and not any(n.startswith("dnat map with") for n in self.notes):
             entries, capacity = self.datapath.map_fill()["dnat"]
-            note = f"dnat map with {count:,} direct entries: {entries:,} of {capacity:,} slots used"
-            if note not in self.notes:
-                self.notes.append(note)
+            self.notes.append(f"dnat map with {count:,} direct entries: {entries:,} of {capacity:,} slots used")
 
     def run_filler(self, ports: range, name: str = "filler") -> tuple[Any, float, float]:
         """Run a container publishing `ports` (host port p -> container port p).

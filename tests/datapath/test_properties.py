@@ -12,7 +12,8 @@ from scapy.layers.l2 import Ether
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget
 from v6nat_ebpf.datapath.layout import RawCtKey
 from dp_packets import (
-    BRIDGE_INGRESS, C1, HOST, PUBLIC_EGRESS, PUBLIC_INGRESS, SHOT, UNSPEC, eth, fresh, go, ping, tcp, udp,
+    BRIDGE_INGRESS, C1, HOST, LO_IFINDEX, PUBLIC_EGRESS, PUBLIC_INGRESS, SHOT, UNSPEC, eth, fresh, go, ping, tcp,
+    udp,
 )
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -51,6 +52,32 @@ def test_dnat_then_reply_gives_the_original_back(dp, proto, client, cport, hport
     back = go(dp, PUBLIC_EGRESS, make(proto, C1, client, tport, cport, payload, "SA"))
     assert back.verdict == UNSPEC and back.raw == fresh(back.packet)
     assert tuple_of(back.raw) == (HOST, client, hport, cport)
+
+
+# Addresses anywhere in 2000::/3 and fc00::/7, not only the lab's prefixes: the checksum delta of an
+# address rewrite depends on every word of both addresses.
+any_global = st.integers(0, 2**125 - 1).map(lambda n: IPv6Address((1 << 125) | n))
+any_ula = st.integers(0, 2**121 - 1).map(lambda n: IPv6Address((0x7E << 121) | n))
+
+
+@SETTINGS
+@given(proto=protos, host=any_global, target=any_ula, client=outside, cport=ports, hport=ports, tport=ports)
+def test_dnat_round_trip_for_any_host_and_container_address(dp, proto, host, target, client, cport, hport,
+                                                            tport) -> None:
+    forget_flows(dp)
+    key = DnatKey(6 if proto == "tcp" else 17, host, hport)
+    dp.host_addrs.put(host, LO_IFINDEX)
+    dp.dnat.put(key, DnatTarget(target, tport, 1))
+    try:
+        r = go(dp, PUBLIC_INGRESS, make(proto, client, str(host), cport, hport, b"x"))
+        assert r.verdict == UNSPEC and r.raw == fresh(r.packet)  # checksum valid
+        assert tuple_of(r.raw) == (client, str(target), cport, tport)
+        back = go(dp, PUBLIC_EGRESS, make(proto, str(target), client, tport, cport, b"y", "SA"))
+        assert back.verdict == UNSPEC and back.raw == fresh(back.packet)
+        assert tuple_of(back.raw) == (str(host), client, hport, cport)
+    finally:
+        dp.dnat.delete(key)
+        dp.host_addrs.delete(host)
 
 
 @SETTINGS
