@@ -1,6 +1,7 @@
 /* parse.h: Ethernet + IPv6 + a bounded walk of extension headers + the
- * upper-layer tuple. Reads with bpf_skb_load_bytes (works on non-linear skbs,
- * no per-offset bounds proofs); never writes. */
+ * upper-layer tuple. Reads straight from the packet when the bytes are in the
+ * linear part (no helper call), else with bpf_skb_load_bytes (non-linear
+ * skbs); never writes. */
 #ifndef V6NAT_PARSE_H
 #define V6NAT_PARSE_H
 
@@ -84,6 +85,32 @@ struct v6nat_fraghdr {
 	__be32 id;
 };
 
+/* Copy len bytes at the constant offset off: a bounds-checked read of
+ * skb->data when they are in the linear part (no helper call), else
+ * bpf_skb_load_bytes. The __u32 casts let the compiler copy by words (the
+ * verifier accepts unaligned packet reads on the targets we run on). */
+static __always_inline int pkt_load(struct __sk_buff *skb, const __u32 off, void *to, const __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (data + off + len <= data_end) {
+		__builtin_memcpy((__u32 *)to, (const __u32 *)(data + off), len);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, to, len);
+}
+
+/* The upper-layer header at off: read directly in the common case, right
+ * after the IPv6 header; behind extension headers with the helper (a
+ * variable packet offset would cost the verifier more than it saves). */
+static __always_inline int l4_load(struct __sk_buff *skb, __u32 off, void *to, const __u32 len)
+{
+	if (off == V6NAT_ETH_HLEN + V6NAT_IP6_HLEN)
+		return pkt_load(skb, V6NAT_ETH_HLEN + V6NAT_IP6_HLEN, to, len);
+	return bpf_skb_load_bytes(skb, off, to, len);
+}
+
 static __always_inline int exthdr_is_walkable(__u8 nh)
 {
 	return nh == NEXTHDR_HOP || nh == NEXTHDR_ROUTING || nh == NEXTHDR_DEST ||
@@ -96,9 +123,9 @@ static __always_inline int parse_upper(struct __sk_buff *skb, struct v6nat_pkt *
 	__u32 off = pkt->l4_off;
 
 	if (pkt->proto == IPPROTO_TCP) {
-		__u8 tcp[14];
+		__u8 tcp[14] __attribute__((aligned(4)));
 
-		if (off + 20 > pkt->end || bpf_skb_load_bytes(skb, off, tcp, sizeof(tcp)))
+		if (off + 20 > pkt->end || l4_load(skb, off, tcp, sizeof(tcp)))
 			return PARSE_MALFORMED;
 		__builtin_memcpy(&pkt->sport, tcp, 2);
 		__builtin_memcpy(&pkt->dport, tcp + 2, 2);
@@ -107,9 +134,9 @@ static __always_inline int parse_upper(struct __sk_buff *skb, struct v6nat_pkt *
 		return PARSE_TUPLE;
 	}
 	if (pkt->proto == IPPROTO_UDP) {
-		__be16 ports[2];
+		__be16 ports[2] __attribute__((aligned(4)));
 
-		if (off + 8 > pkt->end || bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
+		if (off + 8 > pkt->end || l4_load(skb, off, ports, sizeof(ports)))
 			return PARSE_MALFORMED;
 		pkt->sport = ports[0];
 		pkt->dport = ports[1];
@@ -117,10 +144,10 @@ static __always_inline int parse_upper(struct __sk_buff *skb, struct v6nat_pkt *
 		return PARSE_TUPLE;
 	}
 	if (pkt->proto == V6NAT_IPPROTO_ICMPV6) {
-		__u8 icmp[8];
+		__u8 icmp[8] __attribute__((aligned(4)));
 		__be16 id;
 
-		if (off + 8 > pkt->end || bpf_skb_load_bytes(skb, off, icmp, sizeof(icmp)))
+		if (off + 8 > pkt->end || l4_load(skb, off, icmp, sizeof(icmp)))
 			return PARSE_MALFORMED;
 		pkt->icmp_type = icmp[0];
 		pkt->csum_off = off + 2;
@@ -148,7 +175,7 @@ static __always_inline int v6nat_parse(struct __sk_buff *skb, struct v6nat_pkt *
 
 	if (skb->protocol != v6_htons(ETH_P_IPV6))
 		return PARSE_NOT_IPV6;
-	if (bpf_skb_load_bytes(skb, V6NAT_ETH_HLEN, &ip6, sizeof(ip6)))
+	if (pkt_load(skb, V6NAT_ETH_HLEN, &ip6, sizeof(ip6)))
 		return PARSE_NOT_IPV6; /* too short to have addresses at all */
 	if ((ip6.vtc_flow & 0xf0) != 0x60)
 		return PARSE_NOT_IPV6;
