@@ -45,6 +45,13 @@ class RunOptions:
     detach_on_exit: bool = False
     resync_interval_s: float = 30.0
     gc_interval_s: float = 10.0
+    conntrack_timeouts: tuple[tuple[str, int], ...] = ()  # (DatapathConfig field, seconds) overrides
+
+    @property
+    def timeouts_below_rfc(self) -> list[str]:
+        """The overrides shorter than RFC 5382 / 4787 / 5508 allow, as `name=N (RFC minimum M)`."""
+        return [f"{name.removesuffix('_s').replace('_', '-')}={seconds} (RFC minimum {CONNTRACK_TIMEOUT_RFC_MIN[name]})"
+                for name, seconds in self.conntrack_timeouts if seconds < CONNTRACK_TIMEOUT_RFC_MIN[name]]
 
     @property
     def log_level_number(self) -> int:
@@ -60,6 +67,26 @@ def parse_port_range(text: str) -> tuple[int, int]:
     if not 1024 <= lo <= hi <= 65535:
         raise V6natError(f"port range {text!r}: need 1024 <= MIN <= MAX <= 65535")
     return lo, hi
+
+
+# Conntrack timeouts settable with --conntrack-timeouts, and the shortest each RFC allows (seconds):
+# RFC 5382 (TCP established 2 h 4 min, transitory 4 min), RFC 4787 (UDP 2 min), RFC 5508 (ICMP query 60 s).
+CONNTRACK_TIMEOUT_RFC_MIN = {"tcp_established_s": 7440, "tcp_transitory_s": 240, "udp_s": 120, "icmp_s": 60}
+
+
+def parse_conntrack_timeouts(text: str) -> tuple[tuple[str, int], ...]:
+    """'udp=600,tcp-established=86400' -> (('udp_s', 600), ('tcp_established_s', 86400))."""
+    names = ", ".join(n.removesuffix("_s").replace("_", "-") for n in CONNTRACK_TIMEOUT_RFC_MIN)
+    timeouts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        field = name.strip().replace("-", "_") + "_s"
+        if field not in CONNTRACK_TIMEOUT_RFC_MIN:
+            raise V6natError(f"unknown conntrack timeout {name.strip()!r}: expected NAME=SECONDS with NAME one of {names}")
+        if not value.strip().isdigit() or int(value) <= 0:
+            raise V6natError(f"conntrack timeout {item!r}: SECONDS must be a positive whole number")
+        timeouts[field] = int(value)
+    return tuple(timeouts.items())
 
 
 def parse_ifnames(values: list[str]) -> tuple[str, ...]:
@@ -143,6 +170,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gc-interval", metavar="SECONDS", type=_as_type(_positive_seconds),
                         default=env("GC_INTERVAL") or "10",
                         help="expire conntrack entries this often (env V6NAT_GC_INTERVAL)")
+    parser.add_argument("--conntrack-timeouts", metavar="NAME=SECONDS,...", type=_as_type(parse_conntrack_timeouts),
+                        default=env("CONNTRACK_TIMEOUTS") or "",
+                        help="idle timeouts of tracked flows, any of tcp-established (default 7440), tcp-transitory "
+                             "(240), udp (300), icmp (60); shorter than RFC 5382/4787/5508 allow is warned about "
+                             "(env V6NAT_CONNTRACK_TIMEOUTS)")
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -167,4 +199,5 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         detach_on_exit=detach,
         resync_interval_s=args.resync_interval,
         gc_interval_s=args.gc_interval,
+        conntrack_timeouts=args.conntrack_timeouts,
     )

@@ -5,10 +5,11 @@ and `Daemon`, which wires the sources to the reconciler:
 
     docker_source thread (events) ─┐
     host_source thread (netlink)  ─┼─> pending kinds + a wake-up pipe ─> main loop:
-    SIGHUP, resync and GC timers  ─┘      read host state, DockerState -> desired_state -> Reconciler.apply
+    SIGHUP, resync timer          ─┘      read host state, DockerState -> desired_state -> Reconciler.apply
+    conntrack GC thread: expires flows on its own timer, so events never wait behind a sweep
 
-One loop does every map write, so there is no write race; the source threads
-only refresh their caches and poke the loop. SIGTERM/SIGINT stop cleanly and
+One loop does every write to the maps the reconciler owns, so there is no write
+race; the source threads only refresh their caches and poke the loop. SIGTERM/SIGINT stop cleanly and
 leave the datapath serving (unless --detach-on-exit); SIGHUP forces a full
 resync with Docker.
 
@@ -116,6 +117,8 @@ class Daemon:
         self._stopping = False
         self._hup = False
         self._docker_up = False
+        self._gc_stop = threading.Event()
+        self._gc_thread = threading.Thread(target=self._gc_loop, name="v6nat-conntrack-gc", daemon=True)
         self._last_problems: frozenset[str] = frozenset()
         self._last_mapping_labels: dict[int, Any] | None = None  # mapping_id -> metrics.MappingLabels
         self.docker = DockerSource(opts.docker_host, self._docker_event, self._docker_connection)
@@ -171,6 +174,7 @@ class Daemon:
         try:
             self._loop()
         finally:
+            self._gc_stop.set()
             self.watcher.stop()
             self.docker.stop()
             if in_main:
@@ -182,11 +186,11 @@ class Daemon:
     def _loop(self) -> None:
         self.watcher.start()
         self.docker.start()
+        self._gc_thread.start()
         self._request("startup")
-        now = time.monotonic()
-        next_resync, next_gc, retry_at = now + self.opts.resync_interval_s, now + self.opts.gc_interval_s, None
+        next_resync, retry_at = time.monotonic() + self.opts.resync_interval_s, None
         while not self._stopping:
-            deadline = min(t for t in (next_resync, next_gc, retry_at) if t is not None)
+            deadline = min(t for t in (next_resync, retry_at) if t is not None)
             self.waker.wait(deadline - time.monotonic())
             if self._stopping:
                 break
@@ -197,9 +201,6 @@ class Daemon:
                 self.docker.resync()
             if now >= next_resync:
                 next_resync = now + self.opts.resync_interval_s
-            if now >= next_gc:
-                self._collect_garbage()
-                next_gc = now + self.opts.gc_interval_s
             kinds = self._take_pending()
             if retry_at is not None and now >= retry_at:
                 kinds.add("retry")
@@ -211,6 +212,12 @@ class Daemon:
                     log.exception("reconcile failed; retrying in %.0f s", RETRY_AFTER_ERROR_S)
                     retry_at = time.monotonic() + RETRY_AFTER_ERROR_S
         log.info("stopping (the datapath keeps serving%s)", ", until cleanup" if not self.opts.detach_on_exit else "")
+
+    def _gc_loop(self) -> None:
+        # Its own thread: sweeping a large conntrack takes a good part of a second, and Docker events must
+        # not wait behind it. Only the programs and this sweep touch conntrack, never the reconciler.
+        while not self._gc_stop.wait(self.opts.gc_interval_s):
+            self._collect_garbage()
 
     def _collect_garbage(self) -> None:
         try:
@@ -270,11 +277,14 @@ def run(opts: RunOptions) -> int:
     read_host_state(opts.public_ifaces)  # unknown interface -> one line, before anything is loaded
     for warning in forwarding_warnings(opts.public_ifaces):
         log.warning("%s", warning)
+    for timeout in opts.timeouts_below_rfc:
+        log.warning("conntrack timeout %s: flows may expire while their peers still consider them open", timeout)
 
     from v6nat_ebpf.datapath import Datapath, DatapathConfig  # bcc: imported only when running
 
     lo, hi = opts.snat_ports
-    dp = Datapath.open(pin_path=opts.pin_path, config=DatapathConfig(snat_port_min=lo, snat_port_max=hi))
+    config = DatapathConfig(snat_port_min=lo, snat_port_max=hi, **dict(opts.conntrack_timeouts))
+    dp = Datapath.open(pin_path=opts.pin_path, config=config)
     stats = ControlPlaneStats()
     stats.maps_adopted()
     reservation = PortReservation(opts.pin_path)

@@ -40,6 +40,13 @@ def test_environment_gives_defaults_and_flags_win(monkeypatch: pytest.MonkeyPatc
     assert build_parser().parse_args(["cleanup"]).pin_path == "/sys/fs/bpf/env"
 
 
+def test_conntrack_timeouts_override_and_short_ones_are_named() -> None:
+    opts = options(["--public-iface", "eth1", "--conntrack-timeouts", "udp=30, tcp-established=86400,udp=60"])
+    assert opts.conntrack_timeouts == (("udp_s", 60), ("tcp_established_s", 86400))
+    assert opts.timeouts_below_rfc == ["udp=60 (RFC minimum 120)"]
+    assert options(["--public-iface", "eth1"]).conntrack_timeouts == ()
+
+
 @pytest.mark.parametrize("text", ["61000", "65535-61000", "1-2", "61000-70000", "a-b", ""])
 def test_malformed_port_ranges(text: str) -> None:
     with pytest.raises(V6natError):
@@ -53,6 +60,8 @@ def test_malformed_port_ranges(text: str) -> None:
     (["run", "--public-iface", "eth0"], {"V6NAT_LOG_FORMAT": "xml"}, "log format 'xml'"),
     (["run", "--public-iface", "eth0"], {"V6NAT_DETACH_ON_EXIT": "maybe"}, "V6NAT_DETACH_ON_EXIT"),
     (["run", "--public-iface", "eth0", "--resync-interval", "0"], {}, "positive number"),
+    (["run", "--public-iface", "eth0", "--conntrack-timeouts", "tcp=5"], {}, "unknown conntrack timeout 'tcp'"),
+    (["run", "--public-iface", "eth0"], {"V6NAT_CONNTRACK_TIMEOUTS": "udp=-1"}, "positive whole number"),
 ])
 def test_bad_input_is_one_line_and_nonzero(argv: list[str], env: dict[str, str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "v6nat_ebpf.cli", *argv], capture_output=True, text=True,
