@@ -31,7 +31,7 @@ bench: setup
 
 # The Vagrant lab, booted offline (docs/vagrant.md): the box from Debian's packages
 # (cached), then two VMs under a libvirtd in its own network namespace, provisioned,
-# checked end to end and destroyed. About 20 min of QEMU software emulation.
+# checked end to end and destroyed. About 13 min of QEMU software emulation (box cached).
 vagrant-box:
 	scripts/vagrant-box
 

@@ -234,6 +234,13 @@ int v6nat_public_egress(struct __sk_buff *skb)
 	if (net && (net->flags & V6NAT_NET_INTERNAL))
 		return v6nat_drop(hook, V6NAT_DROP_INTERNAL_EGRESS);
 	masquerade = net && (net->flags & V6NAT_NET_MASQUERADE);
+	/* The host's own flows, and the packets the fast path translated at
+	 * bridge ingress and redirected here, come from a host address: the
+	 * halves translated here are keyed by container sources, so these pass
+	 * without a conntrack lookup (a small hash instead of the big LRU).
+	 * ICMPv6 errors the host sends about a flow are no tuples: below. */
+	if (!net && r == PARSE_TUPLE && is_host_addr(pkt->saddr))
+		return v6nat_pass(hook);
 	if (r == PARSE_ICMP_ERROR)
 		return icmp_error_verdict(skb, hook, pkt, masquerade);
 	if (r == PARSE_FRAGMENT)

@@ -17,7 +17,7 @@
 #ifndef V6NAT_H
 #define V6NAT_H
 
-#define V6NAT_LAYOUT_VERSION 2
+#define V6NAT_LAYOUT_VERSION 3
 
 /* Map capacities: defaults, overridable with -D by the loader. */
 #ifndef V6NAT_CT_MAX
@@ -194,12 +194,23 @@ struct ct_entry {
 	__u8 tcp_state; /* enum ct_tcp_state, kept equal in both halves */
 	__u8 tcp_flags; /* CT_F_* (all protocols), kept equal in both halves */
 	__u32 mapping_id; /* DNAT/hairpin: the published mapping; else 0 */
-	__u32 _pad;
+	__u32 fib_ifindex;  /* fast path route cache: output interface; 0 = none */
 	__u64 created_ns;   /* bpf_ktime_get_ns() */
 	__u64 last_seen_ns; /* this half's last packet */
 	__u64 packets;      /* this half's packets */
 	__u64 bytes;        /* this half's bytes (skb->len) */
+	/* The fast path route cache: the FIB's answer for this half's packets,
+	 * written by the program after a full lookup, used for small packets
+	 * arriving on fib_iif until fib_until_ns (see lib/fib.h). */
+	__u8 fib_nexthop[16];
+	__u32 fib_iif;
+	__u32 _pad;
+	__u64 fib_until_ns;
 };
+
+/* How long a cached fast path route is used before the FIB is asked again:
+ * a route, interface or network change reaches established flows within it. */
+#define V6NAT_FIB_CACHE_NS 100000000ULL
 
 /* fragments: the ports of a fragmented datagram, written by the program that
  * saw its first fragment, read for the following ones. */

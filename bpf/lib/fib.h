@@ -8,7 +8,16 @@
  * flow in its original direction (so FORWARD/DOCKER-USER still decide on new
  * flows), hairpin, fragments, ICMPv6 errors, packets whose hop limit expires
  * (Time Exceeded) or that exceed the output MTU (Packet Too Big), and any
- * route the FIB cannot finish (then the stack resolves or rejects it). */
+ * route the FIB cannot finish (then the stack resolves or rejects it).
+ *
+ * Route cache: a half keeps the FIB's output interface and next hop for
+ * V6NAT_FIB_CACHE_NS. Packets of at most the IPv6 minimum MTU (no route can be
+ * smaller, so they need no MTU check) that arrive on the interface the answer
+ * was made for skip the lookup and go out with bpf_redirect_neigh, which
+ * resolves the neighbour every time. Larger and GSO packets always ask the
+ * FIB (their MTU check needs it). So route, interface and network changes
+ * reach established flows within V6NAT_FIB_CACHE_NS; two CPUs refreshing one
+ * half at once write the same answer. */
 #ifndef V6NAT_FIB_H
 #define V6NAT_FIB_H
 
@@ -17,6 +26,7 @@
 #include "lib/nat.h"
 
 #define V6NAT_AF_INET6 10
+#define V6NAT_IPV6_MIN_MTU 1280
 
 /* The kernel's four-argument helper (bcc 0.26 declares an older three). */
 static long (*v6nat_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
@@ -60,10 +70,33 @@ static __always_inline int fast_path_segments_fit(struct __sk_buff *skb, __u32 i
 	return bpf_check_mtu(skb, ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) == BPF_MTU_CHK_RET_SUCCESS;
 }
 
+/* The cached route of `e` for this packet, into fib (ifindex, next hop), or 0. */
+static __always_inline int fast_path_cached(struct __sk_buff *skb, const struct v6nat_pkt *pkt,
+					    const struct ct_entry *e, struct bpf_fib_lookup *fib)
+{
+	if (!e->fib_ifindex || e->fib_iif != skb->ifindex || skb->gso_size ||
+	    pkt->end - V6NAT_ETH_HLEN > V6NAT_IPV6_MIN_MTU || bpf_ktime_get_ns() >= e->fib_until_ns)
+		return 0;
+	fib->ifindex = e->fib_ifindex;
+	__builtin_memcpy(fib->ipv6_dst, e->fib_nexthop, 16);
+	return 1;
+}
+
+/* Remember the FIB's answer (after the lookup, ipv6_dst is the next hop). */
+static __always_inline void fast_path_cache(struct __sk_buff *skb, struct ct_entry *e,
+					    const struct bpf_fib_lookup *fib)
+{
+	e->fib_until_ns = 0; /* a reader racing this refresh falls back to the FIB */
+	e->fib_ifindex = fib->ifindex;
+	e->fib_iif = skb->ifindex;
+	__builtin_memcpy(e->fib_nexthop, fib->ipv6_dst, 16);
+	e->fib_until_ns = bpf_ktime_get_ns() + V6NAT_FIB_CACHE_NS;
+}
+
 /* Decide, before translating, whether the packet translated by `e` takes
  * the fast path; fills `fib`. Declines are counted (to_stack, fib_miss). */
 static __always_inline int fast_path_route(struct __sk_buff *skb, __u32 hook, const struct v6nat_pkt *pkt,
-					   const struct ct_entry *e, struct bpf_fib_lookup *fib)
+					   struct ct_entry *e, struct bpf_fib_lookup *fib)
 {
 	int rc;
 
@@ -75,6 +108,8 @@ static __always_inline int fast_path_route(struct __sk_buff *skb, __u32 hook, co
 		v6nat_count(hook, V6NAT_ACT_TO_STACK);
 		return FAST_NONE;
 	}
+	if (fast_path_cached(skb, pkt, e, fib))
+		return FAST_NEIGH;
 	__builtin_memset(fib, 0, sizeof(*fib));
 	fib->family = V6NAT_AF_INET6;
 	fib->l4_protocol = pkt->proto;
@@ -103,6 +138,7 @@ static __always_inline int fast_path_route(struct __sk_buff *skb, __u32 hook, co
 		v6nat_count(hook, V6NAT_ACT_TO_STACK);
 		return FAST_NONE;
 	}
+	fast_path_cache(skb, e, fib);
 	return rc == BPF_FIB_LKUP_RET_SUCCESS ? FAST_MACS : FAST_NEIGH;
 }
 

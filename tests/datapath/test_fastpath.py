@@ -11,7 +11,9 @@ the network cannot reach each other but reach the gateway and the outside."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
+import time
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +21,7 @@ from typing import Iterator
 import pytest
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
+from v6nat_ebpf.datapath import layout
 from v6nat_ebpf.datapath import tc as tcmod
 from netns_world import World, namespaces, peer_echo, sh
 
@@ -26,6 +29,22 @@ HOST, CLIENT = "2001:db8:1::1", "2001:db8:1::42"  # not dp_packets.HOST2: a host
 NET, GATEWAY, CONTAINER, CONTAINER2 = IPv6Network("fd00:1::/64"), "fd00:1::1", "fd00:1::2", "fd00:1::3"
 BRIDGE_MTU = 1280
 PROBE = Path(__file__).with_name("udp_probe.py")
+CLIENT_PORT = 40001
+# Sends from CLIENT_PORT (one flow across runs) until answered, `argv[2]` answers in a row; prints the answer count.
+UDP_ASK = """
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", %d)); s.connect((sys.argv[1], 5353)); s.settimeout(0.5)
+answers = 0
+for _ in range(20):
+    s.send(b"hello")
+    try:
+        s.recv(100); answers += 1
+    except OSError:
+        if answers or int(sys.argv[2]) == 0: break
+    if answers >= int(sys.argv[2]): break
+print(answers)
+""" % CLIENT_PORT
 
 
 def forward_packets(ns: str) -> int:
@@ -120,6 +139,30 @@ def test_stack_still_answers_hop_limit_and_mtu(dp: Datapath, world) -> None:
     c = hostdp.counters_by_hook()["public_ingress"]
     assert c["to_stack"] >= 2 and c["icmp_error"] == 0  # errors are seen at public egress
     assert hostdp.counters_by_hook()["public_egress"]["icmp_error"] >= 2
+
+
+@pytest.mark.parametrize("world", [("on", True)], indirect=True, ids=["tx-on"])
+def test_a_cached_route_gives_way_to_a_route_change(dp: Datapath, world) -> None:
+    """An established UDP flow's half caches the FIB's answer (output bridge,
+    arrival interface); once the route to the container becomes unreachable,
+    the next datagram after the cache time asks the FIB again (fib_miss) and
+    takes the stack instead of the bridge."""
+    w, hostdp = world
+    w.serve(w.ctr, *peer_echo("udp", 53))
+    assert sh(sys.executable, "-c", UDP_ASK, HOST, "3", netns=w.cli).stdout.split() == ["3"]
+    with tcmod.Tc(w.host) as t:
+        pub0, brv = t.ifindex("pub0"), t.ifindex("brv")
+    key = layout.RawCtKey(layout.Addr(*IPv6Address(CLIENT).packed), layout.Addr(*IPv6Address(HOST).packed),
+                          socket.htons(CLIENT_PORT), socket.htons(5353), 17)
+    half = layout.RawCtEntry.from_buffer_copy(hostdp.conntrack.raw.lookup(key))
+    assert (half.fib_ifindex, half.fib_iif, IPv6Address(bytes(half.fib_nexthop))) == (brv, pub0, IPv6Address(CONTAINER))
+    before = hostdp.counters_by_hook()["public_ingress"]
+
+    sh("ip", "-6", "route", "add", "unreachable", f"{CONTAINER}/128", netns=w.host)
+    time.sleep(0.3)  # past V6NAT_FIB_CACHE_NS (0.1 s)
+    assert sh(sys.executable, "-c", UDP_ASK, HOST, "0", netns=w.cli).stdout.split() == ["0"]
+    after = hostdp.counters_by_hook()["public_ingress"]
+    assert after["fib_miss"] > before["fib_miss"] and after["redirect"] == before["redirect"]
 
 
 @pytest.mark.parametrize("world", [("on", True)], indirect=True, ids=["tx-on"])

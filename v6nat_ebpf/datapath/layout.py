@@ -151,11 +151,15 @@ class RawCtEntry(ct.Structure):
         ("tcp_state", u8),
         ("tcp_flags", u8),
         ("mapping_id", u32),
-        ("_pad", u32),
+        ("fib_ifindex", u32),
         ("created_ns", u64),
         ("last_seen_ns", u64),
         ("packets", u64),
         ("bytes", u64),
+        ("fib_nexthop", Addr),
+        ("fib_iif", u32),
+        ("_pad", u32),
+        ("fib_until_ns", u64),
     ]
 
 
