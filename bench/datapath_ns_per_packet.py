@@ -154,11 +154,13 @@ def main() -> int:
     repeat, runs = (1000, 20) if args.quick else (args.repeat, args.runs)
     pin_path = f"/sys/fs/bpf/v6dp-bench-{os.getpid()}"
     cfg = DatapathConfig(dnat_max=max(65536, args.dnat_entries + 1))
-    dp = Datapath.open(pin_path, cfg)
     try:
-        rows = measure(dp, repeat, runs, args.dnat_entries)
+        dp = Datapath.open(pin_path, cfg)  # inside: a failed load leaves its pin directory behind otherwise
+        try:
+            rows = measure(dp, repeat, runs, args.dnat_entries)
+        finally:
+            dp.close()
     finally:
-        dp.close()
         Datapath.cleanup(pin_path)
     print(f"{'path':<48} {'method':<7} {'ns/packet':>9}")
     for name, method, ns in rows:
