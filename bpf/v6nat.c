@@ -158,6 +158,28 @@ static __always_inline int unparsed_verdict(__u32 hook, int result, int masquera
 	return v6nat_pass(hook);
 }
 
+/* The first packet to a published port starts a DNAT flow (client source
+ * kept) or a hairpin flow (source new_saddr, from the SNAT port range). */
+static __always_inline int published_port_start(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
+						struct ct_key *key, const __u8 *new_saddr, __u8 kind)
+{
+	struct dnat_target *target;
+	struct ct_entry orig = {};
+
+	if (pkt->proto == IPPROTO_TCP && !tcp_is_syn(pkt))
+		return v6nat_pass(hook);
+	target = dnat_lookup(pkt->proto, pkt->daddr, pkt->dport);
+	if (!target)
+		return v6nat_pass(hook);
+	addr_copy(orig.saddr, new_saddr);
+	addr_copy(orig.daddr, target->addr);
+	orig.sport = pkt->sport;
+	orig.dport = target->port;
+	orig.kind = kind;
+	orig.mapping_id = target->mapping_id;
+	return flow_start(skb, hook, pkt, key, &orig, kind == CT_KIND_HAIRPIN);
+}
+
 int v6nat_public_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_PUBLIC_INGRESS;
@@ -165,7 +187,6 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 	struct ct_key key;
 	struct ct_entry *e;
 	struct network_info *net;
-	struct dnat_target *target;
 	int r;
 
 	if (!pkt)
@@ -195,22 +216,7 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 
 	if (pkt->proto == V6NAT_IPPROTO_ICMPV6 || !is_host_addr(pkt->daddr))
 		return v6nat_pass(hook);
-	if (pkt->proto == IPPROTO_TCP && !tcp_is_syn(pkt))
-		return v6nat_pass(hook);
-	target = dnat_lookup(pkt->proto, pkt->daddr, pkt->dport);
-	if (!target)
-		return v6nat_pass(hook);
-	{
-		struct ct_entry orig = {};
-
-		addr_copy(orig.saddr, pkt->saddr);
-		addr_copy(orig.daddr, target->addr);
-		orig.sport = pkt->sport;
-		orig.dport = target->port;
-		orig.kind = CT_KIND_DNAT;
-		orig.mapping_id = target->mapping_id;
-		return flow_start(skb, hook, pkt, &key, &orig, 0);
-	}
+	return published_port_start(skb, hook, pkt, &key, pkt->saddr, CT_KIND_DNAT);
 }
 
 int v6nat_public_egress(struct __sk_buff *skb)
@@ -280,7 +286,6 @@ int v6nat_bridge_ingress(struct __sk_buff *skb)
 	struct v6nat_pkt *pkt = pkt_scratch();
 	struct ct_key key;
 	struct ct_entry *e;
-	struct dnat_target *target;
 	int r;
 
 	if (!pkt)
@@ -303,24 +308,9 @@ int v6nat_bridge_ingress(struct __sk_buff *skb)
 
 	if (pkt->proto == V6NAT_IPPROTO_ICMPV6 || !network_of(pkt->saddr))
 		return v6nat_pass(hook);
-	if (pkt->proto == IPPROTO_TCP && !tcp_is_syn(pkt))
-		return v6nat_pass(hook);
-	target = dnat_lookup(pkt->proto, pkt->daddr, pkt->dport);
-	if (!target)
-		return v6nat_pass(hook);
-	{
-		struct ct_entry orig = {};
-
-		/* The source becomes the host address the container asked
-		 * for, so the target's replies come back through the host. */
-		addr_copy(orig.saddr, pkt->daddr);
-		addr_copy(orig.daddr, target->addr);
-		orig.sport = pkt->sport;
-		orig.dport = target->port;
-		orig.kind = CT_KIND_HAIRPIN;
-		orig.mapping_id = target->mapping_id;
-		return flow_start(skb, hook, pkt, &key, &orig, 1);
-	}
+	/* The source becomes the host address the container asked for, so the
+	 * target's replies come back through the host. */
+	return published_port_start(skb, hook, pkt, &key, pkt->daddr, CT_KIND_HAIRPIN);
 }
 
 int v6nat_veth_ingress(struct __sk_buff *skb)
