@@ -12,7 +12,6 @@ checks that need them, so a missing one is a finding, not a crash.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import os
@@ -24,6 +23,9 @@ from pathlib import Path
 from typing import Callable, Literal
 from urllib.parse import urlparse
 
+from v6nat_ebpf.datapath import bpfsys
+from v6nat_ebpf.errors import V6natError
+
 log = logging.getLogger(__name__)
 
 Status = Literal["ok", "warn", "fail"]
@@ -31,9 +33,7 @@ Status = Literal["ok", "warn", "fail"]
 MIN_KERNEL = (5, 10)  # bpf_redirect_neigh, bpf_fib_lookup with TC, BTF-era verifier
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
-BPF_MAP_CREATE = 0
 BPF_MAP_TYPE_ARRAY = 2
-BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "ppc64le": 361, "s390x": 351, "riscv64": 280}
 
 
 @dataclass(frozen=True)
@@ -73,23 +73,11 @@ def check_clsact() -> Finding:
                    else f"tc exited with {result.returncode}")
 
 
-class _MapCreateAttr(ctypes.Structure):
-    _fields_ = [("map_type", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
-                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
-                ("map_flags", ctypes.c_uint32), ("_rest", ctypes.c_uint8 * 108)]
-
-
 def check_bpf_syscall() -> Finding:
-    number = BPF_SYSCALL.get(platform.machine())
-    if number is None:
-        return Finding("warn", "bpf() syscall", f"not probed on {platform.machine()}")
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = _MapCreateAttr(map_type=BPF_MAP_TYPE_ARRAY, key_size=4, value_size=8, max_entries=1)
-    fd = libc.syscall(number, BPF_MAP_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
-    if fd < 0:
-        err = ctypes.get_errno()
-        return Finding("fail", "bpf() syscall", f"creating an array map failed: {os.strerror(err)}")
-    os.close(fd)
+    try:
+        os.close(bpfsys.create_map(BPF_MAP_TYPE_ARRAY, key_size=4, value_size=8, max_entries=1))
+    except V6natError as exc:
+        return Finding("fail", "bpf() syscall", str(exc))
     return Finding("ok", "bpf() syscall", "created and closed a 1-entry array map")
 
 

@@ -93,6 +93,7 @@ def _libbpf() -> ct.CDLL:
         raise V6natError(f"cannot load libbpf.so.1 ({exc}); install libbpf1") from exc
     vp, u32p = ct.c_void_p, ct.POINTER(ct.c_uint32)
     signatures = {
+        "bpf_map_create": ([ct.c_int, ct.c_char_p, ct.c_uint32, ct.c_uint32, ct.c_uint32, vp], ct.c_int),
         "bpf_obj_get": ([ct.c_char_p], ct.c_int),
         "bpf_obj_get_info_by_fd": ([ct.c_int, vp, u32p], ct.c_int),
         "bpf_map_lookup_elem": ([ct.c_int, vp, vp], ct.c_int),
@@ -119,6 +120,14 @@ def _err(ret: int) -> int:
 
 def possible_cpus() -> int:
     return _libbpf().libbpf_num_possible_cpus()
+
+
+def create_map(map_type: int, key_size: int, value_size: int, max_entries: int) -> int:
+    """An fd for a new unpinned map (the caller closes it)."""
+    fd = _libbpf().bpf_map_create(map_type, None, key_size, value_size, max_entries, None)
+    if fd < 0:
+        raise V6natError(f"creating a {MAP_TYPE_NAMES.get(map_type, map_type)} map failed: {os.strerror(_err(fd))}")
+    return fd
 
 
 def obj_get(path: str) -> int:
