@@ -10,7 +10,9 @@
  *     hairpin (container -> host address:published port) and its replies;
  *     the fast path of established flows leaving by a public interface.
  * v6nat_veth_ingress    clsact ingress of the host side of each container
- *     veth on a network without ICC: container to container drops.
+ *     veth of a managed network: container to container drops on networks
+ *     without ICC; established flows leave by the fast path from here, and
+ *     teach their inward half the way straight into the container.
  *
  * Every packet that is not ours continues (TC_ACT_UNSPEC) untouched; every
  * drop goes through v6nat_drop() with a reason. */
@@ -84,37 +86,41 @@ static __always_inline int flow_start(struct __sk_buff *skb, __u32 hook, struct 
 static __always_inline int flow_forward(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
 					const struct ct_key *key, struct ct_entry *e)
 {
-	struct bpf_fib_lookup fib;
-	int route = fast_path_route(skb, hook, pkt, e, &fib);
+	struct bpf_fib_lookup *fib = fib_query();
+	int route = fib ? fast_path_route(skb, hook, pkt, e, skb->ifindex, fib) : FAST_NONE;
 	int verdict = flow_translate(skb, hook, pkt, key, e, flow_action(e));
 
-	if (verdict != V6NAT_CONTINUE || route == FAST_NONE)
+	if (verdict != V6NAT_CONTINUE || route == FAST_NONE || !fib)
 		return verdict;
-	return fast_path_redirect(skb, hook, pkt, &fib, route);
+	return fast_path_redirect(skb, hook, pkt, fib, route);
 }
 
-/* A container's packet that is not for a host address (bridge ingress): the
- * public egress program translates it after the stack, unless it belongs to
- * an established flow that the fast path can send out directly. */
-static __always_inline int bridge_outbound(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
-					   struct ct_key *key)
+/* A container's packet that is not for a host address (its veth, or the
+ * bridge): the public egress program translates it after the stack, unless
+ * it belongs to an established flow that the fast path can send out
+ * directly. At the veth (`veth_net`: the source's network) it also teaches
+ * the flow's inward half the way into the container. */
+static __always_inline int container_outbound(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
+					      struct ct_key *key, const struct network_info *veth_net)
 {
-	struct bpf_fib_lookup fib;
+	struct bpf_fib_lookup *fib = fib_query();
 	struct ct_entry *e;
 	int route, verdict;
 
-	if (!fast_path_enabled())
+	if (!fib || !fast_path_enabled())
 		return v6nat_pass(hook);
 	e = conntrack.lookup(key);
 	if (!e || !ct_allowed(V6NAT_HOOK_PUBLIC_EGRESS, e))
 		return v6nat_pass(hook);
-	route = fast_path_route(skb, hook, pkt, e, &fib);
+	if (veth_net)
+		peer_learn(skb, pkt, e, veth_net);
+	route = fast_path_route(skb, hook, pkt, e, veth_net ? veth_net->bridge_ifindex : skb->ifindex, fib);
 	if (route == FAST_NONE)
 		return V6NAT_CONTINUE;
 	verdict = flow_translate(skb, hook, pkt, key, e, flow_action(e));
 	if (verdict != V6NAT_CONTINUE)
 		return verdict;
-	return fast_path_redirect(skb, hook, pkt, &fib, route);
+	return fast_path_redirect(skb, hook, pkt, fib, route);
 }
 
 static __always_inline int icmp_error_verdict(struct __sk_buff *skb, __u32 hook,
@@ -300,7 +306,7 @@ int v6nat_bridge_ingress(struct __sk_buff *skb)
 		return unparsed_verdict(hook, r, 0);
 	ct_key_of_pkt(&key, pkt);
 	if (!is_host_addr(pkt->daddr))
-		return bridge_outbound(skb, hook, pkt, &key);
+		return container_outbound(skb, hook, pkt, &key, 0);
 
 	e = conntrack.lookup(&key);
 	if (e && ct_allowed(hook, e))
@@ -317,10 +323,21 @@ int v6nat_veth_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_VETH_INGRESS;
 	struct v6nat_pkt *pkt = pkt_scratch();
+	struct network_info *net;
+	struct ct_key key;
+	int r;
 
-	if (!pkt || v6nat_parse(skb, pkt) == PARSE_NOT_IPV6)
+	if (!pkt)
 		return v6nat_pass(hook);
-	if (icc_blocked(pkt))
+	r = v6nat_parse(skb, pkt);
+	if (r == PARSE_NOT_IPV6)
+		return v6nat_pass(hook);
+	net = network_of(pkt->saddr);
+	if (icc_blocked(pkt, net))
 		return v6nat_drop(hook, V6NAT_DROP_ICC_BLOCKED);
-	return v6nat_pass(hook);
+	/* Hairpin and the host's own addresses are the bridge program's. */
+	if (r != PARSE_TUPLE || !net || is_host_addr(pkt->daddr))
+		return v6nat_pass(hook);
+	ct_key_of_pkt(&key, pkt);
+	return container_outbound(skb, hook, pkt, &key, net);
 }

@@ -17,7 +17,7 @@
 #ifndef V6NAT_H
 #define V6NAT_H
 
-#define V6NAT_LAYOUT_VERSION 3
+#define V6NAT_LAYOUT_VERSION 4
 
 /* Map capacities: defaults, overridable with -D by the loader. */
 #ifndef V6NAT_CT_MAX
@@ -52,6 +52,7 @@
 	X(CT_REBUILT, ct_rebuilt)     /* a half lost to eviction rebuilt */    \
 	X(MALFORMED, malformed)       /* unparsable: passed untranslated */    \
 	X(REDIRECT, redirect)         /* fast path: sent straight to the iface */ \
+	X(REDIRECT_PEER, redirect_peer) /* fast path: straight into the container */ \
 	X(FIB_MISS, fib_miss)         /* fast path: no usable route, to stack */ \
 	X(TO_STACK, to_stack)         /* fast path declined: left to the stack */
 
@@ -204,13 +205,29 @@ struct ct_entry {
 	 * arriving on fib_iif until fib_until_ns (see lib/fib.h). */
 	__u8 fib_nexthop[16];
 	__u32 fib_iif;
-	__u32 _pad;
+	/* Delivery straight into the container (lib/fib.h, fast_path_peer).
+	 * The inward half (packets toward the container: DNAT original, SNAT
+	 * reply) keeps the host side of the container's veth and the Ethernet
+	 * header to write, learned from the container's own packets at veth
+	 * ingress; peer_until_ns is when that stops being trusted. The outward
+	 * half keeps in peer_until_ns only when the inward one was last taught,
+	 * so the container's packets look the inward half up once in a while,
+	 * not every time. */
+	__u32 peer_ifindex;
 	__u64 fib_until_ns;
+	__u8 peer_macs[12]; /* destination (the container), then source (the bridge) */
+	__u32 _pad;
+	__u64 peer_until_ns;
 };
 
 /* How long a cached fast path route is used before the FIB is asked again:
  * a route, interface or network change reaches established flows within it. */
 #define V6NAT_FIB_CACHE_NS 100000000ULL
+
+/* How long a learned delivery into a container is used after the container's
+ * last packet taught it: a veth moved or replaced (same address, new port)
+ * gets packets through the bridge again within it. */
+#define V6NAT_PEER_CACHE_NS 1000000000ULL
 
 /* fragments: the ports of a fragmented datagram, written by the program that
  * saw its first fragment, read for the following ones. */

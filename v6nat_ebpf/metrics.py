@@ -66,6 +66,10 @@ EVENT_METRICS = {
         "Conntrack halves found missing (evicted by the LRU) and rebuilt from the other half.",
     ),
     "redirect": ("v6nat_fastpath_redirected_packets_total", "Translated packets sent straight to the target interface (fast path)."),
+    "redirect_peer": (
+        "v6nat_fastpath_peer_delivered_packets_total",
+        "Translated packets delivered straight into the container's namespace (fast path, past the bridge).",
+    ),
     "fib_miss": ("v6nat_fastpath_fib_misses_total", "Fast-path candidates with no usable route: left to the host stack."),
     "to_stack": ("v6nat_fastpath_declined_packets_total", "Translated packets the fast path declined: left to the host stack."),
 }

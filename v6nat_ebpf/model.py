@@ -30,11 +30,13 @@ Decisions (also in README.md, "Docker semantics"):
   network named (or id given) in its label `v6nat.network` if it is on it,
   otherwise the one whose name sorts first. Internal networks are never
   chosen: Docker does not publish ports on them.
-- `enable_icc=false`: every port of the network's bridge (the host side of
-  its containers' veths) carries the datapath's ICC program; the network's
-  gateway, the one address containers may still reach on it, is the bridge's
-  own address in the subnet, read from the host (Docker's inspect data leaves
-  the IPv6 gateway out when it picked it).
+- Every port of a managed network's bridge (the host side of its
+  containers' veths) carries the datapath's veth program: the fast path of
+  established flows starts there, and with `enable_icc=false` it drops
+  container to container traffic; the network's gateway, the one address
+  containers may still reach on it, is the bridge's own address in the
+  subnet, read from the host (Docker's inspect data leaves the IPv6 gateway
+  out when it picked it).
 - Mapping ids and network ids are hashes of what identifies them (the
   published (proto, host address, host port); the Docker network id), so a
   restarted daemon or a replaced container keeps the same ids and counters.
@@ -192,7 +194,7 @@ class DesiredState:
     public_ifaces: tuple[tuple[int, IPv6Address], ...] = ()  # (ifindex, snat address)
     host_addrs: tuple[tuple[IPv6Address, int], ...] = ()  # (address, ifindex)
     bridges: tuple[str, ...] = ()  # bridge ifnames that must carry our programs
-    ports: tuple[str, ...] = ()  # bridge ports (container veths) of icc=False networks: the ICC program
+    ports: tuple[str, ...] = ()  # bridge ports (container veths) of managed networks: the veth program
     public_names: tuple[str, ...] = ()  # public ifnames that must carry our programs
     problems: tuple[str, ...] = ()
 
@@ -388,8 +390,7 @@ def desired_state(docker: DockerState, host: HostState) -> DesiredState:
         if bridge is None:
             continue
         bridges.append(network.bridge)
-        if not network.icc:
-            ports.extend(host.ports_of(bridge.ifindex))
+        ports.extend(host.ports_of(bridge.ifindex))
         for subnet in network.subnets:
             gateway = next((addr for addr in bridge.addresses if addr in subnet), None)
             routes.append(NetworkRoute(subnet, network.network_id, bridge.ifindex, network.masquerade, network.icc,

@@ -9,6 +9,18 @@
 #include "lib/common.h"
 #include "lib/parse.h"
 
+/* A half a program builds before inserting it (the mirror of a new or lost
+ * half) lives in per-CPU map memory: two or three ct_entry copies would not
+ * fit the 512-byte stack. One user at a time: nothing in between reuses it. */
+BPF_PERCPU_ARRAY(ct_scratch, struct ct_entry, 1);
+
+static __always_inline struct ct_entry *ct_entry_scratch(void)
+{
+	__u32 zero = 0;
+
+	return ct_scratch.lookup(&zero);
+}
+
 static __always_inline void ct_key_of_pkt(struct ct_key *key, const struct v6nat_pkt *pkt)
 {
 	__builtin_memset(key, 0, sizeof(*key));
@@ -115,13 +127,12 @@ static __always_inline void ct_account(struct __sk_buff *skb, __u32 hook, const 
 		peer->tcp_flags = fins;
 		return;
 	}
-	{
-		struct ct_entry rebuilt;
-
-		ct_entry_mirror(&rebuilt, key, e);
-		if (conntrack.update(&peer_key, &rebuilt) == 0)
-			v6nat_count(hook, V6NAT_ACT_CT_REBUILT);
-	}
+	peer = ct_entry_scratch();
+	if (!peer)
+		return;
+	ct_entry_mirror(peer, key, e);
+	if (conntrack.update(&peer_key, peer) == 0)
+		v6nat_count(hook, V6NAT_ACT_CT_REBUILT);
 }
 
 #endif

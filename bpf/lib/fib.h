@@ -17,12 +17,22 @@
  * resolves the neighbour every time. Larger and GSO packets always ask the
  * FIB (their MTU check needs it). So route, interface and network changes
  * reach established flows within V6NAT_FIB_CACHE_NS; two CPUs refreshing one
- * half at once write the same answer. */
+ * half at once write the same answer.
+ *
+ * Into the container: packets toward a container (the inward half of a DNAT
+ * or SNAT flow) whose route leads to the container's bridge skip the bridge
+ * as well, with bpf_redirect_peer straight into the container's namespace,
+ * once the container's own packets at its veth (v6nat_veth_ingress) taught
+ * the half which veth and which MACs (peer_learn), for V6NAT_PEER_CACHE_NS.
+ * A veth that is gone or too small for the packet sends it the bridge way. The container's packets leave from its veth the
+ * same way (the bridge never sees established flows; it still sees their
+ * first packets and Neighbor Discovery, which keep its FDB current). */
 #ifndef V6NAT_FIB_H
 #define V6NAT_FIB_H
 
 #include "lib/common.h"
 #include "lib/parse.h"
+#include "lib/conntrack.h"
 #include "lib/nat.h"
 
 #define V6NAT_AF_INET6 10
@@ -32,11 +42,26 @@
 static long (*v6nat_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
 				    __u64 flags) = (void *)BPF_FUNC_redirect_neigh;
 
+/* Declared here as bcc 0.26's helpers.h may lack it. */
+static long (*v6nat_redirect_peer)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect_peer;
+
+/* The FIB query and answer live in per-CPU map memory: on the stack they
+ * would push the deepest program path (ICMPv6 errors) past 512 bytes. */
+BPF_PERCPU_ARRAY(fib_scratch, struct bpf_fib_lookup, 1);
+
+static __always_inline struct bpf_fib_lookup *fib_query(void)
+{
+	__u32 zero = 0;
+
+	return fib_scratch.lookup(&zero);
+}
+
 /* How a packet leaves by the fast path. */
 enum fast_route {
 	FAST_NONE = 0,  /* through the stack */
 	FAST_MACS = 1,  /* the FIB gave the neighbour: bpf_redirect */
 	FAST_NEIGH = 2, /* neighbour unresolved: bpf_redirect_neigh resolves it */
+	FAST_PEER = 3,  /* learned veth and MACs: bpf_redirect_peer into the container */
 };
 
 static __always_inline int fast_path_enabled(void)
@@ -49,12 +74,12 @@ static __always_inline int fast_path_enabled(void)
 
 /* Does the FIB's output interface suit this hook's flows? Public ingress
  * sends to containers: only the bridge of the destination's own network.
- * Bridge ingress sends to the outside: only a public interface. */
+ * Bridge and veth ingress send to the outside: only a public interface. */
 static __always_inline int fast_path_target_ok(__u32 hook, const struct ct_entry *e, __u32 ifindex)
 {
 	struct network_info *net;
 
-	if (hook == V6NAT_HOOK_BRIDGE_INGRESS)
+	if (hook == V6NAT_HOOK_BRIDGE_INGRESS || hook == V6NAT_HOOK_VETH_INGRESS)
 		return public_ifaces.lookup(&ifindex) != 0;
 	net = network_of(e->daddr);
 	return net && net->bridge_ifindex == ifindex;
@@ -70,11 +95,29 @@ static __always_inline int fast_path_segments_fit(struct __sk_buff *skb, __u32 i
 	return bpf_check_mtu(skb, ifindex, &mtu_len, 0, BPF_MTU_CHK_SEGS) == BPF_MTU_CHK_RET_SUCCESS;
 }
 
+/* The learned delivery of inward half `e` into its container, into fib
+ * (veth, MACs), or 0. bpf_check_mtu also fails for a veth that is gone. */
+static __always_inline int fast_path_peer(struct __sk_buff *skb, const struct ct_entry *e,
+					  struct bpf_fib_lookup *fib)
+{
+	__u32 mtu_len = 0;
+
+	if (!e->peer_ifindex || bpf_ktime_get_ns() >= e->peer_until_ns)
+		return 0;
+	if (bpf_check_mtu(skb, e->peer_ifindex, &mtu_len, 0, skb->gso_size ? BPF_MTU_CHK_SEGS : 0) !=
+	    BPF_MTU_CHK_RET_SUCCESS)
+		return 0;
+	fib->ifindex = e->peer_ifindex;
+	__builtin_memcpy(fib->dmac, e->peer_macs, 6);
+	__builtin_memcpy(fib->smac, e->peer_macs + 6, 6);
+	return 1;
+}
+
 /* The cached route of `e` for this packet, into fib (ifindex, next hop), or 0. */
 static __always_inline int fast_path_cached(struct __sk_buff *skb, const struct v6nat_pkt *pkt,
-					    const struct ct_entry *e, struct bpf_fib_lookup *fib)
+					    const struct ct_entry *e, __u32 iif, struct bpf_fib_lookup *fib)
 {
-	if (!e->fib_ifindex || e->fib_iif != skb->ifindex || skb->gso_size ||
+	if (!e->fib_ifindex || e->fib_iif != iif || skb->gso_size ||
 	    pkt->end - V6NAT_ETH_HLEN > V6NAT_IPV6_MIN_MTU || bpf_ktime_get_ns() >= e->fib_until_ns)
 		return 0;
 	fib->ifindex = e->fib_ifindex;
@@ -83,20 +126,19 @@ static __always_inline int fast_path_cached(struct __sk_buff *skb, const struct 
 }
 
 /* Remember the FIB's answer (after the lookup, ipv6_dst is the next hop). */
-static __always_inline void fast_path_cache(struct __sk_buff *skb, struct ct_entry *e,
-					    const struct bpf_fib_lookup *fib)
+static __always_inline void fast_path_cache(struct ct_entry *e, __u32 iif, const struct bpf_fib_lookup *fib)
 {
 	e->fib_until_ns = 0; /* a reader racing this refresh falls back to the FIB */
 	e->fib_ifindex = fib->ifindex;
-	e->fib_iif = skb->ifindex;
+	e->fib_iif = iif;
 	__builtin_memcpy(e->fib_nexthop, fib->ipv6_dst, 16);
 	e->fib_until_ns = bpf_ktime_get_ns() + V6NAT_FIB_CACHE_NS;
 }
 
-/* Decide, before translating, whether the packet translated by `e` takes
- * the fast path; fills `fib`. Declines are counted (to_stack, fib_miss). */
-static __always_inline int fast_path_route(struct __sk_buff *skb, __u32 hook, const struct v6nat_pkt *pkt,
-					   struct ct_entry *e, struct bpf_fib_lookup *fib)
+/* The FIB's (or the route cache's) way for the packet translated by `e`:
+ * FAST_NONE, FAST_MACS or FAST_NEIGH, into `fib`. */
+static __always_inline int fast_path_fib_route(struct __sk_buff *skb, __u32 hook, const struct v6nat_pkt *pkt,
+					       struct ct_entry *e, __u32 iif, struct bpf_fib_lookup *fib)
 {
 	int rc;
 
@@ -108,7 +150,7 @@ static __always_inline int fast_path_route(struct __sk_buff *skb, __u32 hook, co
 		v6nat_count(hook, V6NAT_ACT_TO_STACK);
 		return FAST_NONE;
 	}
-	if (fast_path_cached(skb, pkt, e, fib))
+	if (fast_path_cached(skb, pkt, e, iif, fib))
 		return FAST_NEIGH;
 	__builtin_memset(fib, 0, sizeof(*fib));
 	fib->family = V6NAT_AF_INET6;
@@ -121,7 +163,7 @@ static __always_inline int fast_path_route(struct __sk_buff *skb, __u32 hook, co
 	 * length is not its segments': it is checked after the lookup. */
 	if (!skb->gso_size)
 		fib->tot_len = pkt->end - V6NAT_ETH_HLEN;
-	fib->ifindex = skb->ifindex;
+	fib->ifindex = iif;
 	fib->flowinfo = pkt->flowinfo;
 	__builtin_memcpy(fib->ipv6_src, e->saddr, 16);
 	__builtin_memcpy(fib->ipv6_dst, e->daddr, 16);
@@ -138,8 +180,24 @@ static __always_inline int fast_path_route(struct __sk_buff *skb, __u32 hook, co
 		v6nat_count(hook, V6NAT_ACT_TO_STACK);
 		return FAST_NONE;
 	}
-	fast_path_cache(skb, e, fib);
+	fast_path_cache(e, iif, fib);
 	return rc == BPF_FIB_LKUP_RET_SUCCESS ? FAST_MACS : FAST_NEIGH;
+}
+
+/* Decide, before translating, whether the packet translated by `e` takes
+ * the fast path; fills `fib`. `iif` is where the packet entered the host's
+ * routing: the arrival interface, or for a container's veth its bridge.
+ * Toward a container, where the route leads to its bridge, the learned way
+ * into the container replaces the bridge. Declines are counted (to_stack,
+ * fib_miss). */
+static __always_inline int fast_path_route(struct __sk_buff *skb, __u32 hook, const struct v6nat_pkt *pkt,
+					   struct ct_entry *e, __u32 iif, struct bpf_fib_lookup *fib)
+{
+	int route = fast_path_fib_route(skb, hook, pkt, e, iif, fib);
+
+	if (route != FAST_NONE && hook == V6NAT_HOOK_PUBLIC_INGRESS && fast_path_peer(skb, e, fib))
+		return FAST_PEER;
+	return route;
 }
 
 /* Forward a translated packet as `fib` says: hop limit decremented (IPv6 has
@@ -151,20 +209,66 @@ static __always_inline int fast_path_redirect(struct __sk_buff *skb, __u32 hook,
 
 	if (bpf_skb_store_bytes(skb, V6NAT_OFF_HOP_LIMIT, &hop_limit, 1, BPF_F_RECOMPUTE_CSUM))
 		return v6nat_drop(hook, V6NAT_DROP_REWRITE_FAILED);
-	v6nat_count(hook, V6NAT_ACT_REDIRECT);
-	if (route == FAST_MACS) {
-		/* dmac then smac: the Ethernet header's first 12 bytes. */
-		if (bpf_skb_store_bytes(skb, 0, fib->dmac, 6, 0) || bpf_skb_store_bytes(skb, 6, fib->smac, 6, 0))
-			return v6nat_drop(hook, V6NAT_DROP_REWRITE_FAILED);
-		return bpf_redirect(fib->ifindex, 0);
-	}
-	{
+	if (route == FAST_NEIGH) {
 		struct bpf_redir_neigh nh = { .nh_family = V6NAT_AF_INET6 };
 
 		/* After the lookup, ipv6_dst holds the next hop. */
 		__builtin_memcpy(nh.ipv6_nh, fib->ipv6_dst, 16);
+		v6nat_count(hook, V6NAT_ACT_REDIRECT);
 		return v6nat_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
 	}
+	/* dmac then smac: the Ethernet header's first 12 bytes. */
+	if (bpf_skb_store_bytes(skb, 0, fib->dmac, 6, 0) || bpf_skb_store_bytes(skb, 6, fib->smac, 6, 0))
+		return v6nat_drop(hook, V6NAT_DROP_REWRITE_FAILED);
+	if (route == FAST_PEER) {
+		v6nat_count(hook, V6NAT_ACT_REDIRECT_PEER);
+		return v6nat_redirect_peer(fib->ifindex, 0);
+	}
+	v6nat_count(hook, V6NAT_ACT_REDIRECT);
+	return bpf_redirect(fib->ifindex, 0);
+}
+
+static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
+{
+	return *(const __u32 *)a == *(const __u32 *)b && *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
+}
+
+/* At a container's veth, for the container's outward half `out` of a flow:
+ * teach the inward half this veth and the Ethernet header that reaches the
+ * container (its MAC, the bridge's MAC), at most every half cache time. The
+ * packet's source MAC is believed only if it is the one the host's neighbour
+ * table holds for the container's address on its bridge, so a container
+ * cannot draw another's flows by forging that one's source address. */
+static __always_inline void peer_learn(struct __sk_buff *skb, const struct v6nat_pkt *pkt, struct ct_entry *out,
+				       const struct network_info *net)
+{
+	struct bpf_fib_lookup *fib;
+	struct ct_key inward_key;
+	struct ct_entry *in;
+	__u8 src_mac[6] __attribute__((aligned(4)));
+	__u64 now = bpf_ktime_get_ns();
+
+	if (now + V6NAT_PEER_CACHE_NS / 2 < out->peer_until_ns)
+		return;
+	ct_key_mirror(&inward_key, out, pkt->proto);
+	in = conntrack.lookup(&inward_key);
+	fib = fib_query();
+	if (!in || !fib)
+		return;
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->family = V6NAT_AF_INET6;
+	fib->ifindex = net->bridge_ifindex;
+	__builtin_memcpy(fib->ipv6_dst, pkt->saddr, 16);
+	if (bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS ||
+	    fib->ifindex != net->bridge_ifindex || bpf_skb_load_bytes(skb, 6, src_mac, 6) ||
+	    !mac_equal(src_mac, fib->dmac))
+		return;
+	in->peer_until_ns = 0; /* a reader racing this takes the bridge */
+	in->peer_ifindex = skb->ifindex;
+	__builtin_memcpy(in->peer_macs, fib->dmac, 6);
+	__builtin_memcpy(in->peer_macs + 6, fib->smac, 6);
+	in->peer_until_ns = now + V6NAT_PEER_CACHE_NS;
+	out->peer_until_ns = now + V6NAT_PEER_CACHE_NS;
 }
 
 #endif

@@ -15,9 +15,9 @@
 #define ICMP6_ROUTER_SOLICIT 133
 #define ICMP6_REDIRECT 137
 
-static __always_inline int icc_blocked(const struct v6nat_pkt *pkt)
+/* `src` is the network of the packet's source (network_of(pkt->saddr)). */
+static __always_inline int icc_blocked(const struct v6nat_pkt *pkt, const struct network_info *src)
 {
-	struct network_info *src = network_of(pkt->saddr);
 	struct network_info *dst;
 
 	if (!src || (src->flags & V6NAT_NET_ICC) || addr_equal(pkt->daddr, src->gateway))

@@ -137,21 +137,23 @@ static __always_inline int ct_create_pair(struct __sk_buff *skb, struct ct_key *
 					  struct ct_entry *orig, int claim_port)
 {
 	struct ct_key reply_key;
-	struct ct_entry reply;
+	struct ct_entry *reply = ct_entry_scratch();
 	struct ct_entry *winner;
 
+	if (!reply)
+		return V6NAT_DROP_CT_FULL;
 	orig->dir = CT_DIR_ORIGINAL;
 	orig->created_ns = bpf_ktime_get_ns();
 	orig->last_seen_ns = orig->created_ns;
 	orig->tcp_state = key->proto == IPPROTO_TCP ? CT_TCP_SYN_SENT : CT_TCP_NONE;
 	ct_key_mirror(&reply_key, orig, key->proto);
-	ct_entry_mirror(&reply, key, orig);
+	ct_entry_mirror(reply, key, orig);
 	if (!claim_port) {
-		if (conntrack.update(&reply_key, &reply) || conntrack.update(key, orig))
+		if (conntrack.update(&reply_key, reply) || conntrack.update(key, orig))
 			return V6NAT_DROP_CT_FULL;
 		return 0;
 	}
-	if (nat_claim_port(skb, &reply_key, &reply, orig->sport))
+	if (nat_claim_port(skb, &reply_key, reply, orig->sport))
 		return V6NAT_DROP_PORTS_EXHAUSTED;
 	orig->sport = reply_key.dport;
 	if (conntrack.insert(key, orig) == 0)

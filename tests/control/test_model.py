@@ -152,7 +152,7 @@ def test_desired_state_joins_docker_and_host(inspect: dict[str, Any]) -> None:
     assert desired.bridges == (ula1.bridge,)
     assert [(r.prefix, r.bridge_ifindex, r.masquerade, r.gateway) for r in desired.routes] == [
         (IPv6Network("fd00:1::/64"), 7, True, IPv6Address("fd00:1::1"))]
-    assert desired.ports == ()  # ula1 has icc on: its containers' veths need no program
+    assert desired.ports == ("veth1",)  # every port of a managed bridge: the fast path starts there
     assert desired.public_ifaces == ((2, HOST),)
     assert dict(desired.host_addrs) == {HOST: 2, IPv6Address("2001:db8:1::2:1"): 2}
     assert desired.public_names == ("pub0",)
@@ -165,15 +165,15 @@ def test_an_interface_without_address_is_reported() -> None:
     assert any("pub0" in p for p in desired.problems)
 
 
-def test_icc_off_puts_the_program_on_every_port_of_the_bridge(inspect: dict[str, Any]) -> None:
+def test_the_veth_program_goes_on_every_port_of_managed_bridges_only(inspect: dict[str, Any]) -> None:
     ula1 = next(n for n in inspect["networks_verbose"] if n["Name"] == "ula1")
     ula1["Options"] = {model.OPT_ICC: "false"}
     docker = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
     bridge = next(n.bridge for n in docker.networks if n.name == "ula1")
     host = HostState(links=(Link(bridge, 7, None, (IPv6Address("2001:db8:5::1"), IPv6Address("fd00:1::1"))),
                             Link("brula2", 9), Link("veth-b", 11, master=7), Link("veth-a", 10, master=7),
-                            Link("veth-other", 12, master=9)))
+                            Link("veth-other", 12, master=9), Link("br-unmanaged", 13), Link("veth-x", 14, master=13)))
     desired = model.desired_state(docker, host)
-    assert desired.ports == ("veth-a", "veth-b")  # not brula2's port: that network keeps icc on
+    assert desired.ports == ("veth-a", "veth-b", "veth-other")  # icc on or off; not ports of other bridges
     route = next(r for r in desired.routes if r.bridge_ifindex == 7)
     assert (route.icc, route.gateway) == (False, IPv6Address("fd00:1::1"))  # the bridge's address in the prefix

@@ -184,7 +184,7 @@ def test_write_errors_are_counted_not_fatal(lab: Lab, in_host_ns: Callable[[Call
         in_host_ns(lambda: Datapath.cleanup(pins))
 
 
-def test_ports_of_icc_off_networks_get_the_icc_program(lab: Lab, dp: Datapath, docker_state: DockerState,
+def test_ports_of_managed_networks_get_the_veth_program(lab: Lab, dp: Datapath, docker_state: DockerState,
                                                          in_host_ns: Callable[[Callable[[], Any]], Any]) -> None:
     networks, containers = _inspect()
     for network in networks:
@@ -209,9 +209,12 @@ def test_ports_of_icc_off_networks_get_the_icc_program(lab: Lab, dp: Datapath, d
         assert in_host_ns(lambda: reconciler.apply(desired)).detached == ()
         assert in_host_ns(lambda: Reconciler(dp).apply(desired_state(DockerState(), host_state(lab)),
                                                        docker_known=False)).detached == ()
-        # removed once the network has ICC again
-        again = in_host_ns(lambda: reconciler.apply(desired_state(docker_state, host_state(lab))))
-        assert again.detached == ("vport0",) and "vport0" not in in_host_ns(dp.attached)
+        # kept when the network has ICC again (the fast path starts there too)
+        assert desired_state(docker_state, host_state(lab)).ports == ("vport0",)
+        assert in_host_ns(lambda: reconciler.apply(desired_state(docker_state, host_state(lab)))).detached == ()
+        # removed once Docker no longer has the network
+        again = in_host_ns(lambda: reconciler.apply(desired_state(DockerState(), host_state(lab))))
+        assert "vport0" in again.detached and "vport0" not in in_host_ns(dp.attached)
     finally:
         lab.exec(lab.host_ns, ["ip", "link", "del", "vport0"])
         lab.exec(lab.host_ns, ["ip", "-6", "addr", "flush", "dev", bridge, "scope", "global"])

@@ -89,9 +89,8 @@ def build(w: World, offload: str, icc: bool, dp: Datapath) -> Datapath:
     dp.dnat.put(DnatKey(17, None, 5353), DnatTarget(IPv6Address(CONTAINER), 53, 2))
     dp.attach_public("pub0")
     dp.attach_bridge("brv")
-    if not icc:
-        dp.attach_container_port("vc0")
-        dp.attach_container_port("vc1")
+    dp.attach_container_port("vc0")
+    dp.attach_container_port("vc1")
     return dp
 
 
@@ -118,8 +117,10 @@ def test_established_flows_bypass_forwarding_both_ways(dp: Datapath, world) -> N
     sh("ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", CLIENT, netns=w.ctr)
     flows = len(hostdp.flows())
     c = hostdp.counters_by_hook()
-    redirected = c["public_ingress"]["redirect"] + c["bridge_ingress"]["redirect"]
-    assert c["public_ingress"]["redirect"] > 0 and c["bridge_ingress"]["redirect"] > 0, {h: {k: v for k, v in x.items() if v} for h, x in c.items()}
+    # Toward the container: straight into its namespace once its packets taught
+    # the way (else to the bridge); from it: out of the public iface from its veth.
+    redirected = sum(c[hook]["redirect"] + c[hook]["redirect_peer"] for hook in c)
+    assert c["public_ingress"]["redirect_peer"] > 0 and c["veth_ingress"]["redirect"] > 0, {h: {k: v for k, v in x.items() if v} for h, x in c.items()}
     # Only a flow's first packet (and retries of it) crosses FORWARD; the
     # other packets of 4+ flows (handshakes, data, FINs, echoes) are redirected.
     assert forward_packets(w.host) <= 2 * flows < redirected
@@ -163,6 +164,49 @@ def test_a_cached_route_gives_way_to_a_route_change(dp: Datapath, world) -> None
     assert sh(sys.executable, "-c", UDP_ASK, HOST, "0", netns=w.cli).stdout.split() == ["0"]
     after = hostdp.counters_by_hook()["public_ingress"]
     assert after["fib_miss"] > before["fib_miss"] and after["redirect"] == before["redirect"]
+
+
+def link_mac(ns: str, dev: str) -> bytes:
+    return bytes.fromhex(json.loads(sh("ip", "-j", "link", "show", dev, netns=ns).stdout)[0]["address"].replace(":", ""))
+
+
+# Sent from the second container: a datagram that claims to be the first
+# container's answer to the client (its source address and port), from the
+# second container's own MAC.
+SPOOF = """
+import sys
+from scapy.all import Ether, IPv6, UDP, sendp
+sendp(Ether(dst=sys.argv[1]) / IPv6(src=sys.argv[2], dst=sys.argv[3]) / UDP(sport=53, dport=%d) / b"mine",
+      iface="c1", count=3, verbose=0)
+""" % CLIENT_PORT
+
+
+@pytest.mark.parametrize("world", [("on", True)], indirect=True, ids=["tx-on"])
+def test_the_way_into_a_container_is_learned_from_it_and_not_from_a_forger(dp: Datapath, world) -> None:
+    """The client's half of a DNAT flow learns, from the container's answers at
+    its veth, to go straight into that container (its veth, its MAC, the
+    bridge's MAC). Another container that forges the first one's address on
+    the same flow does not redirect the flow to itself."""
+    w, hostdp = world
+    w.serve(w.ctr, *peer_echo("udp", 53))
+    assert sh(sys.executable, "-c", UDP_ASK, HOST, "3", netns=w.cli).stdout.split() == ["3"]
+    with tcmod.Tc(w.host) as t:
+        vc0 = t.ifindex("vc0")
+    key = layout.RawCtKey(layout.Addr(*IPv6Address(CLIENT).packed), layout.Addr(*IPv6Address(HOST).packed),
+                          socket.htons(CLIENT_PORT), socket.htons(5353), 17)
+
+    def delivery() -> tuple[int, bytes]:
+        half = layout.RawCtEntry.from_buffer_copy(hostdp.conntrack.raw.lookup(key))
+        return half.peer_ifindex, bytes(half.peer_macs)
+
+    bridge_mac = link_mac(w.host, "brv")
+    assert delivery() == (vc0, link_mac(w.ctr, "c0") + bridge_mac)
+    assert hostdp.counters_by_hook()["public_ingress"]["redirect_peer"] > 0
+
+    time.sleep(0.6)  # past half the learned way's life: the next answer may teach it again
+    sh(sys.executable, "-c", SPOOF, bridge_mac.hex(":"), CONTAINER, CLIENT, netns=w.more[0])
+    assert delivery() == (vc0, link_mac(w.ctr, "c0") + bridge_mac)
+    assert hostdp.counters_by_hook()["veth_ingress"]["redirect"] >= 3  # the forgery still went out, translated
 
 
 @pytest.mark.parametrize("world", [("on", True)], indirect=True, ids=["tx-on"])

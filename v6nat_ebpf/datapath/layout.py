@@ -158,8 +158,11 @@ class RawCtEntry(ct.Structure):
         ("bytes", u64),
         ("fib_nexthop", Addr),
         ("fib_iif", u32),
-        ("_pad", u32),
+        ("peer_ifindex", u32),
         ("fib_until_ns", u64),
+        ("peer_macs", u8 * 12),
+        ("_pad", u32),
+        ("peer_until_ns", u64),
     ]
 
 

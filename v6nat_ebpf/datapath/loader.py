@@ -52,7 +52,7 @@ DEFAULT_PIN_PATH = "/sys/fs/bpf/v6nat"
 PROGRAMS = {
     "public": {"ingress": "v6nat_public_ingress", "egress": "v6nat_public_egress"},
     "bridge": {"ingress": "v6nat_bridge_ingress"},
-    # the host side of a container's veth on a network without ICC
+    # the host side of a container's veth on a managed network
     "port": {"ingress": "v6nat_veth_ingress"},
 }
 
@@ -266,8 +266,9 @@ class Datapath:
         self._attach(ifname, "bridge")
 
     def attach_container_port(self, ifname: str) -> None:
-        """Attach (or atomically replace) the ICC program on the host side of a
-        container's veth (networks with icc=False: container to container drops)."""
+        """Attach (or atomically replace) the veth program on the host side of a
+        container's veth: the fast path of the container's established flows,
+        and container to container drops on networks with icc=False."""
         self._attach(ifname, "port")
 
     def detach(self, ifname: str) -> None:
