@@ -70,7 +70,8 @@ def read_host_state(public_names: Iterable[str], strict: bool = True) -> HostSta
     with IPRoute() as ipr:
         addresses = _global_addresses(ipr)
         links = {link.name: link for link in (
-            Link(msg.get("IFLA_IFNAME"), msg["index"], msg.get("IFLA_MASTER"), addresses.get(msg["index"], ()))
+            Link(msg.get("IFLA_IFNAME"), msg["index"], msg.get("IFLA_MASTER"), addresses.get(msg["index"], ()),
+                 msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "")
             for msg in ipr.get_links())}
     public = []
     for name in public_names:

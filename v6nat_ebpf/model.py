@@ -150,6 +150,7 @@ class Link:
     ifindex: int
     master: int | None = None  # the bridge it is a port of
     addresses: tuple[IPv6Address, ...] = ()  # its global IPv6 addresses
+    kind: str = ""  # netlink's IFLA_INFO_KIND: "veth", "bridge", ... ("" for physical devices)
 
 
 @dataclass(frozen=True)
@@ -166,9 +167,10 @@ class HostState:
         link = self.link(name)
         return link.ifindex if link else None
 
-    def ports_of(self, bridge_ifindex: int) -> tuple[str, ...]:
-        """The names of the links enslaved to a bridge."""
-        return tuple(sorted(link.name for link in self.links if link.master == bridge_ifindex))
+    def veth_ports_of(self, bridge_ifindex: int) -> tuple[str, ...]:
+        """The names of the veths enslaved to a bridge (containers' host sides; the veth program
+        delivers into a container through its veth peer, which other kinds of port lack)."""
+        return tuple(sorted(link.name for link in self.links if link.master == bridge_ifindex and link.kind == "veth"))
 
 
 @dataclass(frozen=True, order=True)
@@ -194,7 +196,7 @@ class DesiredState:
     public_ifaces: tuple[tuple[int, IPv6Address], ...] = ()  # (ifindex, snat address)
     host_addrs: tuple[tuple[IPv6Address, int], ...] = ()  # (address, ifindex)
     bridges: tuple[str, ...] = ()  # bridge ifnames that must carry our programs
-    ports: tuple[str, ...] = ()  # bridge ports (container veths) of managed networks: the veth program
+    ports: tuple[str, ...] = ()  # veth ports of managed networks' bridges (containers): the veth program
     public_names: tuple[str, ...] = ()  # public ifnames that must carry our programs
     problems: tuple[str, ...] = ()
 
@@ -390,7 +392,7 @@ def desired_state(docker: DockerState, host: HostState) -> DesiredState:
         if bridge is None:
             continue
         bridges.append(network.bridge)
-        ports.extend(host.ports_of(bridge.ifindex))
+        ports.extend(host.veth_ports_of(bridge.ifindex))
         for subnet in network.subnets:
             gateway = next((addr for addr in bridge.addresses if addr in subnet), None)
             routes.append(NetworkRoute(subnet, network.network_id, bridge.ifindex, network.masquerade, network.icc,
