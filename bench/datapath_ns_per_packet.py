@@ -113,6 +113,8 @@ def measure(dp: Datapath, repeat: int, runs: int, dnat_entries: int) -> list[tup
                  repeated(dp, pe, tcp(HOST, REMOTE, 22, 40000), repeat)))
     rows.append(("bridge ingress: container to outside", "repeat",
                  repeated(dp, bi, tcp(CONTAINER, REMOTE, 5555, 443), repeat)))
+    rows.append(("veth ingress: container to outside, no flow", "repeat",
+                 repeated(dp, "v6nat_veth_ingress", tcp(CONTAINER, REMOTE, 5555, 443), repeat)))
     rows.append(("public ingress: isolation drop", "repeat",
                  repeated(dp, pi, tcp(CLIENT, CONTAINER, 40000, 80), repeat)))
 
