@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from ipaddress import IPv6Address
@@ -55,6 +56,20 @@ class World:
         raise AssertionError(f"no answer from {target} in {ns}: {r.stderr}")
 
 
+# Answers every datagram with its sender's address. (socat's UDP6-RECVFROM,fork loses datagrams that
+# arrive while the child for an earlier one from the same peer is still alive.)
+UDP_PEER_ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", int(sys.argv[1])))
+while True:
+    data, peer = s.recvfrom(4096)
+    s.sendto(peer[0].encode() + b"\\n", peer)
+"""
+
+
 def peer_echo(proto: str, port: int) -> list[str]:
-    listen = f"TCP6-LISTEN:{port},fork,reuseaddr" if proto == "tcp" else f"UDP6-RECVFROM:{port},fork"
-    return ["socat", "-T5", listen, "SYSTEM:echo $SOCAT_PEERADDR"]
+    """A server that answers with the address it saw the client come from."""
+    if proto == "udp":
+        return [sys.executable, "-c", UDP_PEER_ECHO, str(port)]
+    return ["socat", "-T5", f"TCP6-LISTEN:{port},fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"]
