@@ -13,6 +13,14 @@ race; the source threads only refresh their caches and poke the loop. SIGTERM/SI
 leave the datapath serving (unless --detach-on-exit); SIGHUP forces a full
 resync with Docker.
 
+The loop also renews the host's neighbour entry of every container address that
+appears (`renew_neighbours`): a replaced container usually gets its
+predecessor's address, and packets sent to it in between (a flow to the old
+container, a new connection DNAT'd before its mapping was removed) leave an
+entry that is still resolving, or has the old MAC. An entry started while
+nobody owned the address solicits again only after retrans_time (1 s), and
+holds every packet to the new container until then; renewed, it solicits at once.
+
 May import everything below it (config, model, sources, reconciler, datapath, metrics).
 """
 
@@ -31,13 +39,15 @@ from typing import Any
 from v6nat_ebpf.config import RunOptions
 from v6nat_ebpf.docker_source import DockerSource
 from v6nat_ebpf.errors import V6natError
-from v6nat_ebpf.host_source import HostWatcher, PortReservation, forwarding_warnings, read_host_state
-from v6nat_ebpf.model import DesiredState, desired_state
+from v6nat_ebpf.host_source import HostWatcher, PortReservation, forwarding_warnings, read_host_state, renew_neighbours
+from v6nat_ebpf.model import DesiredState, EndpointKey, desired_state, new_endpoints
 from v6nat_ebpf.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_ERROR_S = 1.0
+# Passes that read the maps again instead of trusting what the reconciler wrote last (see reconciler).
+REREAD_KINDS = frozenset({"startup", "resync", "retry"})
 
 
 class JsonFormatter(logging.Formatter):
@@ -121,6 +131,7 @@ class Daemon:
         self._gc_thread = threading.Thread(target=self._gc_loop, name="v6nat-conntrack-gc", daemon=True)
         self._last_problems: frozenset[str] = frozenset()
         self._last_mapping_labels: dict[int, Any] | None = None  # mapping_id -> metrics.MappingLabels
+        self._endpoints: frozenset[EndpointKey] | None = None  # as of the last pass with Docker known
         self.docker = DockerSource(opts.docker_host, self._docker_event, self._docker_connection)
         self.watcher = HostWatcher(self._request)
         self.syncs = 0
@@ -230,17 +241,22 @@ class Daemon:
         if self.stats is not None:
             self.stats.gc_ran(removed)
 
-    def desired(self) -> DesiredState:
-        return desired_state(self.docker.state(), read_host_state(self.opts.public_ifaces, strict=False))
-
     def sync(self, kinds: set[str]) -> None:
-        """One reconcile pass: the current host and Docker state into the maps."""
-        desired = self.desired()
+        """One reconcile pass: the current host and Docker state into the maps, then the neighbour
+        entries of container addresses that appeared since the last pass."""
+        docker = self.docker.state()
+        host = read_host_state(self.opts.public_ifaces, strict=False)
+        desired = desired_state(docker, host)
         problems = frozenset(desired.problems)
         for problem in sorted(problems - self._last_problems):
             log.warning("%s", problem)
         self._last_problems = problems
-        summary = self.reconciler.apply(desired, docker_known=self.docker.known)
+        summary = self.reconciler.apply(desired, docker_known=self.docker.known, reread=bool(kinds & REREAD_KINDS))
+        if self.docker.known:
+            # The first pass only learns: what ran before this daemon is not known to be new.
+            if self._endpoints is not None:
+                renew_neighbours(new_endpoints(docker, host, self._endpoints))
+            self._endpoints = frozenset(ep.key for ep in docker.endpoints)
         self.syncs += 1
         if self.stats is not None:
             self._report(desired, summary.seconds, summary.errors, "resync" in kinds and self.docker.known)

@@ -6,7 +6,9 @@ Lives here: `read_host_state` (one dump of links and one of addresses ->
 address or a new bridge is picked up at once), the forwarding / accept_ra
 checks, and `PortReservation`, which keeps the SNAT port range in
 `net.ipv4.ip_local_reserved_ports` (it covers IPv6 sockets too) so no host
-socket ever autobinds into it.
+socket ever autobinds into it; and `renew_neighbours`, which restarts the
+host's neighbour resolution of a container address that a new container took
+(see daemon.py).
 
 Everything reads the network namespace the process runs in: netlink, and
 /proc/sys/net (per-netns), never /sys/class/net (per mount namespace).
@@ -30,6 +32,7 @@ from typing import Callable, Iterable
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV6_IFADDR, RTMGRP_LINK
+from pyroute2.netlink.rtnl.ndmsg import NTF_USE, NUD_NOARP, NUD_NONE, NUD_PERMANENT
 
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.model import HostState, Link, PublicInterface
@@ -211,3 +214,33 @@ class PortReservation:
         except FileNotFoundError:
             pass
         return True
+
+
+def renew_neighbours(neighbours: Iterable[tuple[int, IPv6Address]]) -> int:
+    """Restart the host's neighbour resolution of each (ifindex, address) that has an entry; how many.
+
+    The entry goes to NUD_NONE, which stops its timer but keeps the packets it
+    holds (deleting it would bounce them with ICMPv6 address unreachable), then
+    NTF_USE solicits at once; the owner's answer releases the held packets.
+    Static entries (permanent, noarp) are the administrator's: left alone.
+    """
+    renewed, todo = 0, list(neighbours)
+    if not todo:
+        return 0
+    with IPRoute() as ipr:
+        for ifindex, addr in todo:
+            try:
+                entry = ipr.neigh("get", dst=str(addr), ifindex=ifindex)[0]
+            except NetlinkError:
+                continue  # no entry: the first packet to the address solicits at once
+            if entry["state"] & (NUD_PERMANENT | NUD_NOARP):
+                continue
+            try:
+                ipr.neigh("replace", dst=str(addr), ifindex=ifindex, state=NUD_NONE)
+                ipr.neigh("replace", dst=str(addr), ifindex=ifindex, state=NUD_NONE, flags=NTF_USE)
+            except NetlinkError as exc:
+                log.warning("renewing the neighbour entry of %s (ifindex %d) failed: %s", addr, ifindex, exc)
+                continue
+            log.debug("renewed the neighbour entry of %s (ifindex %d, was state %#x)", addr, ifindex, entry["state"])
+            renewed += 1
+    return renewed

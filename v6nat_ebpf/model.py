@@ -81,6 +81,10 @@ class Network:
         return _u32_id(self.id)
 
 
+# (container id, network name, address): a container replaced at the same address is a new one.
+EndpointKey = tuple[str, str, IPv6Address]
+
+
 @dataclass(frozen=True, order=True)
 class Endpoint:
     """A running container's address on a managed network."""
@@ -89,6 +93,10 @@ class Endpoint:
     container_name: str
     network_name: str
     address: IPv6Address
+
+    @property
+    def key(self) -> EndpointKey:
+        return (self.container_id, self.network_name, self.address)
 
 
 @dataclass(frozen=True)
@@ -416,3 +424,15 @@ def desired_state(docker: DockerState, host: HostState) -> DesiredState:
         public_names=tuple(sorted(i.name for i in host.public)),
         problems=tuple(problems),
     )
+
+
+def new_endpoints(docker: DockerState, host: HostState,
+                  known: frozenset[EndpointKey]) -> list[tuple[int, IPv6Address]]:
+    """(bridge ifindex, address) of the endpoints in `docker` that are not in `known`."""
+    bridges = {n.name: host.ifindex(n.bridge) for n in docker.networks}
+    found = []
+    for ep in docker.endpoints:
+        ifindex = bridges.get(ep.network_name)
+        if ifindex is not None and ep.key not in known:
+            found.append((ifindex, ep.address))
+    return found
