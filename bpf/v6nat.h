@@ -196,7 +196,7 @@ struct ct_entry {
 	__u8 tcp_flags; /* CT_F_* (all protocols), kept equal in both halves */
 	__u32 mapping_id; /* DNAT/hairpin: the published mapping; else 0 */
 	__u32 fib_ifindex;  /* fast path route cache: output interface; 0 = none */
-	__u64 created_ns;   /* bpf_ktime_get_ns() */
+	__u64 created_ns;   /* CLOCK_MONOTONIC_COARSE (v6nat_now()) */
 	__u64 last_seen_ns; /* this half's last packet */
 	__u64 packets;      /* this half's packets */
 	__u64 bytes;        /* this half's bytes (skb->len) */

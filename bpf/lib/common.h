@@ -41,6 +41,17 @@ static __always_inline int v6nat_pass(__u32 hook)
 	return V6NAT_CONTINUE;
 }
 
+/* CLOCK_MONOTONIC_COARSE (at most a tick behind CLOCK_MONOTONIC): flow ages
+ * and cache deadlines need no finer time, and it reads no clock source (the
+ * fine clock's read_tsc showed in profiles of new connections). Declared here
+ * as bcc 0.26's helpers.h may lack it. */
+static __u64 (*v6nat_ktime_coarse)(void) = (void *)BPF_FUNC_ktime_get_coarse_ns;
+
+static __always_inline __u64 v6nat_now(void)
+{
+	return v6nat_ktime_coarse();
+}
+
 static __always_inline int addr_equal(const __u8 *a, const __u8 *b)
 {
 	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;

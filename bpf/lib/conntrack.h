@@ -110,7 +110,7 @@ static __always_inline void ct_account(struct __sk_buff *skb, __u32 hook, const 
 	struct ct_entry *peer;
 	__u8 state = e->tcp_state, fins = e->tcp_flags;
 
-	e->last_seen_ns = bpf_ktime_get_ns();
+	e->last_seen_ns = v6nat_now();
 	__sync_fetch_and_add(&e->packets, 1);
 	__sync_fetch_and_add(&e->bytes, skb->len);
 	if (key->proto == IPPROTO_TCP && pkt->frag != FRAG_LATER)

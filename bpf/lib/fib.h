@@ -102,7 +102,7 @@ static __always_inline int fast_path_peer(struct __sk_buff *skb, const struct ct
 {
 	__u32 mtu_len = 0;
 
-	if (!e->peer_ifindex || bpf_ktime_get_ns() >= e->peer_until_ns)
+	if (!e->peer_ifindex || v6nat_now() >= e->peer_until_ns)
 		return 0;
 	if (bpf_check_mtu(skb, e->peer_ifindex, &mtu_len, 0, skb->gso_size ? BPF_MTU_CHK_SEGS : 0) !=
 	    BPF_MTU_CHK_RET_SUCCESS)
@@ -118,7 +118,7 @@ static __always_inline int fast_path_cached(struct __sk_buff *skb, const struct 
 					    const struct ct_entry *e, __u32 iif, struct bpf_fib_lookup *fib)
 {
 	if (!e->fib_ifindex || e->fib_iif != iif || skb->gso_size ||
-	    pkt->end - V6NAT_ETH_HLEN > V6NAT_IPV6_MIN_MTU || bpf_ktime_get_ns() >= e->fib_until_ns)
+	    pkt->end - V6NAT_ETH_HLEN > V6NAT_IPV6_MIN_MTU || v6nat_now() >= e->fib_until_ns)
 		return 0;
 	fib->ifindex = e->fib_ifindex;
 	__builtin_memcpy(fib->ipv6_dst, e->fib_nexthop, 16);
@@ -132,7 +132,7 @@ static __always_inline void fast_path_cache(struct ct_entry *e, __u32 iif, const
 	e->fib_ifindex = fib->ifindex;
 	e->fib_iif = iif;
 	__builtin_memcpy(e->fib_nexthop, fib->ipv6_dst, 16);
-	e->fib_until_ns = bpf_ktime_get_ns() + V6NAT_FIB_CACHE_NS;
+	e->fib_until_ns = v6nat_now() + V6NAT_FIB_CACHE_NS;
 }
 
 /* The FIB's (or the route cache's) way for the packet translated by `e`:
@@ -246,7 +246,7 @@ static __always_inline void peer_learn(struct __sk_buff *skb, const struct v6nat
 	struct ct_key inward_key;
 	struct ct_entry *in;
 	__u8 src_mac[6] __attribute__((aligned(4)));
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = v6nat_now();
 
 	if (now + V6NAT_PEER_CACHE_NS / 2 < out->peer_until_ns)
 		return;

@@ -143,7 +143,7 @@ static __always_inline int ct_create_pair(struct __sk_buff *skb, struct ct_key *
 	if (!reply)
 		return V6NAT_DROP_CT_FULL;
 	orig->dir = CT_DIR_ORIGINAL;
-	orig->created_ns = bpf_ktime_get_ns();
+	orig->created_ns = v6nat_now();
 	orig->last_seen_ns = orig->created_ns;
 	orig->tcp_state = key->proto == IPPROTO_TCP ? CT_TCP_SYN_SENT : CT_TCP_NONE;
 	ct_key_mirror(&reply_key, orig, key->proto);
