@@ -254,7 +254,9 @@ def render(doc: dict[str, Any], img_rel: str) -> str:
     for t in check_targets(doc):
         met = "—" if t.met is None else ("yes" if t.met else "**no**")
         out.append(f"| {t.what} | {t.wanted} | {t.measured} | {met} |")
-    out += ["", "## Data plane", "",
+    out += ["", "What was tried to reach these targets, what each step gained, and why the fast-path target is out of "
+            "reach on this topology: [performance.md](performance.md).",
+            "", "## Data plane", "",
             f"![new connections per second against published ports]({img_rel}/bench-new-conn.png)", "",
             f"![throughput]({img_rel}/bench-throughput.png)", ""]
     for metric in METRICS:

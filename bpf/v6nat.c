@@ -112,8 +112,8 @@ static __always_inline int container_outbound(struct __sk_buff *skb, __u32 hook,
 	e = conntrack.lookup(key);
 	if (!e || !ct_allowed(V6NAT_HOOK_PUBLIC_EGRESS, e))
 		return v6nat_pass(hook);
-	if (veth_net)
-		peer_learn(skb, pkt, e, veth_net);
+	if (veth_net && peer_learn(skb, pkt, e, veth_net))
+		return v6nat_pass(hook); /* through the bridge this once (see peer_learn) */
 	route = fast_path_route(skb, hook, pkt, e, veth_net ? veth_net->bridge_ifindex : skb->ifindex, fib);
 	if (route == FAST_NONE)
 		return V6NAT_CONTINUE;

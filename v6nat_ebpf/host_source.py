@@ -74,7 +74,7 @@ def read_host_state(public_names: Iterable[str], strict: bool = True) -> HostSta
         addresses = _global_addresses(ipr)
         links = {link.name: link for link in (
             Link(msg.get("IFLA_IFNAME"), msg["index"], msg.get("IFLA_MASTER"), addresses.get(msg["index"], ()),
-                 msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "")
+                 msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "", msg.get("IFLA_LINK_NETNSID"))
             for msg in ipr.get_links())}
     public = []
     for name in public_names:

@@ -159,6 +159,7 @@ class Link:
     master: int | None = None  # the bridge it is a port of
     addresses: tuple[IPv6Address, ...] = ()  # its global IPv6 addresses
     kind: str = ""  # netlink's IFLA_INFO_KIND: "veth", "bridge", ... ("" for physical devices)
+    peer_netnsid: int | None = None  # IFLA_LINK_NETNSID: a veth's peer lives in that other namespace
 
 
 @dataclass(frozen=True)
@@ -176,9 +177,10 @@ class HostState:
         return link.ifindex if link else None
 
     def veth_ports_of(self, bridge_ifindex: int) -> tuple[str, ...]:
-        """The names of the veths enslaved to a bridge (containers' host sides; the veth program
-        delivers into a container through its veth peer, which other kinds of port lack)."""
-        return tuple(sorted(link.name for link in self.links if link.master == bridge_ifindex and link.kind == "veth"))
+        """The names of the veths enslaved to a bridge whose peer is in another namespace: containers'
+        host sides (the veth program delivers into a container through that peer)."""
+        return tuple(sorted(link.name for link in self.links if link.master == bridge_ifindex
+                            and link.kind == "veth" and link.peer_netnsid is not None))
 
 
 @dataclass(frozen=True, order=True)

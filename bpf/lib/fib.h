@@ -25,8 +25,8 @@
  * once the container's own packets at its veth (v6nat_veth_ingress) taught
  * the half which veth and which MACs (peer_learn), for V6NAT_PEER_CACHE_NS.
  * A veth that is gone or too small for the packet sends it the bridge way. The container's packets leave from its veth the
- * same way (the bridge never sees established flows; it still sees their
- * first packets and Neighbor Discovery, which keep its FDB current). */
+ * same way, except one packet per flow each half cache time (the one that
+ * teaches), which takes the bridge so it keeps learning the container's MAC. */
 #ifndef V6NAT_FIB_H
 #define V6NAT_FIB_H
 
@@ -37,6 +37,7 @@
 
 #define V6NAT_AF_INET6 10
 #define V6NAT_IPV6_MIN_MTU 1280
+#define V6NAT_PACKET_HOST 0 /* skb->pkt_type of a frame to our own MAC */
 
 /* The kernel's four-argument helper (bcc 0.26 declares an older three). */
 static long (*v6nat_redirect_neigh)(__u32 ifindex, struct bpf_redir_neigh *params, int plen,
@@ -144,8 +145,10 @@ static __always_inline int fast_path_fib_route(struct __sk_buff *skb, __u32 hook
 
 	if (!fast_path_enabled())
 		return FAST_NONE;
+	/* A frame the public interface got but was not addressed to (flooded,
+	 * promiscuous): the stack would drop it, so must the fast path. */
 	if ((e->kind != CT_KIND_DNAT && e->kind != CT_KIND_SNAT) || pkt->frag != FRAG_NONE ||
-	    pkt->hop_limit <= 1 ||
+	    pkt->hop_limit <= 1 || (hook == V6NAT_HOOK_PUBLIC_INGRESS && skb->pkt_type != V6NAT_PACKET_HOST) ||
 	    (e->dir == CT_DIR_ORIGINAL && !(e->tcp_flags & CT_F_REPLY_SEEN))) {
 		v6nat_count(hook, V6NAT_ACT_TO_STACK);
 		return FAST_NONE;
@@ -234,13 +237,19 @@ static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
 }
 
 /* At a container's veth, for the container's outward half `out` of a flow:
- * teach the inward half this veth and the Ethernet header that reaches the
- * container (its MAC, the bridge's MAC), at most every half cache time. The
- * packet's source MAC is believed only if it is the one the host's neighbour
- * table holds for the container's address on its bridge, so a container
- * cannot draw another's flows by forging that one's source address. */
-static __always_inline void peer_learn(struct __sk_buff *skb, const struct v6nat_pkt *pkt, struct ct_entry *out,
-				       const struct network_info *net)
+ * at most every half cache time, teach the inward half this veth and the
+ * Ethernet header that reaches the container (its MAC, the bridge's MAC).
+ * Returns 1 when it was time: that packet then goes through the bridge (and
+ * the bridge program's fast path), so the bridge keeps learning where the
+ * container's MAC is even when every other packet of its flows skips it.
+ * The packet's source MAC is believed only if it is the one the host's
+ * neighbour table holds for the container's address on its bridge: a
+ * container that forges another's source address with its own MAC (no raw
+ * Ethernet frames: without CAP_NET_RAW) cannot draw the other's flows. One
+ * that forges the MAC too could already take them over with Neighbor
+ * Advertisements on the plain bridge. */
+static __always_inline int peer_learn(struct __sk_buff *skb, const struct v6nat_pkt *pkt, struct ct_entry *out,
+				      const struct network_info *net)
 {
 	struct bpf_fib_lookup *fib;
 	struct ct_key inward_key;
@@ -249,12 +258,15 @@ static __always_inline void peer_learn(struct __sk_buff *skb, const struct v6nat
 	__u64 now = v6nat_now();
 
 	if (now + V6NAT_PEER_CACHE_NS / 2 < out->peer_until_ns)
-		return;
+		return 0;
+	out->peer_until_ns = now + V6NAT_PEER_CACHE_NS;
 	ct_key_mirror(&inward_key, out, pkt->proto);
 	in = conntrack.lookup(&inward_key);
 	fib = fib_query();
-	if (!in || !fib)
-		return;
+	/* The inward half must deliver to this packet's source (an LRU slot
+	 * reused for another flow meanwhile would not). */
+	if (!in || !fib || !addr_equal(in->daddr, pkt->saddr) || in->dport != pkt->sport)
+		return 1;
 	__builtin_memset(fib, 0, sizeof(*fib));
 	fib->family = V6NAT_AF_INET6;
 	fib->ifindex = net->bridge_ifindex;
@@ -262,13 +274,13 @@ static __always_inline void peer_learn(struct __sk_buff *skb, const struct v6nat
 	if (bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS ||
 	    fib->ifindex != net->bridge_ifindex || bpf_skb_load_bytes(skb, 6, src_mac, 6) ||
 	    !mac_equal(src_mac, fib->dmac))
-		return;
+		return 1;
 	in->peer_until_ns = 0; /* a reader racing this takes the bridge */
 	in->peer_ifindex = skb->ifindex;
 	__builtin_memcpy(in->peer_macs, fib->dmac, 6);
 	__builtin_memcpy(in->peer_macs + 6, fib->smac, 6);
 	in->peer_until_ns = now + V6NAT_PEER_CACHE_NS;
-	out->peer_until_ns = now + V6NAT_PEER_CACHE_NS;
+	return 1;
 }
 
 #endif

@@ -146,7 +146,7 @@ def test_desired_state_joins_docker_and_host(inspect: dict[str, Any]) -> None:
     ula1 = next(n for n in docker.networks if n.name == "ula1")
     host = HostState(public=(PublicInterface(2, "pub0", (HOST, IPv6Address("2001:db8:1::2:1"))),),
                      links=(Link("lo", 1), Link("pub0", 2), Link(ula1.bridge, 7, None, (IPv6Address("fd00:1::1"),)),
-                            Link("veth1", 8, master=7, kind="veth")))
+                            Link("veth1", 8, master=7, kind="veth", peer_netnsid=0)))
     desired = model.desired_state(docker, host)
     # brula2 does not exist yet: no route, no attachment until it appears
     assert desired.bridges == (ula1.bridge,)
@@ -171,12 +171,14 @@ def test_the_veth_program_goes_on_every_port_of_managed_bridges_only(inspect: di
     docker = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
     bridge = next(n.bridge for n in docker.networks if n.name == "ula1")
     host = HostState(links=(Link(bridge, 7, None, (IPv6Address("2001:db8:5::1"), IPv6Address("fd00:1::1"))),
-                            Link("brula2", 9), Link("veth-b", 11, master=7, kind="veth"),
-                            Link("veth-a", 10, master=7, kind="veth"), Link("tap-a", 15, master=7, kind="tun"),
-                            Link("veth-other", 12, master=9, kind="veth"), Link("br-unmanaged", 13),
-                            Link("veth-x", 14, master=13, kind="veth")))
+                            Link("brula2", 9), Link("veth-b", 11, master=7, kind="veth", peer_netnsid=1),
+                            Link("veth-a", 10, master=7, kind="veth", peer_netnsid=0),
+                            Link("tap-a", 15, master=7, kind="tun"), Link("veth-local", 16, master=7, kind="veth"),
+                            Link("veth-other", 12, master=9, kind="veth", peer_netnsid=2), Link("br-unmanaged", 13),
+                            Link("veth-x", 14, master=13, kind="veth", peer_netnsid=3)))
     desired = model.desired_state(docker, host)
-    # icc on or off; not other kinds of port (no veth peer to deliver into), not ports of other bridges
+    # icc on or off; only veths with their peer in another namespace (a container to deliver into),
+    # not ports of other bridges
     assert desired.ports == ("veth-a", "veth-b", "veth-other")
     route = next(r for r in desired.routes if r.bridge_ifindex == 7)
     assert (route.icc, route.gateway) == (False, IPv6Address("fd00:1::1"))  # the bridge's address in the prefix

@@ -192,7 +192,8 @@ def test_ports_of_managed_networks_get_the_veth_program(lab: Lab, dp: Datapath, 
             network["Options"] = {"com.docker.network.bridge.enable_icc": "false"}
     icc_off = docker_state_from_inspect(networks, containers)
     bridge = next(n.bridge for n in icc_off.networks if n.name == "ula1")
-    lab.exec(lab.host_ns, ["ip", "link", "add", "vport0", "type", "veth", "peer", "name", "vport0c"])
+    lab.exec(lab.host_ns, ["ip", "link", "add", "vport0", "type", "veth", "peer", "name", "vport0c", "netns",
+                           lab.client_ns])  # the peer in another namespace, as a container's
     lab.exec(lab.host_ns, ["ip", "link", "set", "vport0", "master", bridge])
     lab.exec(lab.host_ns, ["ip", "-6", "addr", "add", "fd00:1::1/64", "dev", bridge, "nodad"])
     try:
