@@ -23,7 +23,11 @@ def loaded() -> Iterator[Datapath]:
     if os.geteuid() != 0:
         pytest.fail("datapath tests need root (bpf, tc)")
     pin_path = unique_pin_path("session")
-    dp = Datapath.open(pin_path, TEST_CONFIG)
+    try:
+        dp = Datapath.open(pin_path, TEST_CONFIG)
+    except BaseException:  # e.g. bpf/ does not compile: the pin directories it made go too
+        Datapath.cleanup(pin_path)
+        raise
     try:
         yield dp
     finally:
