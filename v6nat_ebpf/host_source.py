@@ -216,17 +216,17 @@ class PortReservation:
         return True
 
 
-def renew_neighbours(neighbours: Iterable[tuple[int, IPv6Address]]) -> int:
-    """Restart the host's neighbour resolution of each (ifindex, address) that has an entry; how many.
+def renew_neighbours(neighbours: Iterable[tuple[int, IPv6Address]]) -> None:
+    """Restart the host's neighbour resolution of each (ifindex, address) that has an entry.
 
     The entry goes to NUD_NONE, which stops its timer but keeps the packets it
     holds (deleting it would bounce them with ICMPv6 address unreachable), then
     NTF_USE solicits at once; the owner's answer releases the held packets.
     Static entries (permanent, noarp) are the administrator's: left alone.
     """
-    renewed, todo = 0, list(neighbours)
+    todo = list(neighbours)
     if not todo:
-        return 0
+        return  # no netlink socket for nothing
     with IPRoute() as ipr:
         for ifindex, addr in todo:
             try:
@@ -242,5 +242,3 @@ def renew_neighbours(neighbours: Iterable[tuple[int, IPv6Address]]) -> int:
                 log.warning("renewing the neighbour entry of %s (ifindex %d) failed: %s", addr, ifindex, exc)
                 continue
             log.debug("renewed the neighbour entry of %s (ifindex %d, was state %#x)", addr, ifindex, entry["state"])
-            renewed += 1
-    return renewed
