@@ -9,10 +9,14 @@
  * v6nat_bridge_ingress  clsact ingress of each managed bridge:
  *     hairpin (container -> host address:published port) and its replies;
  *     the fast path of established flows leaving by a public interface.
+ * v6nat_bridge_egress   clsact egress of each managed bridge: a flow's
+ *     packet that the stack let through toward a container confirms that
+ *     direction for the fast path.
  * v6nat_veth_ingress    clsact ingress of the host side of each container
- *     veth of a managed network: container to container drops on networks
- *     without ICC; established flows leave by the fast path from here, and
- *     teach their inward half the way straight into the container.
+ *     veth of a managed network: anti-spoofing, isolation between networks,
+ *     internal networks and ICC, by the port a packet arrives on;
+ *     established flows leave by the fast path from here, and teach their
+ *     inward half the way straight into the container.
  *
  * Every packet that is not ours continues (TC_ACT_UNSPEC) untouched; every
  * drop goes through v6nat_drop() with a reason. */
@@ -21,22 +25,29 @@
 #include "lib/csum.h"
 #include "lib/conntrack.h"
 #include "lib/nat.h"
+#include "lib/stats.h"
+#include "lib/frag.h"
 #include "lib/icmp6.h"
 #include "lib/fib.h"
-#include "lib/icc.h"
+#include "lib/isolation.h"
 
 /* The parsed packet lives in per-CPU map memory, not on the stack: the
  * verifier then forgets which extension-header path produced it, and those
  * paths merge instead of multiplying through the rest of the program. */
 BPF_PERCPU_ARRAY(scratch, struct v6nat_pkt, 1);
 
-static __always_inline struct v6nat_pkt *pkt_scratch(void)
+/* Every entry point's prologue: the packet parsed into per-CPU memory. */
+static __always_inline struct v6nat_pkt *hook_parse(struct __sk_buff *skb, int *result)
 {
 	__u32 zero = 0;
 	struct v6nat_pkt *pkt = scratch.lookup(&zero);
 
-	if (pkt)
-		__builtin_memset(pkt, 0, sizeof(*pkt));
+	if (!pkt) {
+		*result = PARSE_NOT_IPV6;
+		return 0;
+	}
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	*result = v6nat_parse(skb, pkt);
 	return pkt;
 }
 
@@ -53,12 +64,16 @@ static __always_inline __u32 flow_action(const struct ct_entry *e)
 
 /* A packet of a known flow: account it on its half, then rewrite it. */
 static __always_inline int flow_translate(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
-					  const struct ct_key *key, struct ct_entry *e, __u32 action)
+					  struct ct_key *key, struct ct_entry *e, __u32 action)
 {
-	ct_account(skb, hook, key, e, pkt);
+	int reason = ct_account(skb, hook, key, &e, pkt);
+
+	if (reason)
+		return v6nat_drop(hook, reason);
 	if (nat_rewrite(skb, pkt, e))
 		return v6nat_drop(hook, V6NAT_DROP_REWRITE_FAILED);
-	frag_remember(pkt);
+	if (!(e->tcp_flags & CT_F_UNREPLIED))
+		frag_remember(pkt); /* answered flows only: no flood of first fragments */
 	mapping_account(skb, e->mapping_id);
 	v6nat_count(hook, action);
 	return V6NAT_CONTINUE;
@@ -73,7 +88,7 @@ static __always_inline int flow_start(struct __sk_buff *skb, __u32 hook, struct 
 
 	if (reason)
 		return v6nat_drop(hook, reason);
-	e = conntrack.lookup(key);
+	e = ct_lookup(key);
 	if (!e)
 		return v6nat_drop(hook, V6NAT_DROP_CT_FULL);
 	v6nat_count(hook, V6NAT_ACT_NEW_FLOW);
@@ -81,10 +96,36 @@ static __always_inline int flow_start(struct __sk_buff *skb, __u32 hook, struct 
 	return flow_translate(skb, hook, pkt, key, e, flow_action(e));
 }
 
+/* Does this packet create or change a flow's state (so its L4 checksum
+ * must be right first)? */
+static __always_inline int pkt_changes_flow(const struct v6nat_pkt *pkt)
+{
+	return pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST));
+}
+
+/* The half of a packet's tuple that this hook translates, or 0. A pure SYN
+ * on a closed flow's tuple is a new connection: the old pair goes, and the
+ * packet starts a flow as if none had been (with the mapping of now). */
+static __always_inline struct ct_entry *flow_of(__u32 hook, struct ct_key *key, const struct v6nat_pkt *pkt)
+{
+	struct ct_key peer_key;
+	struct ct_entry *e = ct_lookup(key);
+
+	if (!e || !ct_allowed(hook, e))
+		return 0;
+	if (!ct_tcp_reopens(e, pkt) || e->tcp_state != CT_TCP_CLOSED)
+		return e;
+	ct_key_mirror(&peer_key, e, key->proto);
+	ct_delete(&peer_key);
+	ct_delete(key);
+	v6nat_count(hook, V6NAT_ACT_CT_RESTARTED);
+	return 0;
+}
+
 /* A packet of a known flow toward a container (public ingress): translate
  * it, then send it straight to the bridge when the fast path allows. */
 static __always_inline int flow_forward(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
-					const struct ct_key *key, struct ct_entry *e)
+					struct ct_key *key, struct ct_entry *e)
 {
 	struct bpf_fib_lookup *fib = fib_query();
 	int route = fib ? fast_path_route(skb, hook, pkt, e, skb->ifindex, fib) : FAST_NONE;
@@ -98,10 +139,10 @@ static __always_inline int flow_forward(struct __sk_buff *skb, __u32 hook, struc
 /* A container's packet that is not for a host address (its veth, or the
  * bridge): the public egress program translates it after the stack, unless
  * it belongs to an established flow that the fast path can send out
- * directly. At the veth (`veth_net`: the source's network) it also teaches
- * the flow's inward half the way into the container. */
+ * directly. At the veth (`veth`) it also teaches the flow's inward half the
+ * way into the container. */
 static __always_inline int container_outbound(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
-					      struct ct_key *key, const struct network_info *veth_net)
+					      struct ct_key *key, const struct veth_info *veth)
 {
 	struct bpf_fib_lookup *fib = fib_query();
 	struct ct_entry *e;
@@ -109,12 +150,12 @@ static __always_inline int container_outbound(struct __sk_buff *skb, __u32 hook,
 
 	if (!fib || !fast_path_enabled())
 		return v6nat_pass(hook);
-	e = conntrack.lookup(key);
+	e = ct_lookup(key);
 	if (!e || !ct_allowed(V6NAT_HOOK_PUBLIC_EGRESS, e))
 		return v6nat_pass(hook);
-	if (veth_net && peer_learn(skb, pkt, e, veth_net))
+	if (veth && peer_learn(skb, pkt, e, veth->bridge_ifindex))
 		return v6nat_pass(hook); /* through the bridge this once (see peer_learn) */
-	route = fast_path_route(skb, hook, pkt, e, veth_net ? veth_net->bridge_ifindex : skb->ifindex, fib);
+	route = fast_path_route(skb, hook, pkt, e, veth ? veth->bridge_ifindex : skb->ifindex, fib);
 	if (route == FAST_NONE)
 		return V6NAT_CONTINUE;
 	verdict = flow_translate(skb, hook, pkt, key, e, flow_action(e));
@@ -128,6 +169,8 @@ static __always_inline int icmp_error_verdict(struct __sk_buff *skb, __u32 hook,
 {
 	int r = icmp6_error_translate(skb, pkt, hook);
 
+	if (r == ICMP6_FOREIGN)
+		return v6nat_drop(hook, V6NAT_DROP_ICMP_FOREIGN);
 	if (r < 0)
 		return v6nat_drop(hook, V6NAT_DROP_REWRITE_FAILED);
 	if (r > 0)
@@ -143,7 +186,7 @@ static __always_inline int fragment_verdict(struct __sk_buff *skb, __u32 hook, s
 
 	if (frag_recall(pkt) == 0) {
 		ct_key_of_pkt(&key, pkt);
-		e = conntrack.lookup(&key);
+		e = ct_lookup(&key);
 		if (e && ct_allowed(hook, e))
 			return flow_translate(skb, hook, pkt, &key, e, V6NAT_ACT_FRAGMENT);
 	}
@@ -165,54 +208,72 @@ static __always_inline int unparsed_verdict(__u32 hook, int result, int masquera
 }
 
 /* The first packet to a published port starts a DNAT flow (client source
- * kept) or a hairpin flow (source new_saddr, from the SNAT port range). */
+ * kept) or a hairpin flow (source new_saddr, from the SNAT port range;
+ * `src_net` is the container's network). */
 static __always_inline int published_port_start(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
-						struct ct_key *key, const __u8 *new_saddr, __u8 kind)
+						struct ct_key *key, const __u8 *new_saddr,
+						const struct network_info *src_net)
 {
 	struct dnat_target *target;
 	struct ct_entry orig = {};
+	int reason;
 
 	if (pkt->proto == IPPROTO_TCP && !tcp_is_syn(pkt))
 		return v6nat_pass(hook);
 	target = dnat_lookup(pkt->proto, pkt->daddr, pkt->dport);
 	if (!target)
 		return v6nat_pass(hook);
+	if (src_net) {
+		reason = hairpin_verdict(src_net, target);
+		if (reason)
+			return v6nat_drop(hook, reason);
+	} else if (addr_is_ula(pkt->saddr)) {
+		return v6nat_drop(hook, V6NAT_DROP_BOGON_SOURCE);
+	} else if (!l4_csum_valid(skb, pkt)) {
+		return v6nat_drop(hook, V6NAT_DROP_BAD_CHECKSUM);
+	}
 	addr_copy(orig.saddr, new_saddr);
 	addr_copy(orig.daddr, target->addr);
 	orig.sport = pkt->sport;
 	orig.dport = target->port;
-	orig.kind = kind;
+	orig.kind = src_net ? CT_KIND_HAIRPIN : CT_KIND_DNAT;
 	orig.mapping_id = target->mapping_id;
-	return flow_start(skb, hook, pkt, key, &orig, kind == CT_KIND_HAIRPIN);
+	return flow_start(skb, hook, pkt, key, &orig, src_net != 0);
 }
 
 int v6nat_public_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_PUBLIC_INGRESS;
-	struct v6nat_pkt *pkt = pkt_scratch();
 	struct ct_key key;
 	struct ct_entry *e;
 	struct network_info *net;
 	int r;
-
-	if (!pkt)
-		return V6NAT_CONTINUE;
-	r = v6nat_parse(skb, pkt);
+	struct v6nat_pkt *pkt = hook_parse(skb, &r);
 
 	if (r == PARSE_NOT_IPV6)
 		return v6nat_pass(hook);
 	/* A flow's packet first: the halves translated here are keyed by a
-	 * host address, never by an address of a NAT'd prefix, so a hit needs
-	 * no isolation check (one LPM lookup less per established packet). */
+	 * remote address that passed the source checks below when the flow
+	 * began, so a hit needs no more lookups. */
 	if (r == PARSE_TUPLE) {
 		ct_key_of_pkt(&key, pkt);
-		e = conntrack.lookup(&key);
-		if (e && ct_allowed(hook, e))
+		e = flow_of(hook, &key, pkt);
+		if (e) {
+			if (pkt_changes_flow(pkt) && !l4_csum_valid(skb, pkt))
+				return v6nat_drop(hook, V6NAT_DROP_BAD_CHECKSUM);
 			return flow_forward(skb, hook, pkt, &key, e);
+		}
 	}
+	/* Link-local and unspecified sources (NDP, MLD) never cross the host. */
+	if (addr_is_link_local(pkt->saddr) || addr_is_zero(pkt->saddr))
+		return v6nat_pass(hook);
+	if (public_source_forged(pkt->saddr))
+		return v6nat_drop(hook, V6NAT_DROP_BOGON_SOURCE);
 	net = network_of(pkt->daddr);
 	if (net && (net->flags & (V6NAT_NET_MASQUERADE | V6NAT_NET_INTERNAL)))
 		return v6nat_drop(hook, V6NAT_DROP_DIRECT_ULA);
+	if (net && addr_is_ula(pkt->saddr))
+		return v6nat_drop(hook, V6NAT_DROP_BOGON_SOURCE);
 	if (r == PARSE_ICMP_ERROR)
 		return icmp_error_verdict(skb, hook, pkt, 0);
 	if (r == PARSE_FRAGMENT)
@@ -222,23 +283,19 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 
 	if (pkt->proto == V6NAT_IPPROTO_ICMPV6 || !is_host_addr(pkt->daddr))
 		return v6nat_pass(hook);
-	return published_port_start(skb, hook, pkt, &key, pkt->saddr, CT_KIND_DNAT);
+	return published_port_start(skb, hook, pkt, &key, pkt->saddr, 0);
 }
 
 int v6nat_public_egress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_PUBLIC_EGRESS;
-	struct v6nat_pkt *pkt = pkt_scratch();
 	struct ct_key key;
 	struct ct_entry *e;
 	struct network_info *net;
 	const __u8 *source;
 	int masquerade;
 	int r;
-
-	if (!pkt)
-		return V6NAT_CONTINUE;
-	r = v6nat_parse(skb, pkt);
+	struct v6nat_pkt *pkt = hook_parse(skb, &r);
 
 	if (r == PARSE_NOT_IPV6)
 		return v6nat_pass(hook);
@@ -261,8 +318,8 @@ int v6nat_public_egress(struct __sk_buff *skb)
 		return unparsed_verdict(hook, r, masquerade);
 
 	ct_key_of_pkt(&key, pkt);
-	e = conntrack.lookup(&key);
-	if (e && ct_allowed(hook, e))
+	e = flow_of(hook, &key, pkt);
+	if (e)
 		return flow_translate(skb, hook, pkt, &key, e, flow_action(e));
 
 	if (!masquerade)
@@ -289,15 +346,18 @@ int v6nat_public_egress(struct __sk_buff *skb)
 int v6nat_bridge_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_BRIDGE_INGRESS;
-	struct v6nat_pkt *pkt = pkt_scratch();
 	struct ct_key key;
 	struct ct_entry *e;
+	struct network_info *net;
 	int r;
+	struct v6nat_pkt *pkt = hook_parse(skb, &r);
 
-	if (!pkt)
-		return V6NAT_CONTINUE;
-	r = v6nat_parse(skb, pkt);
-
+	if (r == PARSE_NOT_IPV6)
+		return v6nat_pass(hook);
+	/* A managed network's source arrives only on its own bridge. */
+	net = network_of(pkt->saddr);
+	if (net && net->bridge_ifindex != skb->ifindex)
+		return v6nat_drop(hook, V6NAT_DROP_SPOOFED_SOURCE);
 	if (r == PARSE_ICMP_ERROR)
 		return icmp_error_verdict(skb, hook, pkt, 0);
 	if (r == PARSE_FRAGMENT)
@@ -308,36 +368,47 @@ int v6nat_bridge_ingress(struct __sk_buff *skb)
 	if (!is_host_addr(pkt->daddr))
 		return container_outbound(skb, hook, pkt, &key, 0);
 
-	e = conntrack.lookup(&key);
-	if (e && ct_allowed(hook, e))
+	e = flow_of(hook, &key, pkt);
+	if (e)
 		return flow_translate(skb, hook, pkt, &key, e, flow_action(e));
 
-	if (pkt->proto == V6NAT_IPPROTO_ICMPV6 || !network_of(pkt->saddr))
+	if (pkt->proto == V6NAT_IPPROTO_ICMPV6 || !net)
 		return v6nat_pass(hook);
 	/* The source becomes the host address the container asked for, so the
 	 * target's replies come back through the host. */
-	return published_port_start(skb, hook, pkt, &key, pkt->daddr, CT_KIND_HAIRPIN);
+	return published_port_start(skb, hook, pkt, &key, pkt->daddr, net);
+}
+
+int v6nat_bridge_egress(struct __sk_buff *skb)
+{
+	const __u32 hook = V6NAT_HOOK_BRIDGE_EGRESS;
+	int r;
+	struct v6nat_pkt *pkt = hook_parse(skb, &r);
+
+	if (r == PARSE_TUPLE)
+		ct_mark_stack_in(pkt);
+	return v6nat_pass(hook);
 }
 
 int v6nat_veth_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_VETH_INGRESS;
-	struct v6nat_pkt *pkt = pkt_scratch();
-	struct network_info *net;
+	struct veth_info *veth;
 	struct ct_key key;
-	int r;
+	int r, reason;
+	struct v6nat_pkt *pkt = hook_parse(skb, &r);
 
-	if (!pkt)
-		return v6nat_pass(hook);
-	r = v6nat_parse(skb, pkt);
 	if (r == PARSE_NOT_IPV6)
 		return v6nat_pass(hook);
-	net = network_of(pkt->saddr);
-	if (icc_blocked(pkt, net))
-		return v6nat_drop(hook, V6NAT_DROP_ICC_BLOCKED);
+	veth = veth_of(skb);
+	if (!veth)
+		return v6nat_drop(hook, V6NAT_DROP_VETH_UNKNOWN);
+	reason = veth_verdict(skb, pkt, veth);
+	if (reason)
+		return v6nat_drop(hook, reason);
 	/* Hairpin and the host's own addresses are the bridge program's. */
-	if (r != PARSE_TUPLE || !net || is_host_addr(pkt->daddr))
+	if (r != PARSE_TUPLE || addr_is_link_local(pkt->saddr) || is_host_addr(pkt->daddr))
 		return v6nat_pass(hook);
 	ct_key_of_pkt(&key, pkt);
-	return container_outbound(skb, hook, pkt, &key, net);
+	return container_outbound(skb, hook, pkt, &key, veth);
 }

@@ -17,7 +17,7 @@
 #ifndef V6NAT_H
 #define V6NAT_H
 
-#define V6NAT_LAYOUT_VERSION 4
+#define V6NAT_LAYOUT_VERSION 5
 
 /* Map capacities: defaults, overridable with -D by the loader. */
 #ifndef V6NAT_CT_MAX
@@ -31,13 +31,23 @@
 #define V6NAT_HOST_ADDRS_MAX 1024
 #define V6NAT_FRAGS_MAX 8192
 #define V6NAT_MAPPINGS_MAX V6NAT_DNAT_MAX
+/* Flows that have seen no reply yet live in a table of their own, so that a
+ * flood of them (spoofed SYNs, one-way datagrams) can only evict each other,
+ * never an answered flow (the role of Linux's early_drop). The loader passes
+ * layout.ct_unreplied_max(V6NAT_CT_MAX), the same quarter. */
+#ifndef V6NAT_CT_UNREPLIED_MAX
+#define V6NAT_CT_UNREPLIED_MAX (V6NAT_CT_MAX / 4)
+#endif
+#define V6NAT_VETHS_MAX 4096
+#define V6NAT_VETH_ADDRS 4
 
 /* tc hooks, the first index of the counters map. */
 #define V6NAT_HOOKS(X)                                                         \
 	X(PUBLIC_INGRESS, public_ingress)                                      \
 	X(PUBLIC_EGRESS, public_egress)                                        \
 	X(BRIDGE_INGRESS, bridge_ingress)                                      \
-	X(VETH_INGRESS, veth_ingress)
+	X(VETH_INGRESS, veth_ingress)                                          \
+	X(BRIDGE_EGRESS, bridge_egress)
 
 /* What a program did with a packet (one counter each, per hook). */
 #define V6NAT_ACTIONS(X)                                                       \
@@ -54,7 +64,9 @@
 	X(REDIRECT, redirect)         /* fast path: sent straight to the iface */ \
 	X(REDIRECT_PEER, redirect_peer) /* fast path: straight into the container */ \
 	X(FIB_MISS, fib_miss)         /* fast path: no usable route, to stack */ \
-	X(TO_STACK, to_stack)         /* fast path declined: left to the stack */
+	X(TO_STACK, to_stack)         /* fast path declined: left to the stack */ \
+	X(CT_PROMOTED, ct_promoted)   /* a flow's first reply: out of the unreplied table */ \
+	X(CT_RESTARTED, ct_restarted) /* a SYN on a closed tuple: a new flow */
 
 /* Why a packet was dropped. Every TC_ACT_SHOT goes through v6nat_drop(). */
 #define V6NAT_DROP_REASONS(X)                                                  \
@@ -68,7 +80,15 @@
 	X(EXTHDR_LIMIT, exthdr_limit)     /* masqueraded packet, too many ext headers */  \
 	X(CT_FULL, ct_full)               /* conntrack insert failed */                   \
 	X(REWRITE_FAILED, rewrite_failed) /* packet store / checksum helper failed */ \
-	X(ICC_BLOCKED, icc_blocked)       /* container to container, network without ICC */
+	X(ICC_BLOCKED, icc_blocked)       /* container to container, network without ICC */ \
+	X(SPOOFED_SOURCE, spoofed_source) /* a container's packet with a source not its own */ \
+	X(VETH_UNKNOWN, veth_unknown)     /* a veth the control plane has not described */ \
+	X(BOGON_SOURCE, bogon_source)     /* from outside with an internal or impossible source */ \
+	X(ISOLATION, isolation)           /* between networks, or out of an internal one */ \
+	X(CT_CLASH, ct_clash)             /* a new half would overwrite another flow's */ \
+	X(BAD_CHECKSUM, bad_checksum)     /* would create or change a flow, L4 checksum wrong */ \
+	X(TCP_WINDOW, tcp_window)         /* RST outside the tracked sequence window */ \
+	X(ICMP_FOREIGN, icmp_foreign)     /* an error about another endpoint's flow */
 
 #define V6NAT_ENUM_ACTION(id, name) V6NAT_ACT_##id,
 #define V6NAT_ENUM_DROP(id, name) V6NAT_DROP_##id,
@@ -183,7 +203,15 @@ enum ct_tcp_state {
 #define CT_F_FIN_ORIGINAL 0x1
 #define CT_F_FIN_REPLY 0x2
 #define CT_F_FINS (CT_F_FIN_ORIGINAL | CT_F_FIN_REPLY)
-#define CT_F_REPLY_SEEN 0x4 /* a reply passed: both directions crossed the stack's checks once */
+#define CT_F_REPLY_SEEN 0x4  /* a reply was seen */
+#define CT_F_STACK_IN 0x8    /* a packet toward the container left the stack (bridge egress) */
+#define CT_F_STACK_OUT 0x10  /* a packet from the container left the stack (public egress) */
+#define CT_F_CONFIRMED (CT_F_STACK_IN | CT_F_STACK_OUT) /* the fast path may carry it */
+#define CT_F_UNREPLIED 0x20  /* the pair lives in ct_unreplied */
+
+/* ct_entry.td_known (per half, not kept equal) */
+#define TD_SEQ_KNOWN 0x1 /* td_end */
+#define TD_ACK_KNOWN 0x2 /* td_ack */
 
 struct ct_entry {
 	__u8 saddr[16]; /* the packet's new source */
@@ -216,9 +244,20 @@ struct ct_entry {
 	__u32 peer_ifindex;
 	__u64 fib_until_ns;
 	__u8 peer_macs[12]; /* destination (the container), then source (the bridge) */
-	__u32 _pad;
+	/* TCP sequence tracking of this half's sender (host order): the end of
+	 * the highest segment sent (seq + length, SYN and FIN count one) and the
+	 * highest acknowledgement sent. A RST is believed only near them. */
+	__u32 td_end;
+	__u32 td_ack;
+	__u8 td_known; /* TD_* */
+	__u8 _pad[3];
 	__u64 peer_until_ns;
 };
+
+/* A RST's sequence may lag the receiver's last acknowledgement by this much
+ * (segments in flight, reordering); beyond, and beyond the sender's end, it
+ * is a blind guess (RFC 5961). */
+#define V6NAT_RST_WINDOW 65535
 
 /* How long a cached fast path route is used before the FIB is asked again:
  * a route, interface or network change reaches established flows within it. */
@@ -228,6 +267,19 @@ struct ct_entry {
  * last packet taught it: a veth moved or replaced (same address, new port)
  * gets packets through the bridge again within it. */
 #define V6NAT_PEER_CACHE_NS 1000000000ULL
+
+/* veths: key __u32 ifindex of the host side of a container's veth, written
+ * by the control plane before it attaches the veth program. What the port
+ * may send: its container's addresses (plus link-local and, for DAD, the
+ * unspecified one), and which network and bridge it belongs to. */
+struct veth_info {
+	__u8 addrs[V6NAT_VETH_ADDRS * 16]; /* 16 bytes each; unused slots all-zero */
+	__u32 network_id;
+	__u32 bridge_ifindex;
+	__u32 net_flags;    /* V6NAT_NET_* of the network */
+	__u8 bridge_mac[6]; /* frames to any other unicast MAC go to a sibling */
+	__u16 _pad;
+};
 
 /* fragments: the ports of a fragmented datagram, written by the program that
  * saw its first fragment, read for the following ones. */

@@ -15,6 +15,7 @@
 /* The BPF target here is little-endian (x86-64); byte order is explicit. */
 #define v6_htons(x) ((__be16)__builtin_bswap16((__u16)(x)))
 #define v6_ntohs(x) ((__u16)__builtin_bswap16((__u16)(x)))
+#define v6_htonl(x) ((__be32)__builtin_bswap32((__u32)(x)))
 
 /* What the programs return for every packet they do not drop: the next
  * filter (another tool's) still runs, then the stack. */
@@ -64,6 +65,11 @@ static __always_inline int addr_is_zero(const __u8 *a)
 	const __u64 *x = (const __u64 *)a;
 
 	return (x[0] | x[1]) == 0;
+}
+
+static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
+{
+	return *(const __u32 *)a == *(const __u32 *)b && *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
 }
 
 static __always_inline void addr_copy(__u8 *dst, const __u8 *src)

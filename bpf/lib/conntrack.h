@@ -2,7 +2,11 @@
  * tuple of a packet as it reaches the hook that translates it; its value is
  * what that packet becomes. The other half's key is the mirror of the
  * rewritten tuple, so either half rebuilds the other. TCP state lives in both
- * halves; the GC (Python) expires a pair by the later last_seen of the two. */
+ * halves; the GC (Python) expires a pair by the later last_seen of the two.
+ *
+ * Two tables: a new pair is claimed (BPF_NOEXIST, never over another flow's
+ * half) in ct_unreplied and moves to conntrack on its first reply. A flood of
+ * flows that get no answer therefore evicts only its own kind. */
 #ifndef V6NAT_CONNTRACK_H
 #define V6NAT_CONNTRACK_H
 
@@ -19,6 +23,34 @@ static __always_inline struct ct_entry *ct_entry_scratch(void)
 	__u32 zero = 0;
 
 	return ct_scratch.lookup(&zero);
+}
+
+/* The half of `key` in either table: answered flows first (most packets). */
+static __always_inline struct ct_entry *ct_lookup(const struct ct_key *key)
+{
+	struct ct_entry *e = conntrack.lookup((struct ct_key *)key);
+
+	return e ? e : ct_unreplied.lookup((struct ct_key *)key);
+}
+
+/* Claim `key` for a half in the table `unreplied` says; fails (non-zero)
+ * when any flow holds the key in either table. */
+static __always_inline int ct_claim(struct ct_key *key, struct ct_entry *e, int unreplied)
+{
+	if (unreplied) {
+		if (conntrack.lookup(key))
+			return -1;
+		return ct_unreplied.insert(key, e);
+	}
+	if (ct_unreplied.lookup(key))
+		return -1;
+	return conntrack.insert(key, e);
+}
+
+static __always_inline void ct_delete(struct ct_key *key)
+{
+	conntrack.delete(key);
+	ct_unreplied.delete(key);
 }
 
 static __always_inline void ct_key_of_pkt(struct ct_key *key, const struct v6nat_pkt *pkt)
@@ -42,7 +74,8 @@ static __always_inline void ct_key_mirror(struct ct_key *peer, const struct ct_e
 	peer->proto = proto;
 }
 
-/* The other half of (key, e): it restores the tuple of `key`, mirrored. */
+/* The other half of (key, e): it restores the tuple of `key`, mirrored.
+ * Sequence tracking is per half: the mirror starts without it. */
 static __always_inline void ct_entry_mirror(struct ct_entry *peer, const struct ct_key *key,
 					    const struct ct_entry *e)
 {
@@ -79,60 +112,187 @@ static __always_inline int tcp_is_syn(const struct v6nat_pkt *pkt)
 	return (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST)) == TCP_FLAG_SYN;
 }
 
-/* The TCP state after this packet; tcp_flags updated in place. */
-static __always_inline __u8 ct_tcp_next(__u8 state, __u8 *fins, __u8 dir, __u8 flags)
+/* A pure SYN in the original direction of a flow that is past its own SYN:
+ * a new connection on an old tuple, not a retransmission. */
+static __always_inline int ct_tcp_reopens(const struct ct_entry *e, const struct v6nat_pkt *pkt)
 {
-	if (flags & TCP_FLAG_RST)
+	return pkt->proto == IPPROTO_TCP && tcp_is_syn(pkt) && e->dir == CT_DIR_ORIGINAL &&
+	       e->tcp_state != CT_TCP_SYN_SENT;
+}
+
+/* The TCP state after this packet; tcp_flags updated in place. */
+static __always_inline __u8 ct_tcp_next(__u8 state, __u8 *flags, __u8 dir, const struct v6nat_pkt *pkt)
+{
+	__u8 tcp = pkt->tcp_flags;
+
+	if (tcp & TCP_FLAG_RST)
 		return CT_TCP_CLOSED;
-	if (flags & TCP_FLAG_FIN) {
-		*fins |= dir == CT_DIR_ORIGINAL ? CT_F_FIN_ORIGINAL : CT_F_FIN_REPLY;
-		return (*fins & CT_F_FINS) == CT_F_FINS ? CT_TCP_CLOSED : CT_TCP_CLOSING;
+	if (tcp & TCP_FLAG_FIN) {
+		*flags |= dir == CT_DIR_ORIGINAL ? CT_F_FIN_ORIGINAL : CT_F_FIN_REPLY;
+		return (*flags & CT_F_FINS) == CT_F_FINS ? CT_TCP_CLOSED : CT_TCP_CLOSING;
 	}
 	if (state == CT_TCP_SYN_SENT && dir == CT_DIR_REPLY)
 		return CT_TCP_ESTABLISHED;
-	if (state == CT_TCP_CLOSED && dir == CT_DIR_ORIGINAL &&
-	    (flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) {
-		*fins = 0; /* the same tuple reused for a new connection: its
-			    * first packets take the stack again */
-		return CT_TCP_SYN_SENT;
+	if (dir == CT_DIR_ORIGINAL && state != CT_TCP_SYN_SENT && tcp_is_syn(pkt)) {
+		/* A new connection on a live tuple (the client lost the old
+		 * one, or a forger): keep the state (a forged SYN must not cut
+		 * a live flow's timeout), but its packets take the stack again
+		 * until both directions pass it, so FORWARD/DOCKER-USER decide. */
+		*flags &= ~CT_F_CONFIRMED;
 	}
 	return state;
 }
 
-/* Account a packet on half `e`, keep the TCP state of both halves equal and
- * rebuild the other half when LRU eviction took it. Looking the other half up
- * on every packet also keeps it recently used, so a one-way stream does not
- * lose its quiet half. */
-static __always_inline void ct_account(struct __sk_buff *skb, __u32 hook, const struct ct_key *key,
-				       struct ct_entry *e, const struct v6nat_pkt *pkt)
+/* seq within [lo, hi], modulo 2^32. */
+static __always_inline int seq_between(__u32 seq, __u32 lo, __u32 hi)
 {
-	struct ct_key peer_key;
-	struct ct_entry *peer;
-	__u8 state = e->tcp_state, fins = e->tcp_flags;
+	return seq - lo <= hi - lo;
+}
 
+static __always_inline int seq_after(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) > 0;
+}
+
+/* A RST from the sender of half `e` is believed when its sequence lies
+ * between the receiver's last acknowledgement (less a window for segments in
+ * flight) and the sender's end: where a RST of the real endpoint lies (RFC
+ * 5961 3.2). A sender not heard yet (the answer to a SYN) must acknowledge
+ * exactly that SYN, as Linux conntrack asks in SYN_SENT. */
+static __always_inline int tcp_rst_in_window(const struct ct_entry *e, const struct ct_entry *peer,
+					     const struct v6nat_pkt *pkt)
+{
+	__u32 lo;
+
+	if (!e->td_known)
+		return !peer || !peer->td_known ||
+		       ((pkt->tcp_flags & TCP_FLAG_ACK) && pkt->tcp_ack == peer->td_end);
+	lo = (peer && (peer->td_known & TD_ACK_KNOWN)) ? peer->td_ack : e->td_end;
+	return seq_between(pkt->tcp_seq, lo - V6NAT_RST_WINDOW, e->td_end + 1);
+}
+
+/* Follow this half's sender: the end of its highest segment, its highest ACK. */
+static __always_inline void tcp_track(struct ct_entry *e, const struct v6nat_pkt *pkt)
+{
+	__u32 len = pkt->end - pkt->l4_off - pkt->tcp_hlen;
+	__u32 end;
+
+	if (pkt->tcp_flags & TCP_FLAG_RST)
+		return;
+	end = pkt->tcp_seq + len + !!(pkt->tcp_flags & TCP_FLAG_SYN) + !!(pkt->tcp_flags & TCP_FLAG_FIN);
+	if (!e->td_known || seq_after(end, e->td_end))
+		e->td_end = end;
+	if ((pkt->tcp_flags & TCP_FLAG_ACK) &&
+	    (!(e->td_known & TD_ACK_KNOWN) || seq_after(pkt->tcp_ack, e->td_ack))) {
+		e->td_ack = pkt->tcp_ack;
+		e->td_known |= TD_ACK_KNOWN;
+	}
+	e->td_known |= TD_SEQ_KNOWN;
+}
+
+/* The first reply: the pair moves from ct_unreplied to conntrack. Returns the
+ * half of `key` in its new place, or 0 when another flow holds either key
+ * there (the pair is then given up). */
+static __always_inline struct ct_entry *ct_promote(struct ct_key *key, struct ct_entry *e,
+						   struct ct_key *peer_key, struct ct_entry *peer)
+{
+	e->tcp_flags &= ~CT_F_UNREPLIED;
+	peer->tcp_flags &= ~CT_F_UNREPLIED;
+	if (conntrack.insert(peer_key, peer))
+		goto clash;
+	if (conntrack.insert(key, e)) {
+		conntrack.delete(peer_key);
+		goto clash;
+	}
+	ct_unreplied.delete(key);
+	ct_unreplied.delete(peer_key);
+	return conntrack.lookup(key);
+clash:
+	ct_unreplied.delete(key);
+	ct_unreplied.delete(peer_key);
+	return 0;
+}
+
+/* Account a packet on half *ep at `hook`: sequence window, TCP state and the
+ * stack's verdicts kept equal in both halves, the other half rebuilt when LRU
+ * eviction took it (only where no other flow holds its key: a port is never
+ * handed to two flows), and the pair promoted on its first reply. Looking the
+ * other half up on every packet also keeps it recently used, so a one-way
+ * stream does not lose its quiet half. Returns 0 or a drop reason; *ep then
+ * points to the half in its current table. */
+static __always_inline int ct_account(struct __sk_buff *skb, __u32 hook, struct ct_key *key,
+				      struct ct_entry **ep, const struct v6nat_pkt *pkt)
+{
+	struct ct_entry *e = *ep;
+	struct ct_key peer_key;
+	struct ct_entry *peer, *moved;
+	__u8 state = e->tcp_state, flags = e->tcp_flags;
+	int unreplied = flags & CT_F_UNREPLIED;
+
+	ct_key_mirror(&peer_key, e, key->proto);
+	peer = ct_lookup(&peer_key);
+	if (key->proto == IPPROTO_TCP && pkt->frag != FRAG_LATER) {
+		if ((pkt->tcp_flags & TCP_FLAG_RST) && !tcp_rst_in_window(e, peer, pkt))
+			return V6NAT_DROP_TCP_WINDOW;
+		tcp_track(e, pkt);
+		state = ct_tcp_next(state, &flags, e->dir, pkt);
+	}
+	if (e->dir == CT_DIR_REPLY)
+		flags |= CT_F_REPLY_SEEN;
+	if (hook == V6NAT_HOOK_PUBLIC_EGRESS)
+		flags |= CT_F_STACK_OUT;
 	e->last_seen_ns = v6nat_now();
 	__sync_fetch_and_add(&e->packets, 1);
 	__sync_fetch_and_add(&e->bytes, skb->len);
-	if (key->proto == IPPROTO_TCP && pkt->frag != FRAG_LATER)
-		state = ct_tcp_next(state, &fins, e->dir, pkt->tcp_flags);
-	if (e->dir == CT_DIR_REPLY)
-		fins |= CT_F_REPLY_SEEN;
 	e->tcp_state = state;
-	e->tcp_flags = fins;
+	e->tcp_flags = flags;
 
-	ct_key_mirror(&peer_key, e, key->proto);
-	peer = conntrack.lookup(&peer_key);
-	if (peer) {
-		peer->tcp_state = state;
-		peer->tcp_flags = fins;
-		return;
-	}
-	peer = ct_entry_scratch();
-	if (!peer)
-		return;
-	ct_entry_mirror(peer, key, e);
-	if (conntrack.update(&peer_key, peer) == 0)
+	if (!peer) {
+		peer = ct_entry_scratch();
+		if (!peer)
+			return V6NAT_DROP_CT_FULL;
+		ct_entry_mirror(peer, key, e);
+		if (ct_claim(&peer_key, peer, unreplied))
+			return V6NAT_DROP_CT_CLASH;
 		v6nat_count(hook, V6NAT_ACT_CT_REBUILT);
+		peer = ct_lookup(&peer_key);
+		if (!peer)
+			return V6NAT_DROP_CT_FULL;
+	}
+	peer->tcp_state = state;
+	peer->tcp_flags = flags;
+	if (!unreplied || e->dir != CT_DIR_REPLY)
+		return 0;
+	moved = ct_promote(key, e, &peer_key, peer);
+	if (!moved)
+		return V6NAT_DROP_CT_CLASH;
+	v6nat_count(hook, V6NAT_ACT_CT_PROMOTED);
+	*ep = moved;
+	return 0;
+}
+
+/* A packet that passed the stack toward a container (bridge egress): mark
+ * its flow (found by the mirror of the packet's tuple: the container's
+ * outward half) as accepted inward. Both directions accepted: fast path. */
+static __always_inline void ct_mark_stack_in(const struct v6nat_pkt *pkt)
+{
+	struct ct_key key, peer_key;
+	struct ct_entry *e, *peer;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	addr_copy(key.saddr, pkt->daddr);
+	addr_copy(key.daddr, pkt->saddr);
+	key.sport = pkt->dport;
+	key.dport = pkt->sport;
+	key.proto = pkt->proto;
+	e = ct_lookup(&key);
+	if (!e || e->kind == CT_KIND_HAIRPIN || (e->tcp_flags & CT_F_STACK_IN))
+		return;
+	e->tcp_flags |= CT_F_STACK_IN;
+	ct_key_mirror(&peer_key, e, pkt->proto);
+	peer = ct_lookup(&peer_key);
+	if (peer)
+		peer->tcp_flags |= CT_F_STACK_IN;
 }
 
 #endif

@@ -147,9 +147,12 @@ static __always_inline int fast_path_fib_route(struct __sk_buff *skb, __u32 hook
 		return FAST_NONE;
 	/* A frame the public interface got but was not addressed to (flooded,
 	 * promiscuous): the stack would drop it, so must the fast path. */
+	/* Only flows the stack accepted both ways (CT_F_CONFIRMED), and never
+	 * a SYN: a new connection on an old tuple is the stack's to judge. */
 	if ((e->kind != CT_KIND_DNAT && e->kind != CT_KIND_SNAT) || pkt->frag != FRAG_NONE ||
 	    pkt->hop_limit <= 1 || (hook == V6NAT_HOOK_PUBLIC_INGRESS && skb->pkt_type != V6NAT_PACKET_HOST) ||
-	    (e->dir == CT_DIR_ORIGINAL && !(e->tcp_flags & CT_F_REPLY_SEEN))) {
+	    (e->tcp_flags & CT_F_CONFIRMED) != CT_F_CONFIRMED ||
+	    (pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & TCP_FLAG_SYN))) {
 		v6nat_count(hook, V6NAT_ACT_TO_STACK);
 		return FAST_NONE;
 	}
@@ -231,11 +234,6 @@ static __always_inline int fast_path_redirect(struct __sk_buff *skb, __u32 hook,
 	return bpf_redirect(fib->ifindex, 0);
 }
 
-static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
-{
-	return *(const __u32 *)a == *(const __u32 *)b && *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
-}
-
 /* At a container's veth, for the container's outward half `out` of a flow:
  * at most every half cache time, teach the inward half this veth and the
  * Ethernet header that reaches the container (its MAC, the bridge's MAC).
@@ -249,7 +247,7 @@ static __always_inline int mac_equal(const __u8 *a, const __u8 *b)
  * that forges the MAC too could already take them over with Neighbor
  * Advertisements on the plain bridge. */
 static __always_inline int peer_learn(struct __sk_buff *skb, const struct v6nat_pkt *pkt, struct ct_entry *out,
-				      const struct network_info *net)
+				      __u32 bridge_ifindex)
 {
 	struct bpf_fib_lookup *fib;
 	struct ct_key inward_key;
@@ -261,7 +259,7 @@ static __always_inline int peer_learn(struct __sk_buff *skb, const struct v6nat_
 		return 0;
 	out->peer_until_ns = now + V6NAT_PEER_CACHE_NS;
 	ct_key_mirror(&inward_key, out, pkt->proto);
-	in = conntrack.lookup(&inward_key);
+	in = ct_lookup(&inward_key);
 	fib = fib_query();
 	/* The inward half must deliver to this packet's source (an LRU slot
 	 * reused for another flow meanwhile would not). */
@@ -269,10 +267,10 @@ static __always_inline int peer_learn(struct __sk_buff *skb, const struct v6nat_
 		return 1;
 	__builtin_memset(fib, 0, sizeof(*fib));
 	fib->family = V6NAT_AF_INET6;
-	fib->ifindex = net->bridge_ifindex;
+	fib->ifindex = bridge_ifindex;
 	__builtin_memcpy(fib->ipv6_dst, pkt->saddr, 16);
 	if (bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS ||
-	    fib->ifindex != net->bridge_ifindex || bpf_skb_load_bytes(skb, 6, src_mac, 6) ||
+	    fib->ifindex != bridge_ifindex || bpf_skb_load_bytes(skb, 6, src_mac, 6) ||
 	    !mac_equal(src_mac, fib->dmac))
 		return 1;
 	in->peer_until_ns = 0; /* a reader racing this takes the bridge */

@@ -15,6 +15,7 @@
 #include "lib/parse.h"
 #include "lib/csum.h"
 #include "lib/conntrack.h"
+#include "lib/nat.h"
 
 /* The quoted packet's tuple and where its fields sit. */
 struct icmp6_quote {
@@ -144,8 +145,25 @@ static __always_inline void icmp6_quote_words(struct icmp6_quote_words *w, const
 	}
 }
 
+/* An error about a flow, sent from inside by someone other than the flow's
+ * endpoint (the quote's destination) or its network's gateway: it would
+ * leave with its sender's internal source. */
+static __always_inline int icmp6_sender_foreign(const struct v6nat_pkt *pkt, const struct icmp6_quote *q,
+						__u32 hook)
+{
+	struct network_info *net;
+
+	if (hook == V6NAT_HOOK_PUBLIC_INGRESS || addr_equal(pkt->saddr, q->daddr))
+		return 0;
+	net = network_of(pkt->saddr);
+	return net && !addr_equal(pkt->saddr, net->gateway);
+}
+
+#define ICMP6_FOREIGN -2
+
 /* Translate an ICMPv6 error quoting a flow translated at this hook.
- * 1: translated; 0: not ours (untouched); -1: a helper failed. */
+ * 1: translated; 0: not ours (untouched); -1: a helper failed;
+ * ICMP6_FOREIGN: about a flow, but from someone inside who is not its end. */
 static __always_inline int icmp6_error_translate(struct __sk_buff *skb, const struct v6nat_pkt *pkt,
 						 __u32 hook)
 {
@@ -168,9 +186,11 @@ static __always_inline int icmp6_error_translate(struct __sk_buff *skb, const st
 	key.sport = q.dport;
 	key.dport = q.sport;
 	key.proto = q.proto;
-	e = conntrack.lookup(&key);
+	e = ct_lookup(&key);
 	if (!e || !ct_allowed(hook, e))
 		return 0;
+	if (icmp6_sender_foreign(pkt, &q, hook))
+		return ICMP6_FOREIGN;
 
 	/* The quote becomes the mirror of e's rewrite. */
 	icmp6_quote_words(&old_w, q.saddr, q.daddr, q.sport, q.dport, &q);

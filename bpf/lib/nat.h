@@ -7,6 +7,7 @@
 #include "lib/parse.h"
 #include "lib/csum.h"
 #include "lib/conntrack.h"
+#include "lib/stats.h"
 
 #define V6NAT_DEFAULT_PORT_MIN 61000
 #define V6NAT_DEFAULT_PORT_MAX 65535
@@ -79,29 +80,13 @@ static __always_inline int port_owned_by_host(struct __sk_buff *skb, const struc
 	return 1;
 }
 
-static __always_inline void snat_tries_add(__u32 slot, __u64 n)
-{
-	__u64 *value = snat_tries.lookup(&slot);
-
-	if (value)
-		*value += n;
-}
-
-/* Count a successful claim that took `tries` candidates. */
-static __always_inline void snat_tries_count(__u32 tries)
-{
-	_Static_assert(V6NAT_SNAT_TRIES == 16, "snat_tries buckets end at 16 tries");
-	__u32 slot = tries == 1 ? V6NAT_TRIES_1 : tries <= 3 ? V6NAT_TRIES_2_3 :
-		     tries <= 7 ? V6NAT_TRIES_4_7 : V6NAT_TRIES_8_16;
-
-	snat_tries_add(slot, 1);
-	snat_tries_add(V6NAT_TRIES_SUM, tries);
-}
-
-/* Claim a port for the NAT address reply->daddr: the preferred one if free,
- * then random ones in the configured range. A candidate is free when no host
- * socket owns it and no published port uses it; inserting the reply half with
- * BPF_NOEXIST is the atomic claim against other flows. 0 or -1 (exhausted). */
+/* Claim a port for the NAT address reply->daddr: the preferred one if it
+ * lies in the configured range and is free, then random ones of the range.
+ * Only ports of the range (kept out of the host's ephemeral ports and
+ * reserved for us) are ever used, so the host can never pick a port a flow
+ * holds. A candidate is free when no host socket owns it, no published port
+ * uses it, and claiming the reply half (BPF_NOEXIST in ct_unreplied, absent
+ * from conntrack) succeeds: that insert is the atomic claim. 0 or -1. */
 static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *reply,
 					  struct ct_entry *reply_entry, __be16 preferred)
 {
@@ -114,6 +99,8 @@ static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *
 		span = (__u32)cfg->snat_port_max - cfg->snat_port_min + 1;
 	}
 	for (int i = 0; i < V6NAT_SNAT_TRIES; i++) {
+		if (i == 0 && (__u32)v6_ntohs(preferred) - lo >= span)
+			continue; /* outside the range: a host port */
 		reply->dport = i == 0 ? preferred : v6_htons(lo + bpf_get_prandom_u32() % span);
 		if (reply->proto != V6NAT_IPPROTO_ICMPV6) {
 			if (port_owned_by_host(skb, reply))
@@ -121,7 +108,7 @@ static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *
 			if (dnat_lookup(reply->proto, reply->daddr, reply->dport))
 				continue;
 		}
-		if (conntrack.insert(reply, reply_entry) == 0) {
+		if (ct_claim(reply, reply_entry, 1) == 0) {
 			snat_tries_count(i + 1);
 			return 0;
 		}
@@ -130,9 +117,13 @@ static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *
 }
 
 /* Create both halves for the packet with tuple `key`, translated as `orig`
- * says. With claim_port, orig->sport is only preferred: the port really used
- * is claimed and written back. Returns 0 or a drop reason; `orig` then holds
- * the half to translate with (another CPU's if it won a race). */
+ * says, in ct_unreplied. Each half is claimed, never written over another
+ * flow's: a new packet whose reply tuple is a live flow's (a forger's SYN
+ * with a live client's address and port toward another host address) is a
+ * clash, as in Linux. With claim_port, orig->sport is only preferred: the
+ * port really used is claimed and written back. Returns 0 or a drop reason;
+ * `orig` then holds the half to translate with (another CPU's if it won a
+ * race). */
 static __always_inline int ct_create_pair(struct __sk_buff *skb, struct ct_key *key,
 					  struct ct_entry *orig, int claim_port)
 {
@@ -146,21 +137,21 @@ static __always_inline int ct_create_pair(struct __sk_buff *skb, struct ct_key *
 	orig->created_ns = v6nat_now();
 	orig->last_seen_ns = orig->created_ns;
 	orig->tcp_state = key->proto == IPPROTO_TCP ? CT_TCP_SYN_SENT : CT_TCP_NONE;
+	orig->tcp_flags = CT_F_UNREPLIED;
 	ct_key_mirror(&reply_key, orig, key->proto);
 	ct_entry_mirror(reply, key, orig);
-	if (!claim_port) {
-		if (conntrack.update(&reply_key, reply) || conntrack.update(key, orig))
-			return V6NAT_DROP_CT_FULL;
-		return 0;
+	if (claim_port) {
+		if (nat_claim_port(skb, &reply_key, reply, orig->sport))
+			return V6NAT_DROP_PORTS_EXHAUSTED;
+		orig->sport = reply_key.dport;
+	} else if (ct_claim(&reply_key, reply, 1)) {
+		return V6NAT_DROP_CT_CLASH;
 	}
-	if (nat_claim_port(skb, &reply_key, reply, orig->sport))
-		return V6NAT_DROP_PORTS_EXHAUSTED;
-	orig->sport = reply_key.dport;
-	if (conntrack.insert(key, orig) == 0)
+	if (ct_claim(key, orig, 1) == 0)
 		return 0;
 	/* Another CPU created this flow meanwhile: give our claim back. */
-	conntrack.delete(&reply_key);
-	winner = conntrack.lookup(key);
+	ct_unreplied.delete(&reply_key);
+	winner = ct_lookup(key);
 	if (!winner)
 		return V6NAT_DROP_CT_FULL;
 	__builtin_memcpy(orig, winner, sizeof(*orig));
@@ -187,67 +178,6 @@ static __always_inline int nat_rewrite(struct __sk_buff *skb, const struct v6nat
 	if (csum_rewrite_port(skb, l4, pkt->sport, e->sport, pkt->csum_off, l4_flags) ||
 	    csum_rewrite_port(skb, l4 + 2, pkt->dport, e->dport, pkt->csum_off, l4_flags))
 		return -1;
-	return 0;
-}
-
-/* A new flow opens its mapping's stats entry (if absent); later packets only
- * add to it. The control plane deletes the entry with the dnat entry, so a
- * flow that outlives its mapping stops being counted instead of bringing the
- * entry back (which would leak it and let a republished mapping resume the
- * old totals). */
-static __always_inline void mapping_open(__u32 mapping_id)
-{
-	struct mapping_stat zero = {};
-
-	if (mapping_id)
-		mapping_stats.insert(&mapping_id, &zero);
-}
-
-static __always_inline void mapping_account(struct __sk_buff *skb, __u32 mapping_id)
-{
-	struct mapping_stat *stat;
-
-	if (!mapping_id)
-		return;
-	stat = mapping_stats.lookup(&mapping_id);
-	if (!stat)
-		return;
-	stat->packets += 1;
-	stat->bytes += skb->len;
-}
-
-/* Remember a first fragment's ports for the fragments that follow it. */
-static __always_inline void frag_remember(const struct v6nat_pkt *pkt)
-{
-	struct frag_key key;
-	struct frag_ports ports = { .sport = pkt->sport, .dport = pkt->dport };
-
-	if (pkt->frag != FRAG_FIRST)
-		return;
-	__builtin_memset(&key, 0, sizeof(key));
-	addr_copy(key.saddr, pkt->saddr);
-	addr_copy(key.daddr, pkt->daddr);
-	key.id = pkt->frag_id;
-	key.proto = pkt->proto;
-	fragments.update(&key, &ports);
-}
-
-/* A later fragment: its ports from the first fragment, or -1. */
-static __always_inline int frag_recall(struct v6nat_pkt *pkt)
-{
-	struct frag_key key;
-	struct frag_ports *ports;
-
-	__builtin_memset(&key, 0, sizeof(key));
-	addr_copy(key.saddr, pkt->saddr);
-	addr_copy(key.daddr, pkt->daddr);
-	key.id = pkt->frag_id;
-	key.proto = pkt->proto;
-	ports = fragments.lookup(&key);
-	if (!ports)
-		return -1;
-	pkt->sport = ports->sport;
-	pkt->dport = ports->dport;
 	return 0;
 }
 

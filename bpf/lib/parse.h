@@ -67,6 +67,9 @@ struct v6nat_pkt {
 	__be32 flowinfo; /* traffic class and flow label (the fast path's FIB key) */
 	__u8 hop_limit;
 	__u8 _pad[3];
+	__u32 tcp_seq;   /* host order */
+	__u32 tcp_ack;   /* host order */
+	__u32 tcp_hlen;  /* TCP header length (data offset) */
 };
 
 struct v6nat_ip6hdr {
@@ -129,6 +132,9 @@ static __always_inline int parse_upper(struct __sk_buff *skb, struct v6nat_pkt *
 			return PARSE_MALFORMED;
 		__builtin_memcpy(&pkt->sport, tcp, 2);
 		__builtin_memcpy(&pkt->dport, tcp + 2, 2);
+		pkt->tcp_seq = __builtin_bswap32(*(__u32 *)(tcp + 4));
+		pkt->tcp_ack = __builtin_bswap32(*(__u32 *)(tcp + 8));
+		pkt->tcp_hlen = (__u32)(tcp[12] >> 4) * 4;
 		pkt->tcp_flags = tcp[13];
 		pkt->csum_off = off + 16;
 		return PARSE_TUPLE;

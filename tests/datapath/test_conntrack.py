@@ -90,8 +90,7 @@ def test_gc_uses_the_later_half_of_a_pair(dp: Datapath) -> None:
 
 
 def _raw_values(dp: Datapath) -> list[bytes]:
-    m = dp.conntrack.raw
-    return [m.lookup(RawCtKey.from_buffer_copy(k)) for k in m.keys()]
+    return [bytes(half) for half in dp.conntrack.halves().values()]
 
 
 def _delete_half(dp: Datapath, saddr: str, daddr: str, sport: int, dport: int, proto: int) -> None:
@@ -101,7 +100,7 @@ def _delete_half(dp: Datapath, saddr: str, daddr: str, sport: int, dport: int, p
     key.sport = int.from_bytes(sport.to_bytes(2, "big"), "little")
     key.dport = int.from_bytes(dport.to_bytes(2, "big"), "little")
     key.proto = proto
-    assert dp.conntrack.raw.delete(key)
+    assert dp.conntrack.delete_half(key)
 
 
 def test_a_half_lost_to_eviction_is_rebuilt_from_the_other(dp: Datapath) -> None:

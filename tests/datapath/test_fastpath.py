@@ -155,7 +155,7 @@ def test_a_cached_route_gives_way_to_a_route_change(dp: Datapath, world) -> None
         pub0, brv = t.ifindex("pub0"), t.ifindex("brv")
     key = layout.RawCtKey(layout.Addr(*IPv6Address(CLIENT).packed), layout.Addr(*IPv6Address(HOST).packed),
                           socket.htons(CLIENT_PORT), socket.htons(5353), 17)
-    half = layout.RawCtEntry.from_buffer_copy(hostdp.conntrack.raw.lookup(key))
+    half = hostdp.conntrack.half(key)
     assert (half.fib_ifindex, half.fib_iif, IPv6Address(bytes(half.fib_nexthop))) == (brv, pub0, IPv6Address(CONTAINER))
     before = hostdp.counters_by_hook()["public_ingress"]
 
@@ -196,7 +196,7 @@ def test_the_way_into_a_container_is_learned_from_it_and_not_from_a_forger(dp: D
                           socket.htons(CLIENT_PORT), socket.htons(5353), 17)
 
     def delivery() -> tuple[int, bytes]:
-        half = layout.RawCtEntry.from_buffer_copy(hostdp.conntrack.raw.lookup(key))
+        half = hostdp.conntrack.half(key)
         return half.peer_ifindex, bytes(half.peer_macs)
 
     bridge_mac = link_mac(w.host, "brv")

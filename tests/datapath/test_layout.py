@@ -53,7 +53,7 @@ def test_pinned_maps_are_what_layout_says(loaded: Datapath) -> None:
 
 def test_counter_names_come_from_the_header(loaded: Datapath) -> None:
     h = layout.header()
-    assert h.hooks == ("public_ingress", "public_egress", "bridge_ingress", "veth_ingress")
+    assert h.hooks == ("public_ingress", "public_egress", "bridge_ingress", "veth_ingress", "bridge_egress")
     assert h.counters[0] == "pass" and "drop_direct_ula" in h.counters
     assert len(set(h.counters)) == len(h.counters)
     counters = loaded.counters()

@@ -31,9 +31,8 @@ def make(proto: str, src: str, dst: str, sport: int, dport: int, payload: bytes,
 
 
 def forget_flows(dp: Datapath) -> None:
-    m = dp.conntrack.raw
-    for k in m.keys():
-        m.delete(RawCtKey.from_buffer_copy(k))
+    for kb in dp.conntrack.halves():
+        dp.conntrack.delete_half(RawCtKey.from_buffer_copy(kb))
 
 
 def tuple_of(raw: bytes) -> tuple[str, str, int, int]:

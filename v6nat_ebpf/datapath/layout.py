@@ -161,8 +161,22 @@ class RawCtEntry(ct.Structure):
         ("peer_ifindex", u32),
         ("fib_until_ns", u64),
         ("peer_macs", u8 * 12),
-        ("_pad", u32),
+        ("td_end", u32),
+        ("td_ack", u32),
+        ("td_known", u8),
+        ("_pad", u8 * 3),
         ("peer_until_ns", u64),
+    ]
+
+
+class RawVethInfo(ct.Structure):
+    _fields_ = [
+        ("addrs", Addr * 4),  # V6NAT_VETH_ADDRS (test_layout checks it)
+        ("network_id", u32),
+        ("bridge_ifindex", u32),
+        ("net_flags", u32),
+        ("bridge_mac", u8 * 6),
+        ("_pad", u16),
     ]
 
 
@@ -199,6 +213,11 @@ class MapSpec:
         return self.type in (PERCPU_HASH, PERCPU_ARRAY)
 
 
+def ct_unreplied_max(ct_max: int) -> int:
+    """The unreplied flows' table: V6NAT_CT_UNREPLIED_MAX of bpf/v6nat.h."""
+    return max(1, ct_max // 4)
+
+
 def map_specs(ct_max: int, dnat_max: int) -> dict[str, MapSpec]:
     """Every pinned map, with the capacities the loader compiles in."""
     h = header()
@@ -210,6 +229,8 @@ def map_specs(ct_max: int, dnat_max: int) -> dict[str, MapSpec]:
         MapSpec("public_ifaces", HASH, u32, RawPublicIface, h.const("V6NAT_PUBLIC_IFACES_MAX")),
         MapSpec("host_addrs", HASH, RawHostAddrKey, RawHostAddrInfo, h.const("V6NAT_HOST_ADDRS_MAX")),
         MapSpec("conntrack", LRU_HASH, RawCtKey, RawCtEntry, ct_max),
+        MapSpec("ct_unreplied", LRU_HASH, RawCtKey, RawCtEntry, ct_unreplied_max(ct_max)),
+        MapSpec("veths", HASH, u32, RawVethInfo, h.const("V6NAT_VETHS_MAX")),
         MapSpec("fragments", LRU_HASH, RawFragKey, RawFragPorts, h.const("V6NAT_FRAGS_MAX")),
         MapSpec("counters", PERCPU_ARRAY, u32, u64, len(h.hooks) * len(h.counters)),
         MapSpec("mapping_stats", PERCPU_HASH, u32, RawMappingStat, dnat_max),

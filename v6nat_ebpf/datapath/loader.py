@@ -36,6 +36,7 @@ from v6nat_ebpf.datapath.maps import (
     NetworksTable,
     PublicIfacesTable,
     SnatAllocations,
+    VethsTable,
     config_from_raw,
     read_config,
     read_counters,
@@ -51,7 +52,7 @@ DEFAULT_PIN_PATH = "/sys/fs/bpf/v6nat"
 # role -> tc direction -> program (and filter) name
 PROGRAMS = {
     "public": {"ingress": "v6nat_public_ingress", "egress": "v6nat_public_egress"},
-    "bridge": {"ingress": "v6nat_bridge_ingress"},
+    "bridge": {"ingress": "v6nat_bridge_ingress", "egress": "v6nat_bridge_egress"},
     # the host side of a container's veth on a managed network
     "port": {"ingress": "v6nat_veth_ingress"},
 }
@@ -96,6 +97,7 @@ def compile_programs(pins: Path, config: DatapathConfig) -> Any:
         f'-DV6NAT_PIN_DIR="{pins}"',
         f"-DV6NAT_CT_MAX={config.conntrack_max}",
         f"-DV6NAT_DNAT_MAX={config.dnat_max}",
+        f"-DV6NAT_CT_UNREPLIED_MAX={layout.ct_unreplied_max(config.conntrack_max)}",
     ]
     try:
         return BPF(text=program_source().encode(), cflags=cflags)
@@ -178,7 +180,8 @@ class Datapath:
         self.networks = NetworksTable(maps["networks"])
         self.public_ifaces = PublicIfacesTable(maps["public_ifaces"])
         self.host_addrs = HostAddrsTable(maps["host_addrs"])
-        self.conntrack = Conntrack(maps["conntrack"], maps["config"])
+        self.veths = VethsTable(maps["veths"])
+        self.conntrack = Conntrack([maps["conntrack"], maps["ct_unreplied"]], maps["config"])
 
     @classmethod
     def open(cls, pin_path: str | Path = DEFAULT_PIN_PATH, config: DatapathConfig | None = None,
@@ -334,7 +337,8 @@ class Datapath:
             if spec.type in (layout.ARRAY, layout.PERCPU_ARRAY):
                 entries = spec.max_entries
             elif name == "conntrack" and conntrack_entries is not None:
-                entries = conntrack_entries
+                # the summary counted both tables' halves
+                entries = conntrack_entries - self._maps["ct_unreplied"].count()
             else:
                 entries = self._maps[name].count()
             out[name] = (entries, spec.max_entries)

@@ -107,6 +107,19 @@ class NetworkEntry:
 
 
 @dataclass(frozen=True)
+class VethEntry:
+    """What the host side of a container's veth may carry (bpf/v6nat.h veth_info)."""
+
+    network_id: int
+    bridge_ifindex: int
+    masquerade: bool
+    icc: bool
+    internal: bool
+    addrs: tuple[IPv6Address, ...]  # the container's addresses on this network
+    bridge_mac: bytes  # 6 bytes
+
+
+@dataclass(frozen=True)
 class FlowTuple:
     saddr: IPv6Address
     daddr: IPv6Address
@@ -285,12 +298,7 @@ class NetworksTable(_Table[IPv6Network, NetworkEntry]):
         return layout.RawNetworkKey(key.prefixlen, _addr_bytes(key.network_address))
 
     def _value(self, value: NetworkEntry) -> layout.RawNetworkInfo:
-        h = layout.header()
-        flags = (
-            (h.const("V6NAT_NET_MASQUERADE") if value.masquerade else 0)
-            | (h.const("V6NAT_NET_ICC") if value.icc else 0)
-            | (h.const("V6NAT_NET_INTERNAL") if value.internal else 0)
-        )
+        flags = _net_flags(value.masquerade, value.icc, value.internal)
         return layout.RawNetworkInfo(_addr_bytes(value.snat_addr), _addr_bytes(value.gateway), value.network_id,
                                      value.bridge_ifindex, flags, 0)
 
@@ -330,6 +338,49 @@ class PublicIfacesTable(_Table[int, IPv6Address]):
 
     def _unvalue(self, raw: bytes) -> IPv6Address:
         return _addr(layout.RawPublicIface.from_buffer_copy(raw).snat_addr)
+
+
+def _net_flags(masquerade: bool, icc: bool, internal: bool) -> int:
+    h = layout.header()
+    return ((h.const("V6NAT_NET_MASQUERADE") if masquerade else 0)
+            | (h.const("V6NAT_NET_ICC") if icc else 0)
+            | (h.const("V6NAT_NET_INTERNAL") if internal else 0))
+
+
+class VethsTable(_Table[int, VethEntry]):
+    """veth ifindex -> its container's addresses, network and bridge MAC."""
+
+    key_type = layout.u32
+    value_type = layout.RawVethInfo
+
+    def _key(self, key: int) -> layout.u32:
+        return layout.u32(key)
+
+    def _value(self, value: VethEntry) -> layout.RawVethInfo:
+        slots = layout.header().const("V6NAT_VETH_ADDRS")
+        if len(value.addrs) > slots:
+            raise V6natError(f"a container has {len(value.addrs)} addresses on one network; "
+                             f"the datapath holds {slots}")
+        addrs = (layout.Addr * slots)(*(_addr_bytes(a) for a in value.addrs))
+        return layout.RawVethInfo(addrs, value.network_id, value.bridge_ifindex,
+                                  _net_flags(value.masquerade, value.icc, value.internal),
+                                  (layout.u8 * 6)(*value.bridge_mac), 0)
+
+    def _unkey(self, raw: bytes) -> int:
+        return layout.u32.from_buffer_copy(raw).value
+
+    def _unvalue(self, raw: bytes) -> VethEntry:
+        v = layout.RawVethInfo.from_buffer_copy(raw)
+        h = layout.header()
+        return VethEntry(
+            network_id=v.network_id,
+            bridge_ifindex=v.bridge_ifindex,
+            masquerade=bool(v.net_flags & h.const("V6NAT_NET_MASQUERADE")),
+            icc=bool(v.net_flags & h.const("V6NAT_NET_ICC")),
+            internal=bool(v.net_flags & h.const("V6NAT_NET_INTERNAL")),
+            addrs=tuple(a for a in (_addr(raw_addr) for raw_addr in v.addrs) if a != IPv6Address(0)),
+            bridge_mac=bytes(v.bridge_mac),
+        )
 
 
 class HostAddrsTable(_Table[IPv6Address, int]):
@@ -430,8 +481,9 @@ def _mirror_key(entry: layout.RawCtEntry, proto: int) -> bytes:
     return bytes(layout.RawCtKey(entry.daddr, entry.saddr, entry.dport, entry.sport, proto))
 
 
-class Conntrack:
-    """Reads conntrack pairs and expires them (both halves together)."""
+class ConntrackTable:
+    """One conntrack table (answered flows, or unreplied ones): reads its
+    pairs and expires them (both halves together; a pair lives in one table)."""
 
     def __init__(self, raw: BpfMap, config: BpfMap) -> None:
         self.raw = raw
@@ -548,3 +600,45 @@ class Conntrack:
         if removed:
             log.debug("conntrack gc removed %d pairs", removed)
         return removed
+
+
+class Conntrack:
+    """Both conntrack tables, read as one: `conntrack` (flows that saw a reply)
+    and `ct_unreplied` (flows that have not yet), see bpf/lib/conntrack.h."""
+
+    def __init__(self, tables: list[BpfMap], config: BpfMap) -> None:
+        self.tables = [ConntrackTable(raw, config) for raw in tables]
+
+    def halves(self) -> dict[bytes, layout.RawCtEntry]:
+        """Key bytes -> half, of both tables."""
+        return {kb: half for table in self.tables for kb, half in table._halves().items()}
+
+    def half(self, key: layout.RawCtKey) -> layout.RawCtEntry | None:
+        for table in self.tables:
+            raw = table.raw.lookup(key)
+            if raw is not None:
+                return layout.RawCtEntry.from_buffer_copy(raw)
+        return None
+
+    def delete_half(self, key: layout.RawCtKey) -> bool:
+        """Remove one half (tests: what LRU eviction does)."""
+        return any([table.raw.delete(key) for table in self.tables])
+
+    def flows(self, now_ns: int | None = None) -> list[Flow]:
+        return [flow for table in self.tables for flow in table.flows(now_ns)]
+
+    def summary(self) -> ConntrackSummary:
+        parts = [table.summary() for table in self.tables]
+        flows: dict[tuple[int, str, str], int] = {}
+        for part in parts:
+            for group, n in part.flows.items():
+                flows[group] = flows.get(group, 0) + n
+        return ConntrackSummary(
+            entries=sum(p.entries for p in parts),
+            flows=flows,
+            snat_ports={proto: sum(p.snat_ports.get(proto, 0) for p in parts)
+                        for proto in {proto for p in parts for proto in p.snat_ports}},
+        )
+
+    def gc(self, now_ns: int | None = None) -> int:
+        return sum(table.gc(now_ns) for table in self.tables)
