@@ -91,6 +91,8 @@ static __always_inline int flow_start(struct __sk_buff *skb, __u32 hook, struct 
 	e = ct_lookup(key);
 	if (!e)
 		return v6nat_drop(hook, V6NAT_DROP_CT_FULL);
+	if (!ct_allowed(hook, e)) /* the key is another kind of flow's */
+		return v6nat_drop(hook, V6NAT_DROP_CT_CLASH);
 	v6nat_count(hook, V6NAT_ACT_NEW_FLOW);
 	mapping_open(e->mapping_id);
 	return flow_translate(skb, hook, pkt, key, e, flow_action(e));

@@ -222,6 +222,16 @@ static __always_inline int v6nat_parse(struct __sk_buff *skb, struct v6nat_pkt *
 		}
 		if (bpf_skb_load_bytes(skb, off, hdr, sizeof(hdr)))
 			return PARSE_MALFORMED;
+		/* Segments left: the destination is not the final one, which
+		 * the L4 checksum covers; such a packet is never translated. */
+		if (nh == NEXTHDR_ROUTING) {
+			__u8 segments_left;
+
+			if (bpf_skb_load_bytes(skb, off + 3, &segments_left, 1))
+				return PARSE_MALFORMED;
+			if (segments_left)
+				return PARSE_OTHER;
+		}
 		/* AH counts its length in 4-byte units minus 2, the others in
 		 * 8-byte units minus 1. */
 		if (nh == NEXTHDR_AUTH)

@@ -37,15 +37,16 @@ def loaded() -> Iterator[Datapath]:
 
 @pytest.fixture
 def dp(loaded: Datapath) -> Datapath:
-    """The loaded datapath with empty maps and the test world's hosts and networks."""
+    """The loaded datapath with empty maps and the test world's hosts and networks (every
+    bridge is lo, where BPF_PROG_TEST_RUN runs packets: a network's sources arrive on its bridge)."""
     loaded.clear()
     loaded.set_config(TEST_CONFIG)
     loaded.host_addrs.put(addr(HOST), LO_IFINDEX)
     loaded.host_addrs.put(addr(HOST2), LO_IFINDEX)
     loaded.public_ifaces.put(LO_IFINDEX, addr(HOST))
-    loaded.networks.put(NET, NetworkEntry(1, 10, masquerade=True, icc=True, internal=False, snat_addr=None))
-    loaded.networks.put(NET_INTERNAL, NetworkEntry(2, 11, masquerade=False, icc=True, internal=True,
+    loaded.networks.put(NET, NetworkEntry(1, LO_IFINDEX, masquerade=True, icc=True, internal=False, snat_addr=None))
+    loaded.networks.put(NET_INTERNAL, NetworkEntry(2, LO_IFINDEX, masquerade=False, icc=True, internal=True,
                                                    snat_addr=None))
-    loaded.networks.put(NET_ROUTED, NetworkEntry(3, 12, masquerade=False, icc=True, internal=False,
+    loaded.networks.put(NET_ROUTED, NetworkEntry(3, LO_IFINDEX, masquerade=False, icc=True, internal=False,
                                                  snat_addr=None))
     return loaded
