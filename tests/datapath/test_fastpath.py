@@ -23,6 +23,7 @@ import pytest
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
 from v6nat_ebpf.datapath import layout
 from v6nat_ebpf.datapath import tc as tcmod
+from v6nat_ebpf.lab.datapath import in_netns
 from netns_world import World, namespaces, peer_echo, sh
 
 HOST, CLIENT = "2001:db8:1::1", "2001:db8:1::42"  # not dp_packets.HOST2: a host address there
@@ -79,7 +80,7 @@ def build(w: World, offload: str, icc: bool, dp: Datapath) -> Datapath:
               ' add rule ip6 v6dp seen iifname "pub0" oifname "brv" counter;'
               ' add rule ip6 v6dp seen iifname "brv" oifname "pub0" counter', netns=w.host)
 
-    dp = dp.with_netns(w.host)
+    dp = in_netns(dp, w.host)
     with tcmod.Tc(w.host) as t:
         pub0, brv = t.ifindex("pub0"), t.ifindex("brv")
     dp.host_addrs.put(IPv6Address(HOST), pub0)

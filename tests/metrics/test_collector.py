@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from scapy.layers.inet import TCP
 
 from v6nat_ebpf.datapath import Datapath
-from v6nat_ebpf.datapath.testrun import TC_ACT_SHOT, TC_ACT_UNSPEC
+from v6nat_ebpf.lab.testrun import TC_ACT_SHOT, TC_ACT_UNSPEC
 from v6nat_ebpf.datapath.layout import header
 from v6nat_ebpf.metrics import ControlPlaneStats, V6natCollector, render_status, take_snapshot
 

@@ -237,13 +237,6 @@ class Datapath:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def with_netns(self, netns: str | None) -> Datapath:
-        """The same programs and maps, attaching in another network namespace
-        (one loaded datapath serving several namespaces: tests, labs)."""
-        view = Datapath(self.pin_path, self.specs, self._maps, None, netns)
-        view._prog_fds = self._prog_fds
-        return view
-
     def prog_fd(self, name: str) -> int:
         """The fd of a loaded program, e.g. "v6nat_public_ingress"."""
         if name not in self._prog_fds:
@@ -339,19 +332,6 @@ class Datapath:
                 entries = self._maps[name].count()
             out[name] = (entries, spec.max_entries)
         return out
-
-    def clear(self) -> None:
-        """Empty every hash map and zero the counters (tests, `v6nat cleanup`)."""
-        for name, spec in self.specs.items():
-            m = self._maps[name]
-            if spec.type in (layout.ARRAY, layout.PERCPU_ARRAY):
-                if spec.percpu:
-                    zero = bytes(m.slot * m.ncpus)
-                    for i in range(spec.max_entries):
-                        m.update(layout.u32(i), zero)
-                continue
-            for kb in m.keys():
-                m.delete(spec.key.from_buffer_copy(kb))
 
     @staticmethod
     def cleanup(pin_path: str | Path = DEFAULT_PIN_PATH, netns: str | None = None) -> list[str]:
