@@ -31,6 +31,8 @@ DAEMON_PATH = (
     "v6nat_ebpf.preflight",
     "v6nat_ebpf.datapath",
     "v6nat_ebpf.datapath.loader",
+    "v6nat_ebpf.observe.server",
+    "v6nat_ebpf.observe.exposition",
 )
 
 

@@ -15,17 +15,18 @@ Must not import: docker, pyroute2, bcc, datapath (parsing only, so `--help` stay
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from v6nat_ebpf.constants import (DEFAULT_METRICS_LISTEN, DEFAULT_PIN_PATH, SNAT_PORT_FLOOR, SNAT_PORT_MAX,
+                                  SNAT_PORT_MIN)
 from v6nat_ebpf.errors import V6natError
 
-DEFAULT_PIN_PATH = "/sys/fs/bpf/v6nat"
-DEFAULT_METRICS_LISTEN = "[::1]:9661"
-DEFAULT_SNAT_PORTS = "61000-65535"
+DEFAULT_SNAT_PORTS = f"{SNAT_PORT_MIN}-{SNAT_PORT_MAX}"
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 IFNAME = re.compile(r"^[^/\s:]{1,15}$")
@@ -38,7 +39,7 @@ class RunOptions:
     public_ifaces: tuple[str, ...]
     docker_host: str | None = None
     metrics_listen: str | None = DEFAULT_METRICS_LISTEN  # None: no metrics server
-    snat_ports: tuple[int, int] = (61000, 65535)
+    snat_ports: tuple[int, int] = (SNAT_PORT_MIN, SNAT_PORT_MAX)
     pin_path: str = DEFAULT_PIN_PATH
     log_format: str = "text"
     log_level: str = "info"
@@ -62,11 +63,27 @@ def parse_port_range(text: str) -> tuple[int, int]:
     """'61000-65535' -> (61000, 65535); V6natError unless 1 <= min <= max <= 65535."""
     match = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", text)
     if not match:
-        raise V6natError(f"malformed port range {text!r}: expected MIN-MAX, e.g. 61000-65535")
+        raise V6natError(f"malformed port range {text!r}: expected MIN-MAX, e.g. {DEFAULT_SNAT_PORTS}")
     lo, hi = int(match[1]), int(match[2])
-    if not 1024 <= lo <= hi <= 65535:
-        raise V6natError(f"port range {text!r}: need 1024 <= MIN <= MAX <= 65535")
+    if not SNAT_PORT_FLOOR <= lo <= hi <= 65535:
+        raise V6natError(f"port range {text!r}: need {SNAT_PORT_FLOOR} <= MIN <= MAX <= 65535")
     return lo, hi
+
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """"[addr]:port" (IPv6) or "a.b.c.d:port" -> (address, port); V6natError on anything else."""
+    host, sep, port_text = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        addr = ipaddress.ip_address(host)
+        port = int(port_text)
+    except ValueError:
+        raise V6natError(f"--metrics-listen {listen!r}: expected [IPv6-address]:port or IPv4-address:port") from None
+    if not sep or not 0 <= port <= 65535 or (addr.version == 6 and not listen.startswith("[")):
+        raise V6natError(f"--metrics-listen {listen!r}: expected [IPv6-address]:port or IPv4-address:port")
+    return str(addr), port
 
 
 # Conntrack timeouts settable with --conntrack-timeouts, and the shortest each RFC allows (seconds):

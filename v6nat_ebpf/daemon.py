@@ -36,7 +36,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from v6nat_ebpf.config import RunOptions
+from v6nat_ebpf.config import RunOptions, parse_listen
 from v6nat_ebpf.docker_source import DockerSource
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.host_source import HostWatcher, PortReservation, forwarding_warnings, read_host_state, renew_neighbours
@@ -262,7 +262,7 @@ class Daemon:
             self._report(desired, summary.seconds, summary.errors, "resync" in kinds and self.docker.known)
 
     def _report(self, desired: DesiredState, seconds: float, errors: int, resynced: bool) -> None:
-        from v6nat_ebpf.metrics import MappingLabels, protocol_name
+        from v6nat_ebpf.observe.stats import MappingLabels
 
         stats = self.stats
         stats.observe_reconcile(seconds, errors)
@@ -272,8 +272,7 @@ class Daemon:
             roles.update({name: "bridge" for name in desired.bridges})
         stats.expect_interfaces(roles)
         # Labels, not only ids: a renamed or replaced container keeps its mapping ids but changes its label.
-        labels = {m.mapping_id: MappingLabels(protocol=protocol_name(m.proto), host_port=m.host_port,
-                                              container=m.container_name, network=m.network_name)
+        labels = {m.mapping_id: MappingLabels.of(m.proto, m.host_port, m.container_name, m.network_name)
                   for m in desired.mappings}
         if self.docker.known and labels != self._last_mapping_labels:
             stats.set_mappings(labels)
@@ -285,7 +284,8 @@ class Daemon:
 def run(opts: RunOptions) -> int:
     """`v6nat run`: check, open (or adopt) the datapath, serve until told to stop."""
     configure_logging(opts.log_format, opts.log_level_number)
-    from v6nat_ebpf.metrics import ControlPlaneStats, parse_listen, start_metrics_server
+    from v6nat_ebpf.observe.server import start_metrics_server
+    from v6nat_ebpf.observe.stats import ControlPlaneStats
 
     if opts.metrics_listen:
         parse_listen(opts.metrics_listen)
