@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from v6nat_ebpf.constants import (DEFAULT_METRICS_LISTEN, DEFAULT_PIN_PATH, SNAT_PORT_FLOOR, SNAT_PORT_MAX,
-                                  SNAT_PORT_MIN)
+from v6nat_ebpf.constants import (DEFAULT_DOCKER_URL, DEFAULT_METRICS_LISTEN, DEFAULT_PIN_PATH, SNAT_PORT_FLOOR,
+                                  SNAT_PORT_MAX, SNAT_PORT_MIN)
 from v6nat_ebpf.errors import V6natError
 
 DEFAULT_SNAT_PORTS = f"{SNAT_PORT_MIN}-{SNAT_PORT_MAX}"
@@ -118,6 +118,12 @@ def parse_ifnames(values: list[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def docker_url(docker_host: str | None) -> str:
+    """The Docker API to use: `--docker-host` (or V6NAT_DOCKER_HOST) when given, else $DOCKER_HOST, else
+    DEFAULT_DOCKER_URL. The one resolution `v6nat run` (DockerSource) and `v6nat check` both use."""
+    return docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL
+
+
 def env(name: str) -> str | None:
     value = os.environ.get(f"V6NAT_{name}")
     return value if value not in (None, "") else None
@@ -164,7 +170,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-iface", metavar="IFACE", action="append", default=[],
                         help="interface facing the outside; repeatable (env V6NAT_PUBLIC_IFACE, comma-separated)")
     parser.add_argument("--docker-host", metavar="URL", default=env("DOCKER_HOST"),
-                        help="Docker API (env V6NAT_DOCKER_HOST; default $DOCKER_HOST or unix:///var/run/docker.sock)")
+                        help=f"Docker API (env V6NAT_DOCKER_HOST; default $DOCKER_HOST or {DEFAULT_DOCKER_URL})")
     parser.add_argument("--metrics-listen", metavar="[ADDR]:PORT",
                         default=env("METRICS_LISTEN") or DEFAULT_METRICS_LISTEN,
                         help=f"serve /metrics, /healthz, /readyz, /status here, 'off' for none "

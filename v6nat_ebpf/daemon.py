@@ -36,7 +36,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from v6nat_ebpf.config import RunOptions, parse_listen
+from v6nat_ebpf.config import RunOptions, docker_url, parse_listen
 from v6nat_ebpf.docker_source import DockerSource
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.host_source import HostWatcher, PortReservation, forwarding_warnings, read_host_state, renew_neighbours
@@ -307,7 +307,7 @@ def run(opts: RunOptions) -> int:
     reservation.reserve(lo, hi)
     server = start_metrics_server(opts.metrics_listen, dp, stats) if opts.metrics_listen else None
     log.info("v6nat serving: public %s, Docker %s, pins %s", ",".join(opts.public_ifaces),
-             opts.docker_host or "default", opts.pin_path)
+             docker_url(opts.docker_host), opts.pin_path)
     daemon = Daemon(opts, dp, stats)
     try:
         daemon.serve()

@@ -5,8 +5,9 @@ read the machine's state; the one that needs to create things (clsact and a
 cls_bpf filter) does so in a throw-away network namespace (`unshare --net`)
 that vanishes with its process. Nothing here touches the root namespace.
 
-Imports: stdlib, v6nat_ebpf.errors; bcc and docker are imported inside the
-checks that need them, so a missing one is a finding, not a crash.
+Imports: stdlib, v6nat_ebpf.{config,constants,errors} and datapath.bpfsys (bpf() through ctypes,
+no bcc); bcc and docker are imported inside the checks that need them, so a missing one is a
+finding, not a crash.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Callable, Literal
 from urllib.parse import urlparse
 
+from v6nat_ebpf.config import docker_url
+from v6nat_ebpf.constants import DEFAULT_DOCKER_URL
 from v6nat_ebpf.datapath import bpfsys
 from v6nat_ebpf.errors import V6natError
 
@@ -31,9 +34,7 @@ log = logging.getLogger(__name__)
 Status = Literal["ok", "warn", "fail"]
 
 MIN_KERNEL = (5, 10)  # bpf_redirect_neigh, bpf_fib_lookup with TC, BTF-era verifier
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
-BPF_MAP_TYPE_ARRAY = 2
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def check_clsact() -> Finding:
 
 def check_bpf_syscall() -> Finding:
     try:
-        os.close(bpfsys.create_map(BPF_MAP_TYPE_ARRAY, key_size=4, value_size=8, max_entries=1))
+        os.close(bpfsys.create_map(bpfsys.BPF_MAP_TYPE_ARRAY, key_size=4, value_size=8, max_entries=1))
     except V6natError as exc:
         return Finding("fail", "bpf() syscall", str(exc))
     return Finding("ok", "bpf() syscall", "created and closed a 1-entry array map")
@@ -123,7 +124,7 @@ def check_capabilities() -> Finding:
 
 def check_docker(docker_host: str | None) -> list[Finding]:
     """Docker reachable, and its settings that would fight v6nat."""
-    url = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    url = docker_url(docker_host)
     try:
         import docker  # noqa: PLC0415
 
@@ -258,7 +259,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Check that this machine can run v6nat. One line per finding: ok, warn or fail. "
                     "Exit status 1 if anything fails.")
     parser.add_argument("--docker-host", metavar="URL", default=os.environ.get("V6NAT_DOCKER_HOST"),
-                        help="Docker API to check (default: $DOCKER_HOST or unix:///var/run/docker.sock; "
+                        help=f"Docker API to check (default: $DOCKER_HOST or {DEFAULT_DOCKER_URL}; "
                              "env V6NAT_DOCKER_HOST)")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     parser.set_defaults(func=cmd_check)
