@@ -28,6 +28,7 @@ DAEMON_PATH = (
     "v6nat_ebpf.reconciler",
     "v6nat_ebpf.docker_source",
     "v6nat_ebpf.host_source",
+    "v6nat_ebpf.host_effects",
     "v6nat_ebpf.preflight",
     "v6nat_ebpf.datapath",
     "v6nat_ebpf.datapath.loader",

@@ -39,7 +39,8 @@ from typing import Any
 from v6nat_ebpf.config import RunOptions, docker_url, parse_listen
 from v6nat_ebpf.docker_source import DockerSource
 from v6nat_ebpf.errors import V6natError
-from v6nat_ebpf.host_source import HostWatcher, PortReservation, forwarding_warnings, read_host_state, renew_neighbours
+from v6nat_ebpf.host_effects import PortReservation, renew_neighbours, uninstall
+from v6nat_ebpf.host_source import HostWatcher, read_host_state
 from v6nat_ebpf.model import DesiredState, EndpointKey, desired_state, new_endpoints
 from v6nat_ebpf.reconciler import Reconciler
 
@@ -291,6 +292,8 @@ def run(opts: RunOptions) -> int:
         parse_listen(opts.metrics_listen)
     check_can_run()
     read_host_state(opts.public_ifaces)  # unknown interface -> one line, before anything is loaded
+    from v6nat_ebpf.preflight import forwarding_warnings
+
     for warning in forwarding_warnings(opts.public_ifaces):
         log.warning("%s", warning)
     for timeout in opts.timeouts_below_rfc:
@@ -303,8 +306,7 @@ def run(opts: RunOptions) -> int:
     dp = Datapath.open(pin_path=opts.pin_path, config=config)
     stats = ControlPlaneStats()
     stats.maps_adopted()
-    reservation = PortReservation(opts.pin_path)
-    reservation.reserve(lo, hi)
+    PortReservation(opts.pin_path).reserve(lo, hi)
     server = start_metrics_server(opts.metrics_listen, dp, stats) if opts.metrics_listen else None
     log.info("v6nat serving: public %s, Docker %s, pins %s", ",".join(opts.public_ifaces),
              docker_url(opts.docker_host), opts.pin_path)
@@ -316,7 +318,6 @@ def run(opts: RunOptions) -> int:
             server.shutdown()
         dp.close()
         if opts.detach_on_exit:
-            Datapath.cleanup(opts.pin_path)
-            reservation.release()
+            uninstall(opts.pin_path)
             log.info("detached: programs, pins and port reservation removed")
     return 0
