@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from v6nat_ebpf.constants import (DEFAULT_DOCKER_URL, DEFAULT_METRICS_LISTEN, DEFAULT_PIN_PATH, SNAT_PORT_FLOOR,
@@ -30,6 +30,25 @@ DEFAULT_SNAT_PORTS = f"{SNAT_PORT_MIN}-{SNAT_PORT_MAX}"
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 IFNAME = re.compile(r"^[^/\s:]{1,15}$")
+
+
+@dataclass(frozen=True)
+class ConntrackTimeouts:
+    """The idle timeouts `--conntrack-timeouts` set, in seconds; None: the datapath's default."""
+
+    tcp_established_s: int | None = None
+    tcp_transitory_s: int | None = None
+    udp_s: int | None = None
+    icmp_s: int | None = None
+
+    def given(self) -> dict[str, int]:
+        """The timeouts that were set, by field name, in the order of the fields."""
+        return {f.name: value for f in fields(self) if (value := getattr(self, f.name)) is not None}
+
+
+def _timeout_flag_name(field_name: str) -> str:
+    """'tcp_established_s' -> 'tcp-established', as --conntrack-timeouts writes it."""
+    return field_name.removesuffix("_s").replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -46,13 +65,13 @@ class RunOptions:
     detach_on_exit: bool = False
     resync_interval_s: float = 30.0
     gc_interval_s: float = 10.0
-    conntrack_timeouts: tuple[tuple[str, int], ...] = ()  # (DatapathConfig field, seconds) overrides
+    conntrack_timeouts: ConntrackTimeouts = ConntrackTimeouts()
 
     @property
     def timeouts_below_rfc(self) -> list[str]:
         """The overrides shorter than RFC 5382 / 4787 / 5508 allow, as `name=N (RFC minimum M)`."""
-        return [f"{name.removesuffix('_s').replace('_', '-')}={seconds} (RFC minimum {CONNTRACK_TIMEOUT_RFC_MIN[name]})"
-                for name, seconds in self.conntrack_timeouts if seconds < CONNTRACK_TIMEOUT_RFC_MIN[name]]
+        return [f"{_timeout_flag_name(name)}={seconds} (RFC minimum {CONNTRACK_TIMEOUT_RFC_MIN[name]})"
+                for name, seconds in self.conntrack_timeouts.given().items() if seconds < CONNTRACK_TIMEOUT_RFC_MIN[name]]
 
     @property
     def log_level_number(self) -> int:
@@ -91,19 +110,19 @@ def parse_listen(listen: str) -> tuple[str, int]:
 CONNTRACK_TIMEOUT_RFC_MIN = {"tcp_established_s": 7440, "tcp_transitory_s": 240, "udp_s": 120, "icmp_s": 60}
 
 
-def parse_conntrack_timeouts(text: str) -> tuple[tuple[str, int], ...]:
-    """'udp=600,tcp-established=86400' -> (('udp_s', 600), ('tcp_established_s', 86400))."""
-    names = ", ".join(n.removesuffix("_s").replace("_", "-") for n in CONNTRACK_TIMEOUT_RFC_MIN)
+def parse_conntrack_timeouts(text: str) -> ConntrackTimeouts:
+    """'udp=600,tcp-established=86400' -> ConntrackTimeouts(tcp_established_s=86400, udp_s=600)."""
+    names = ", ".join(_timeout_flag_name(n) for n in CONNTRACK_TIMEOUT_RFC_MIN)
     timeouts: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = item.partition("=")
-        field = name.strip().replace("-", "_") + "_s"
-        if field not in CONNTRACK_TIMEOUT_RFC_MIN:
+        key = name.strip().replace("-", "_") + "_s"
+        if key not in CONNTRACK_TIMEOUT_RFC_MIN:
             raise V6natError(f"unknown conntrack timeout {name.strip()!r}: expected NAME=SECONDS with NAME one of {names}")
         if not value.strip().isdigit() or int(value) <= 0:
             raise V6natError(f"conntrack timeout {item!r}: SECONDS must be a positive whole number")
-        timeouts[field] = int(value)
-    return tuple(timeouts.items())
+        timeouts[key] = int(value)
+    return ConntrackTimeouts(**timeouts)
 
 
 def parse_ifnames(values: list[str]) -> tuple[str, ...]:

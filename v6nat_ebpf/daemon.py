@@ -267,11 +267,7 @@ class Daemon:
 
         stats = self.stats
         stats.observe_reconcile(seconds, errors)
-        roles = {name: "public" for name in desired.public_names}
-        if self.docker.known:
-            roles.update({name: "port" for name in desired.ports})
-            roles.update({name: "bridge" for name in desired.bridges})
-        stats.expect_interfaces(roles)
+        stats.expect_interfaces(desired.interface_roles(self.docker.known))
         # Labels, not only ids: a renamed or replaced container keeps its mapping ids but changes its label.
         labels = {m.mapping_id: MappingLabels.of(m.proto, m.host_port, m.container_name, m.network_name)
                   for m in desired.mappings}
@@ -302,7 +298,14 @@ def run(opts: RunOptions) -> int:
     from v6nat_ebpf.datapath import Datapath, DatapathConfig  # bcc: imported only when running
 
     lo, hi = opts.snat_ports
-    config = DatapathConfig(snat_port_min=lo, snat_port_max=hi, **dict(opts.conntrack_timeouts))
+    timeouts, defaults = opts.conntrack_timeouts, DatapathConfig()
+    config = DatapathConfig(
+        snat_port_min=lo, snat_port_max=hi,
+        tcp_established_s=timeouts.tcp_established_s or defaults.tcp_established_s,
+        tcp_transitory_s=timeouts.tcp_transitory_s or defaults.tcp_transitory_s,
+        udp_s=timeouts.udp_s or defaults.udp_s,
+        icmp_s=timeouts.icmp_s or defaults.icmp_s,
+    )
     dp = Datapath.open(pin_path=opts.pin_path, config=config)
     stats = ControlPlaneStats()
     stats.maps_adopted()

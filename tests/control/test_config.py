@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from v6nat_ebpf.cli import build_parser
-from v6nat_ebpf.config import RunOptions, parse_port_range, run_options
+from v6nat_ebpf.config import ConntrackTimeouts, RunOptions, parse_port_range, run_options
 from v6nat_ebpf.errors import V6natError
 
 
@@ -42,9 +42,9 @@ def test_environment_gives_defaults_and_flags_win(monkeypatch: pytest.MonkeyPatc
 
 def test_conntrack_timeouts_override_and_short_ones_are_named() -> None:
     opts = options(["--public-iface", "eth1", "--conntrack-timeouts", "udp=30, tcp-established=86400,udp=60"])
-    assert opts.conntrack_timeouts == (("udp_s", 60), ("tcp_established_s", 86400))
+    assert opts.conntrack_timeouts == ConntrackTimeouts(udp_s=60, tcp_established_s=86400)
     assert opts.timeouts_below_rfc == ["udp=60 (RFC minimum 120)"]
-    assert options(["--public-iface", "eth1"]).conntrack_timeouts == ()
+    assert options(["--public-iface", "eth1"]).conntrack_timeouts == ConntrackTimeouts()
 
 
 @pytest.mark.parametrize("text", ["61000", "65535-61000", "1-2", "61000-70000", "a-b", ""])

@@ -16,7 +16,8 @@ import json
 import logging
 from typing import Any, Mapping, Sequence
 
-from v6nat_ebpf.config import DEFAULT_METRICS_LISTEN, add_pin_path_argument, env
+from v6nat_ebpf.config import add_pin_path_argument, env
+from v6nat_ebpf.constants import DEFAULT_METRICS_LISTEN
 from v6nat_ebpf.errors import V6natError
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from v6nat_ebpf.constants import DEFAULT_PIN_PATH
 from v6nat_ebpf.datapath import bpfsys, layout, tc
 from v6nat_ebpf.datapath.maps import (
     Conntrack,
@@ -47,13 +48,12 @@ from v6nat_ebpf.errors import V6natError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PIN_PATH = "/sys/fs/bpf/v6nat"
 # role -> tc direction -> program (and filter) name
 PROGRAMS = {
     "public": {"ingress": "v6nat_public_ingress", "egress": "v6nat_public_egress"},
     "bridge": {"ingress": "v6nat_bridge_ingress"},
     # the host side of a container's veth on a managed network
-    "port": {"ingress": "v6nat_veth_ingress"},
+    "veth": {"ingress": "v6nat_veth_ingress"},
 }
 
 
@@ -258,11 +258,11 @@ class Datapath:
         """Attach (or atomically replace) the bridge program on `ifname`."""
         self._attach(ifname, "bridge")
 
-    def attach_container_port(self, ifname: str) -> None:
+    def attach_veth(self, ifname: str) -> None:
         """Attach (or atomically replace) the veth program on the host side of a
         container's veth: the fast path of the container's established flows,
         and container to container drops on networks with icc=False."""
-        self._attach(ifname, "port")
+        self._attach(ifname, "veth")
 
     def detach(self, ifname: str) -> None:
         """Remove our filters from `ifname`; other filters stay."""
@@ -270,7 +270,7 @@ class Datapath:
             t.detach(ifname)
 
     def attached(self) -> dict[str, str]:
-        """ifname -> "public" | "bridge" | "port", read from the kernel's filters."""
+        """ifname -> "public" | "bridge" | "veth", read from the kernel's filters."""
         roles = {name: role for role, progs in PROGRAMS.items() for name in progs.values()}
         with tc.Tc(self.netns) as t:
             return {f.ifname: roles[f.name] for f in t.ours() if f.name in roles}

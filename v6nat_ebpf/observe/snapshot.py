@@ -4,7 +4,7 @@
 so a person and Prometheus see the same figures. It reads the datapath only through the methods
 listed in `DatapathReader`; readiness (`/readyz`) is decided here too.
 
-Imports: stdlib, bcc (for its version only, at call time), v6nat_ebpf.constants and observe.stats.
+Imports: stdlib, bcc (for its version only, at call time), v6nat_ebpf.model (protocol names) and observe.stats.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
 
 from v6nat_ebpf import __version__
-from v6nat_ebpf.constants import protocol_name
+from v6nat_ebpf.model import protocol_name
 from v6nat_ebpf.observe.stats import ControlPlaneStats, ControlPlaneView, Histogram
 
 # Datapath counter names (bpf/v6nat.h V6NAT_ACTIONS) that the snapshot sorts into translations and drops.

@@ -5,7 +5,7 @@ readiness inputs, the labels of each published mapping; the daemon calls its met
 thread), the consistent `ControlPlaneView` it hands out, `MappingLabels` and the `MappingSeries`
 worked out once per set of mappings, and the `Histogram` values they use.
 
-Imports: stdlib and v6nat_ebpf.constants only (no prometheus_client, no datapath, no bcc).
+Imports: stdlib and v6nat_ebpf.model (protocol names) only (no prometheus_client, no datapath, no bcc).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from v6nat_ebpf.constants import protocol_name
+from v6nat_ebpf.model import protocol_name
 
 RECONCILE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -164,7 +164,7 @@ class ControlPlaneStats:
             self._maps_adopted = adopted
 
     def expect_interfaces(self, roles: Mapping[str, str]) -> None:
-        """The interfaces the daemon means to have programs on: ifname -> "public" | "bridge" (replaces the set)."""
+        """The interfaces the daemon means to have programs on: ifname -> "public" | "bridge" | "veth" (replaces the set)."""
         with self._lock:
             self._expected_interfaces = dict(roles)
 
