@@ -26,7 +26,7 @@ from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from v6nat_ebpf.lab import Lab, LabConfig
+from v6nat_ebpf.lab import PIN_PREFIX, Lab, LabConfig
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.lab.daemon import V6NAT, LabDaemon
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 SUBNET = IPv6Network("fd00:ca7e:d09e::/64")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-LAB_CGROUP_PREFIX = "v6nat-lab-"  # the lab's dockerd runs containers under cgroup /<prefix><lab name>
+LAB_CGROUP_PREFIX = PIN_PREFIX  # the lab's dockerd runs containers under cgroup /<prefix><lab name>
 HTTP_HOST_PORT = 8080
 IPERF_PORT = 5201
 SERVER_PORTS: dict[str, int] = {"80/tcp": HTTP_HOST_PORT, f"{IPERF_PORT}/tcp": IPERF_PORT, f"{IPERF_PORT}/udp": IPERF_PORT}
