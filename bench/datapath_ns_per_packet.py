@@ -31,7 +31,8 @@ from scapy.layers.l2 import Ether  # noqa: E402
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry  # noqa: E402
 from v6nat_ebpf.datapath import layout  # noqa: E402
-from v6nat_ebpf.datapath.testrun import run  # noqa: E402
+from v6nat_ebpf.lab.testrun import run  # noqa: E402
+from v6nat_ebpf.lab.datapath import clear  # noqa: E402
 
 HOST, CLIENT, REMOTE = "2001:db8:1::1", "2001:db8:2::99", "2001:db8:9::1"
 CONTAINER, CONTAINER2 = "fd00:1::2", "fd00:1::3"
@@ -59,7 +60,7 @@ def half(dp: Datapath, key: tuple, rewrite: tuple, kind: str, direction: str) ->
                           layout.Addr(*IPv6Address(rewrite[1]).packed), be16(rewrite[2]), be16(rewrite[3]),
                           h.const(f"CT_KIND_{kind}"), h.const(f"CT_DIR_{direction}"),
                           h.const("CT_TCP_ESTABLISHED"))
-    dp.conntrack.raw.update(k, v)
+    dp.conntrack.tables[0].raw.update(k, v)
 
 
 def mirror(t: tuple) -> tuple:
@@ -86,14 +87,14 @@ def single(dp: Datapath, prog: str, pkt: bytes, runs: int, reset) -> float:
 
 
 def setup(dp: Datapath) -> None:
-    dp.clear()
+    clear(dp)
     dp.host_addrs.put(IPv6Address(HOST), 1)
     dp.public_ifaces.put(1, IPv6Address(HOST))
     dp.networks.put(IPv6Network("fd00:1::/64"), NetworkEntry(1, 10, True, True, False, None))
 
 
 def forget_flows(dp: Datapath) -> None:
-    m = dp.conntrack.raw
+    m = dp.conntrack.tables[0].raw
     for k in m.keys():
         m.delete(layout.RawCtKey.from_buffer_copy(k))
 

@@ -34,8 +34,10 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry
-from v6nat_ebpf.datapath.testrun import run
-from v6nat_ebpf.metrics import ControlPlaneStats, MappingLabels, start_metrics_server, take_snapshot
+from v6nat_ebpf.lab.testrun import run
+from v6nat_ebpf.observe.server import start_metrics_server
+from v6nat_ebpf.observe.snapshot import take_snapshot
+from v6nat_ebpf.observe.stats import ControlPlaneStats, MappingLabels
 
 HOST = IPv6Address("2001:db8:1::1")
 CLIENT = IPv6Address("2001:db8:9::2")

@@ -20,14 +20,15 @@ import logging
 import os
 import subprocess
 import time
-import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from v6nat_ebpf.lab import Lab, LabConfig
+from v6nat_ebpf.lab import PIN_PREFIX, Lab, LabConfig
+from v6nat_ebpf.errors import V6natError
+from v6nat_ebpf.lab.daemon import V6NAT, LabDaemon
 
 from bench import rules
 from bench.load import http_ok, netns_pool, wait_http_ok
@@ -36,17 +37,14 @@ log = logging.getLogger(__name__)
 
 SUBNET = IPv6Network("fd00:ca7e:d09e::/64")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-LAB_CGROUP_PREFIX = "v6nat-lab-"  # the lab's dockerd runs containers under cgroup /<prefix><lab name>
+LAB_CGROUP_PREFIX = PIN_PREFIX  # the lab's dockerd runs containers under cgroup /<prefix><lab name>
 HTTP_HOST_PORT = 8080
 IPERF_PORT = 5201
 SERVER_PORTS: dict[str, int] = {"80/tcp": HTTP_HOST_PORT, f"{IPERF_PORT}/tcp": IPERF_PORT, f"{IPERF_PORT}/udp": IPERF_PORT}
 # Filler host ports: FILLER_BASE, FILLER_BASE+1, ...; clear of the server's ports.
 FILLER_BASE = 10000
 REPO = Path(__file__).resolve().parent.parent
-V6NAT_BIN = REPO / ".venv" / "bin" / "v6nat"
 READY_TIMEOUT_S = 30.0
-METRICS_LISTEN = "[::1]:9661"  # in the lab's host netns: one per lab
-METRICS_URL = f"http://{METRICS_LISTEN}"
 # Docker 20.10 holds a listening socket per published port and address family
 # even with the userland proxy off, and this machine caps a process at 20,000
 # open files: dockerd cannot publish much more than 9,000 ports here. Levels past
@@ -209,14 +207,6 @@ class System:
                 "lab": self._lab.name if self._lab else None}
 
 
-def _http_status_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
-
-
 def filler_ports(n: int) -> range:
     """The host ports a system with n published ports adds besides the server's 3."""
     return range(FILLER_BASE, FILLER_BASE + max(0, n - len(SERVER_PORTS)))
@@ -341,45 +331,34 @@ class V6nat(System):
 
     def __init__(self, conf_dir: Path) -> None:
         super().__init__(conf_dir)
-        self.daemon: subprocess.Popen[Any] | None = None
+        self.daemon: LabDaemon | None = None
         self.filler: Any = None
         self.filler_ports = range(0)
         self.datapath: Any = None  # the bench's own handle on the pinned maps, for direct entries
         self.direct_count = 0
 
     def before_server(self) -> None:
-        if not V6NAT_BIN.exists():
-            raise SystemError_(f"{V6NAT_BIN} is missing (run scripts/setup)")
-        log_path = self.conf_dir.parent / f"v6nat-{self.lab.name}.log"
-        self.daemon_log = log_path
-        with open(log_path, "ab") as out:
-            self.daemon = self.lab.popen(
-                self.lab.host_ns,
-                [str(V6NAT_BIN), "run", "--public-iface", self.lab.public_iface, "--docker-host",
-                 self.lab.docker_url, "--pin-path", str(self.lab.pin_path), "--metrics-listen", METRICS_LISTEN,
-                 "--resync-interval", str(RESYNC_INTERVAL_S)],
-                nsenter=True, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        if not Path(V6NAT).exists():
+            raise SystemError_(f"{V6NAT} is missing (run scripts/setup)")
+        self.daemon = LabDaemon(self.lab, extra=["--resync-interval", str(RESYNC_INTERVAL_S)], log_level="info",
+                                log_dir=self.conf_dir.parent)
+        self.stack.callback(self.daemon.close)  # before the lab's teardown: `v6nat cleanup` for its pin path
+        self.daemon.start(wait_ready=False)
 
     def after_server(self) -> None:
         """Wait for the daemon's /readyz (maps adopted, interfaces attached, first resync done)."""
         self.notes.append(f"`v6nat run --resync-interval {RESYNC_INTERVAL_S}`; past {DOCKER_PORTS_MAX:,} ports the "
                           "rest are written straight into the dnat map (dockerd cannot publish much more than "
                           "9,000 ports here: it holds a socket per port and family, 20,000 open files at most)")
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        with netns_pool(self.lab.host_ns) as pool:
-            while not pool.submit(_http_status_ok, METRICS_URL + "/readyz").result():
-                if self.daemon is not None and self.daemon.poll() is not None:
-                    raise SystemError_(f"v6nat run exited {self.daemon.returncode}: {self.log_tail()}")
-                if time.monotonic() > deadline:
-                    raise SystemError_(f"v6nat not ready within {READY_TIMEOUT_S:.0f} s: {self.log_tail()}")
-                time.sleep(0.1)
+        assert self.daemon is not None
+        try:
+            self.daemon.wait_ready(READY_TIMEOUT_S)
+        except V6natError as e:
+            raise SystemError_(f"{e}: {self.log_tail()}") from None
 
     def log_tail(self) -> str:
-        try:
-            lines = [ln.strip() for ln in self.daemon_log.read_text(errors="replace").splitlines() if ln.strip()]
-            return lines[-1] if lines else "(empty log)"
-        except OSError:
-            return "(no log)"
+        lines = [ln.strip() for ln in self.daemon.log().splitlines() if ln.strip()] if self.daemon else []
+        return lines[-1] if lines else "(empty log)"
 
     def publish(self, n: int) -> None:
         """Up to DOCKER_PORTS_MAX through Docker (a filler container); past it, straight into the dnat map."""
@@ -437,9 +416,9 @@ class V6nat(System):
         return container, t_run - t0, t_ok - t_run
 
     def daemon_rss_bytes(self) -> int:
-        if self.daemon is None:
+        if self.daemon is None or self.daemon.proc is None:
             return 0
-        with open(f"/proc/{self.daemon.pid}/status") as f:
+        with open(f"/proc/{self.daemon.proc.pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024

@@ -7,6 +7,7 @@ not passed over (use pytest.xfail with a reason for a known, tracked gap).
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Iterator
 
 import pytest
@@ -41,3 +42,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def _require_root() -> None:
     pytest.fail("lab tests need root (namespaces, dockerd): run `sudo make test`")
+
+
+@pytest.fixture(scope="session")
+def v6nat_as_nobody() -> Iterator[list[str]]:
+    """argv prefix: `v6nat` as uid 65534 from a world-readable copy (tests/unprivileged.py)."""
+    from unprivileged import as_nobody, readable_install
+
+    install = readable_install()
+    try:
+        yield as_nobody(install)
+    finally:
+        shutil.rmtree(install, ignore_errors=True)

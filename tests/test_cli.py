@@ -93,10 +93,9 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str]) -> None:
     assert_one_line_error(v6nat(*args), 2)
 
 
-def test_error_from_the_library_is_one_line_and_exit_1() -> None:
+def test_error_from_the_library_is_one_line_and_exit_1(v6nat_as_nobody: list[str]) -> None:
     # As an unprivileged user, `lab cleanup` refuses with a V6natError.
-    result = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                             V6NAT, "lab", "cleanup"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([*v6nat_as_nobody, "lab", "cleanup"], capture_output=True, text=True, timeout=60)
     assert_one_line_error(result, 1)
     assert "root" in result.stderr
 

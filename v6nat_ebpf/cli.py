@@ -30,8 +30,8 @@ COMMAND_MODULES = (
     "v6nat_ebpf.commands.flows",  # flows
     "v6nat_ebpf.commands.cleanup",  # cleanup
     "v6nat_ebpf.preflight",  # check
-    "v6nat_ebpf.demo",  # demo
-    "v6nat_ebpf.lab_cli",  # lab cleanup
+    "v6nat_ebpf.lab.demo",  # demo
+    "v6nat_ebpf.lab.cli",  # lab cleanup
 )
 
 EPILOG = """\

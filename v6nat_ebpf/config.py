@@ -15,20 +15,40 @@ Must not import: docker, pyroute2, bcc, datapath (parsing only, so `--help` stay
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
+from v6nat_ebpf.constants import (DEFAULT_DOCKER_URL, DEFAULT_METRICS_LISTEN, DEFAULT_PIN_PATH, SNAT_PORT_FLOOR,
+                                  SNAT_PORT_MAX, SNAT_PORT_MIN)
 from v6nat_ebpf.errors import V6natError
 
-DEFAULT_PIN_PATH = "/sys/fs/bpf/v6nat"
-DEFAULT_METRICS_LISTEN = "[::1]:9661"
-DEFAULT_SNAT_PORTS = "61000-65535"
+DEFAULT_SNAT_PORTS = f"{SNAT_PORT_MIN}-{SNAT_PORT_MAX}"
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 IFNAME = re.compile(r"^[^/\s:]{1,15}$")
+
+
+@dataclass(frozen=True)
+class ConntrackTimeouts:
+    """The idle timeouts `--conntrack-timeouts` set, in seconds; None: the datapath's default."""
+
+    tcp_established_s: int | None = None
+    tcp_transitory_s: int | None = None
+    udp_s: int | None = None
+    icmp_s: int | None = None
+
+    def given(self) -> dict[str, int]:
+        """The timeouts that were set, by field name, in the order of the fields."""
+        return {f.name: value for f in fields(self) if (value := getattr(self, f.name)) is not None}
+
+
+def _timeout_flag_name(field_name: str) -> str:
+    """'tcp_established_s' -> 'tcp-established', as --conntrack-timeouts writes it."""
+    return field_name.removesuffix("_s").replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -38,20 +58,20 @@ class RunOptions:
     public_ifaces: tuple[str, ...]
     docker_host: str | None = None
     metrics_listen: str | None = DEFAULT_METRICS_LISTEN  # None: no metrics server
-    snat_ports: tuple[int, int] = (61000, 65535)
+    snat_ports: tuple[int, int] = (SNAT_PORT_MIN, SNAT_PORT_MAX)
     pin_path: str = DEFAULT_PIN_PATH
     log_format: str = "text"
     log_level: str = "info"
     detach_on_exit: bool = False
     resync_interval_s: float = 30.0
     gc_interval_s: float = 10.0
-    conntrack_timeouts: tuple[tuple[str, int], ...] = ()  # (DatapathConfig field, seconds) overrides
+    conntrack_timeouts: ConntrackTimeouts = ConntrackTimeouts()
 
     @property
     def timeouts_below_rfc(self) -> list[str]:
         """The overrides shorter than RFC 5382 / 4787 / 5508 allow, as `name=N (RFC minimum M)`."""
-        return [f"{name.removesuffix('_s').replace('_', '-')}={seconds} (RFC minimum {CONNTRACK_TIMEOUT_RFC_MIN[name]})"
-                for name, seconds in self.conntrack_timeouts if seconds < CONNTRACK_TIMEOUT_RFC_MIN[name]]
+        return [f"{_timeout_flag_name(name)}={seconds} (RFC minimum {CONNTRACK_TIMEOUT_RFC_MIN[name]})"
+                for name, seconds in self.conntrack_timeouts.given().items() if seconds < CONNTRACK_TIMEOUT_RFC_MIN[name]]
 
     @property
     def log_level_number(self) -> int:
@@ -62,11 +82,27 @@ def parse_port_range(text: str) -> tuple[int, int]:
     """'61000-65535' -> (61000, 65535); V6natError unless 1 <= min <= max <= 65535."""
     match = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", text)
     if not match:
-        raise V6natError(f"malformed port range {text!r}: expected MIN-MAX, e.g. 61000-65535")
+        raise V6natError(f"malformed port range {text!r}: expected MIN-MAX, e.g. {DEFAULT_SNAT_PORTS}")
     lo, hi = int(match[1]), int(match[2])
-    if not 1024 <= lo <= hi <= 65535:
-        raise V6natError(f"port range {text!r}: need 1024 <= MIN <= MAX <= 65535")
+    if not SNAT_PORT_FLOOR <= lo <= hi <= 65535:
+        raise V6natError(f"port range {text!r}: need {SNAT_PORT_FLOOR} <= MIN <= MAX <= 65535")
     return lo, hi
+
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """"[addr]:port" (IPv6) or "a.b.c.d:port" -> (address, port); V6natError on anything else."""
+    host, sep, port_text = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        addr = ipaddress.ip_address(host)
+        port = int(port_text)
+    except ValueError:
+        raise V6natError(f"--metrics-listen {listen!r}: expected [IPv6-address]:port or IPv4-address:port") from None
+    if not sep or not 0 <= port <= 65535 or (addr.version == 6 and not listen.startswith("[")):
+        raise V6natError(f"--metrics-listen {listen!r}: expected [IPv6-address]:port or IPv4-address:port")
+    return str(addr), port
 
 
 # Conntrack timeouts settable with --conntrack-timeouts, and the shortest each RFC allows (seconds):
@@ -74,19 +110,19 @@ def parse_port_range(text: str) -> tuple[int, int]:
 CONNTRACK_TIMEOUT_RFC_MIN = {"tcp_established_s": 7440, "tcp_transitory_s": 240, "udp_s": 120, "icmp_s": 60}
 
 
-def parse_conntrack_timeouts(text: str) -> tuple[tuple[str, int], ...]:
-    """'udp=600,tcp-established=86400' -> (('udp_s', 600), ('tcp_established_s', 86400))."""
-    names = ", ".join(n.removesuffix("_s").replace("_", "-") for n in CONNTRACK_TIMEOUT_RFC_MIN)
+def parse_conntrack_timeouts(text: str) -> ConntrackTimeouts:
+    """'udp=600,tcp-established=86400' -> ConntrackTimeouts(tcp_established_s=86400, udp_s=600)."""
+    names = ", ".join(_timeout_flag_name(n) for n in CONNTRACK_TIMEOUT_RFC_MIN)
     timeouts: dict[str, int] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = item.partition("=")
-        field = name.strip().replace("-", "_") + "_s"
-        if field not in CONNTRACK_TIMEOUT_RFC_MIN:
+        key = name.strip().replace("-", "_") + "_s"
+        if key not in CONNTRACK_TIMEOUT_RFC_MIN:
             raise V6natError(f"unknown conntrack timeout {name.strip()!r}: expected NAME=SECONDS with NAME one of {names}")
         if not value.strip().isdigit() or int(value) <= 0:
             raise V6natError(f"conntrack timeout {item!r}: SECONDS must be a positive whole number")
-        timeouts[field] = int(value)
-    return tuple(timeouts.items())
+        timeouts[key] = int(value)
+    return ConntrackTimeouts(**timeouts)
 
 
 def parse_ifnames(values: list[str]) -> tuple[str, ...]:
@@ -99,6 +135,12 @@ def parse_ifnames(values: list[str]) -> tuple[str, ...]:
             if name not in names:
                 names.append(name)
     return tuple(names)
+
+
+def docker_url(docker_host: str | None) -> str:
+    """The Docker API to use: `--docker-host` (or V6NAT_DOCKER_HOST) when given, else $DOCKER_HOST, else
+    DEFAULT_DOCKER_URL. The one resolution `v6nat run` (DockerSource) and `v6nat check` both use."""
+    return docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL
 
 
 def env(name: str) -> str | None:
@@ -147,7 +189,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-iface", metavar="IFACE", action="append", default=[],
                         help="interface facing the outside; repeatable (env V6NAT_PUBLIC_IFACE, comma-separated)")
     parser.add_argument("--docker-host", metavar="URL", default=env("DOCKER_HOST"),
-                        help="Docker API (env V6NAT_DOCKER_HOST; default $DOCKER_HOST or unix:///var/run/docker.sock)")
+                        help=f"Docker API (env V6NAT_DOCKER_HOST; default $DOCKER_HOST or {DEFAULT_DOCKER_URL})")
     parser.add_argument("--metrics-listen", metavar="[ADDR]:PORT",
                         default=env("METRICS_LISTEN") or DEFAULT_METRICS_LISTEN,
                         help=f"serve /metrics, /healthz, /readyz, /status here, 'off' for none "

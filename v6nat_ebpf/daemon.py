@@ -36,10 +36,11 @@ import time
 from types import FrameType
 from typing import Any
 
-from v6nat_ebpf.config import RunOptions
+from v6nat_ebpf.config import RunOptions, docker_url, parse_listen
 from v6nat_ebpf.docker_source import DockerSource
 from v6nat_ebpf.errors import V6natError
-from v6nat_ebpf.host_source import HostWatcher, PortReservation, forwarding_warnings, read_host_state, renew_neighbours
+from v6nat_ebpf.host_effects import PortReservation, renew_neighbours, uninstall
+from v6nat_ebpf.host_source import HostWatcher, read_host_state
 from v6nat_ebpf.model import DesiredState, EndpointKey, desired_state, new_endpoints
 from v6nat_ebpf.reconciler import Reconciler
 
@@ -262,18 +263,13 @@ class Daemon:
             self._report(desired, summary.seconds, summary.errors, "resync" in kinds and self.docker.known)
 
     def _report(self, desired: DesiredState, seconds: float, errors: int, resynced: bool) -> None:
-        from v6nat_ebpf.metrics import MappingLabels, protocol_name
+        from v6nat_ebpf.observe.stats import MappingLabels
 
         stats = self.stats
         stats.observe_reconcile(seconds, errors)
-        roles = {name: "public" for name in desired.public_names}
-        if self.docker.known:
-            roles.update({name: "port" for name in desired.ports})
-            roles.update({name: "bridge" for name in desired.bridges})
-        stats.expect_interfaces(roles)
+        stats.expect_interfaces(desired.interface_roles(self.docker.known))
         # Labels, not only ids: a renamed or replaced container keeps its mapping ids but changes its label.
-        labels = {m.mapping_id: MappingLabels(protocol=protocol_name(m.proto), host_port=m.host_port,
-                                              container=m.container_name, network=m.network_name)
+        labels = {m.mapping_id: MappingLabels.of(m.proto, m.host_port, m.container_name, m.network_name)
                   for m in desired.mappings}
         if self.docker.known and labels != self._last_mapping_labels:
             stats.set_mappings(labels)
@@ -285,12 +281,15 @@ class Daemon:
 def run(opts: RunOptions) -> int:
     """`v6nat run`: check, open (or adopt) the datapath, serve until told to stop."""
     configure_logging(opts.log_format, opts.log_level_number)
-    from v6nat_ebpf.metrics import ControlPlaneStats, parse_listen, start_metrics_server
+    from v6nat_ebpf.observe.server import start_metrics_server
+    from v6nat_ebpf.observe.stats import ControlPlaneStats
 
     if opts.metrics_listen:
         parse_listen(opts.metrics_listen)
     check_can_run()
     read_host_state(opts.public_ifaces)  # unknown interface -> one line, before anything is loaded
+    from v6nat_ebpf.preflight import forwarding_warnings
+
     for warning in forwarding_warnings(opts.public_ifaces):
         log.warning("%s", warning)
     for timeout in opts.timeouts_below_rfc:
@@ -299,15 +298,21 @@ def run(opts: RunOptions) -> int:
     from v6nat_ebpf.datapath import Datapath, DatapathConfig  # bcc: imported only when running
 
     lo, hi = opts.snat_ports
-    config = DatapathConfig(snat_port_min=lo, snat_port_max=hi, **dict(opts.conntrack_timeouts))
+    timeouts, defaults = opts.conntrack_timeouts, DatapathConfig()
+    config = DatapathConfig(
+        snat_port_min=lo, snat_port_max=hi,
+        tcp_established_s=timeouts.tcp_established_s or defaults.tcp_established_s,
+        tcp_transitory_s=timeouts.tcp_transitory_s or defaults.tcp_transitory_s,
+        udp_s=timeouts.udp_s or defaults.udp_s,
+        icmp_s=timeouts.icmp_s or defaults.icmp_s,
+    )
     dp = Datapath.open(pin_path=opts.pin_path, config=config)
     stats = ControlPlaneStats()
     stats.maps_adopted()
-    reservation = PortReservation(opts.pin_path)
-    reservation.reserve(lo, hi)
+    PortReservation(opts.pin_path).reserve(lo, hi)
     server = start_metrics_server(opts.metrics_listen, dp, stats) if opts.metrics_listen else None
     log.info("v6nat serving: public %s, Docker %s, pins %s", ",".join(opts.public_ifaces),
-             opts.docker_host or "default", opts.pin_path)
+             docker_url(opts.docker_host), opts.pin_path)
     daemon = Daemon(opts, dp, stats)
     try:
         daemon.serve()
@@ -316,7 +321,6 @@ def run(opts: RunOptions) -> int:
             server.shutdown()
         dp.close()
         if opts.detach_on_exit:
-            Datapath.cleanup(opts.pin_path)
-            reservation.release()
+            uninstall(opts.pin_path)
             log.info("detached: programs, pins and port reservation removed")
     return 0

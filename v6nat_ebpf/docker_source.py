@@ -24,11 +24,11 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
+from v6nat_ebpf.config import docker_url
 from v6nat_ebpf.model import DockerState, docker_state_from_inspect
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "unix:///var/run/docker.sock"
 # Container actions that can change a container's addresses or published ports.
 CONTAINER_ACTIONS = {"start", "restart", "die", "stop", "destroy", "rename", "update", "pause", "unpause"}
 NETWORK_ACTIONS = {"create", "destroy", "remove", "connect", "disconnect"}
@@ -51,7 +51,7 @@ class DockerSource:
     def __init__(self, url: str | None, on_event: EventCallback,
                  on_connection: Callable[[bool], None] | None = None,
                  backoff_initial_s: float = 0.05, backoff_max_s: float = 1.0, timeout_s: float = 10.0) -> None:
-        self.url = url or DEFAULT_URL
+        self.url = docker_url(url)  # None: $DOCKER_HOST, else the default socket
         self._on_event = on_event
         self._on_connection = on_connection or (lambda up: None)
         self._backoff_initial_s = backoff_initial_s

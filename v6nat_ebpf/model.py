@@ -51,7 +51,17 @@ from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Iterable, Mapping
 
 ULA = IPv6Network("fc00::/7")
-PROTOS = {"tcp": 6, "udp": 17}
+# IP protocol numbers and the names v6nat writes them with (Docker port specs, metrics labels, status,
+# flows): the one copy.
+PROTOCOL_NAMES = {6: "tcp", 17: "udp", 58: "icmpv6"}
+PROTOCOL_NUMBERS = {name: number for number, name in PROTOCOL_NAMES.items()}
+DOCKER_PROTOCOLS = ("tcp", "udp")  # what a published port can be (Docker's sctp is not translated)
+
+
+def protocol_name(proto: int) -> str:
+    """IP protocol number -> "tcp", "udp", "icmpv6" (or the number as text for any other)."""
+    return PROTOCOL_NAMES.get(proto, str(proto))
+
 NETWORK_LABEL = "v6nat.network"
 
 OPT_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
@@ -121,7 +131,7 @@ class PortMapping:
         return _u32_id(f"{self.proto}/{self.host_addr or '::'}/{self.host_port}")
 
     def __str__(self) -> str:
-        proto = {6: "tcp", 17: "udp"}.get(self.proto, str(self.proto))
+        proto = protocol_name(self.proto)
         host = f"[{self.host_addr}]" if self.host_addr else "[::]"
         return (f"{proto} {host}:{self.host_port} -> [{self.container_addr}]:{self.container_port}"
                 f" ({self.container_name} on {self.network_name})")
@@ -152,11 +162,11 @@ class PublicInterface:
 
 @dataclass(frozen=True)
 class Link:
-    """A network interface of the host: bridges, their ports (container veths) and the rest."""
+    """A network interface of the host: bridges, the veths enslaved to them (containers' host sides) and the rest."""
 
     name: str
     ifindex: int
-    master: int | None = None  # the bridge it is a port of
+    master: int | None = None  # the bridge it is enslaved to
     addresses: tuple[IPv6Address, ...] = ()  # its global IPv6 addresses
     kind: str = ""  # netlink's IFLA_INFO_KIND: "veth", "bridge", ... ("" for physical devices)
     peer_netnsid: int | None = None  # IFLA_LINK_NETNSID: a veth's peer lives in that other namespace
@@ -176,7 +186,7 @@ class HostState:
         link = self.link(name)
         return link.ifindex if link else None
 
-    def veth_ports_of(self, bridge_ifindex: int) -> tuple[str, ...]:
+    def veths_of(self, bridge_ifindex: int) -> tuple[str, ...]:
         """The names of the veths enslaved to a bridge whose peer is in another namespace: containers'
         host sides (the veth program delivers into a container through that peer)."""
         return tuple(sorted(link.name for link in self.links if link.master == bridge_ifindex
@@ -206,9 +216,18 @@ class DesiredState:
     public_ifaces: tuple[tuple[int, IPv6Address], ...] = ()  # (ifindex, snat address)
     host_addrs: tuple[tuple[IPv6Address, int], ...] = ()  # (address, ifindex)
     bridges: tuple[str, ...] = ()  # bridge ifnames that must carry our programs
-    ports: tuple[str, ...] = ()  # veth ports of managed networks' bridges (containers): the veth program
+    veths: tuple[str, ...] = ()  # veths on managed networks' bridges (containers' host sides): the veth program
     public_names: tuple[str, ...] = ()  # public ifnames that must carry our programs
     problems: tuple[str, ...] = ()
+
+    def interface_roles(self, docker_known: bool = True) -> dict[str, str]:
+        """ifname -> the role of the programs it must carry: "public", "bridge" or "veth" (the names of
+        datapath.PROGRAMS). Bridges and veths come from Docker: until it answered, only the public ones."""
+        roles = {name: "public" for name in self.public_names}
+        if docker_known:
+            roles.update({name: "veth" for name in self.veths})
+            roles.update({name: "bridge" for name in self.bridges})
+        return roles
 
 
 def _u32_id(text: str) -> int:
@@ -330,7 +349,8 @@ def mappings_of(data: Mapping[str, Any], endpoint: Endpoint, network: Network) -
     ports = (data.get("NetworkSettings") or {}).get("Ports") or {}
     for spec, bindings in sorted(ports.items()):
         port_text, _, proto_name = spec.partition("/")
-        proto = PROTOS.get(proto_name or "tcp")
+        proto_name = proto_name or "tcp"
+        proto = PROTOCOL_NUMBERS[proto_name] if proto_name in DOCKER_PROTOCOLS else None
         if proto is None or not bindings:
             continue
         requested = _requested_host_ips(data, spec)
@@ -396,13 +416,13 @@ def desired_state(docker: DockerState, host: HostState) -> DesiredState:
     problems = list(docker.problems)
     routes = []
     bridges = []
-    ports: list[str] = []
+    veths: list[str] = []
     for network in docker.networks:
         bridge = host.link(network.bridge)
         if bridge is None:
             continue
         bridges.append(network.bridge)
-        ports.extend(host.veth_ports_of(bridge.ifindex))
+        veths.extend(host.veths_of(bridge.ifindex))
         for subnet in network.subnets:
             gateway = next((addr for addr in bridge.addresses if addr in subnet), None)
             routes.append(NetworkRoute(subnet, network.network_id, bridge.ifindex, network.masquerade, network.icc,
@@ -422,7 +442,7 @@ def desired_state(docker: DockerState, host: HostState) -> DesiredState:
         public_ifaces=tuple(sorted(public_ifaces)),
         host_addrs=tuple(sorted(host_addrs.items())),
         bridges=tuple(sorted(set(bridges))),
-        ports=tuple(sorted(set(ports))),
+        veths=tuple(sorted(set(veths))),
         public_names=tuple(sorted(i.name for i in host.public)),
         problems=tuple(problems),
     )

@@ -5,8 +5,9 @@ read the machine's state; the one that needs to create things (clsact and a
 cls_bpf filter) does so in a throw-away network namespace (`unshare --net`)
 that vanishes with its process. Nothing here touches the root namespace.
 
-Imports: stdlib, v6nat_ebpf.errors; bcc and docker are imported inside the
-checks that need them, so a missing one is a finding, not a crash.
+Imports: stdlib, v6nat_ebpf.{config,constants,errors} and datapath.bpfsys (bpf() through ctypes,
+no bcc); bcc and docker are imported inside the checks that need them, so a missing one is a
+finding, not a crash.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Iterable, Literal
 from urllib.parse import urlparse
 
+from v6nat_ebpf.config import docker_url
+from v6nat_ebpf.constants import DEFAULT_DOCKER_URL
 from v6nat_ebpf.datapath import bpfsys
 from v6nat_ebpf.errors import V6natError
 
@@ -31,9 +34,7 @@ log = logging.getLogger(__name__)
 Status = Literal["ok", "warn", "fail"]
 
 MIN_KERNEL = (5, 10)  # bpf_redirect_neigh, bpf_fib_lookup with TC, BTF-era verifier
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_BPF": 39}
-BPF_MAP_TYPE_ARRAY = 2
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def check_clsact() -> Finding:
 
 def check_bpf_syscall() -> Finding:
     try:
-        os.close(bpfsys.create_map(BPF_MAP_TYPE_ARRAY, key_size=4, value_size=8, max_entries=1))
+        os.close(bpfsys.create_map(bpfsys.BPF_MAP_TYPE_ARRAY, key_size=4, value_size=8, max_entries=1))
     except V6natError as exc:
         return Finding("fail", "bpf() syscall", str(exc))
     return Finding("ok", "bpf() syscall", "created and closed a 1-entry array map")
@@ -123,7 +124,7 @@ def check_capabilities() -> Finding:
 
 def check_docker(docker_host: str | None) -> list[Finding]:
     """Docker reachable, and its settings that would fight v6nat."""
-    url = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+    url = docker_url(docker_host)
     try:
         import docker  # noqa: PLC0415
 
@@ -203,30 +204,52 @@ def _effective_settings(flags: dict[str, list[str]]) -> dict[str, bool]:
     return settings
 
 
+IPV6_CONF = Path("/proc/sys/net/ipv6/conf")  # per network namespace
+
+
+def _ipv6_conf(dev: str, name: str) -> str | None:
+    try:
+        return (IPV6_CONF / dev / name).read_text().strip()
+    except OSError:
+        return None
+
+
+def _accept_ra_warning(dev: str, forwarding: bool) -> str | None:
+    """The one accept_ra rule: with forwarding on, accept_ra=1 makes the kernel ignore router
+    advertisements, so routes learned from them stop being refreshed. None when `dev` is fine."""
+    if _ipv6_conf(dev, "accept_ra") != "1":
+        return None
+    when = "now that" if forwarding else "once"
+    return (f"routes learned from router advertisements stop being refreshed {when} forwarding is on; "
+            f"set net.ipv6.conf.{dev}.accept_ra=2")
+
+
 def check_accept_ra() -> list[Finding]:
     """Interfaces whose router-advertisement config IPv6 forwarding would break."""
-    conf = Path("/proc/sys/net/ipv6/conf")
-    if not conf.exists():
+    if not IPV6_CONF.exists():
         return [Finding("fail", "IPv6", "IPv6 is disabled in this kernel")]
-    forwarding = (conf / "all" / "forwarding").read_text().strip() == "1"
+    forwarding = _ipv6_conf("all", "forwarding") == "1"
     ra_routes = subprocess.run(["ip", "-6", "route", "show", "proto", "ra"], capture_output=True, text=True)
     ra_devs = set(re.findall(r"\bdev (\S+)", ra_routes.stdout))
     findings = []
     for dev in sorted(ra_devs):
-        try:
-            accept_ra = int((conf / dev / "accept_ra").read_text())
-        except (OSError, ValueError):
+        accept_ra = _ipv6_conf(dev, "accept_ra")
+        if accept_ra is None or not accept_ra.lstrip("-").isdigit():
             continue
-        if accept_ra == 1:
-            when = "now that" if forwarding else "once"
-            findings.append(Finding("warn", f"accept_ra {dev}", f"routes learned from router advertisements "
-                                    f"stop being refreshed {when} forwarding is on; set "
-                                    f"net.ipv6.conf.{dev}.accept_ra=2"))
-        else:
-            findings.append(Finding("ok", f"accept_ra {dev}", f"accept_ra={accept_ra}"))
+        warning = _accept_ra_warning(dev, forwarding)
+        findings.append(Finding("warn", f"accept_ra {dev}", warning) if warning
+                        else Finding("ok", f"accept_ra {dev}", f"accept_ra={int(accept_ra)}"))
     if not findings:
         findings.append(Finding("ok", "accept_ra", "no interface relies on router advertisements"))
     return findings
+
+
+def forwarding_warnings(public_names: Iterable[str]) -> list[str]:
+    """What `v6nat run` warns about at start: forwarding off, or a public interface whose accept_ra
+    forwarding breaks (the same rule as `v6nat check`); one line each."""
+    if _ipv6_conf("all", "forwarding") != "1":
+        return ["IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0): containers are unreachable until it is on"]
+    return [f"{name}: {warning}" for name in public_names if (warning := _accept_ra_warning(name, True))]
 
 
 def run_checks(docker_host: str | None = None) -> list[Finding]:
@@ -258,7 +281,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Check that this machine can run v6nat. One line per finding: ok, warn or fail. "
                     "Exit status 1 if anything fails.")
     parser.add_argument("--docker-host", metavar="URL", default=os.environ.get("V6NAT_DOCKER_HOST"),
-                        help="Docker API to check (default: $DOCKER_HOST or unix:///var/run/docker.sock; "
+                        help=f"Docker API to check (default: $DOCKER_HOST or {DEFAULT_DOCKER_URL}; "
                              "env V6NAT_DOCKER_HOST)")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     parser.set_defaults(func=cmd_check)

@@ -198,13 +198,10 @@ class Reconciler:
         current = dp.attached()
         # Interfaces that went away (a stopped container's veth) took our filters with them.
         self._replaced_once &= set(current)
-        wanted = {name: "public" for name in desired.public_names}
-        if docker_known:
-            wanted.update({name: "port" for name in desired.ports})
-            wanted.update({name: "bridge" for name in desired.bridges})
-        else:
-            wanted.update({name: role for name, role in current.items() if role in ("bridge", "port")})
-        attach = {"public": dp.attach_public, "bridge": dp.attach_bridge, "port": dp.attach_container_port}
+        wanted = desired.interface_roles(docker_known)
+        if not docker_known:  # Docker-derived attachments stay as they are until Docker answers
+            wanted.update({name: role for name, role in current.items() if role in ("bridge", "veth")})
+        attach = {"public": dp.attach_public, "bridge": dp.attach_bridge, "veth": dp.attach_veth}
         attached, detached, errors = [], [], 0
         for name, role in sorted(wanted.items()):
             if current.get(name) == role and name in self._replaced_once:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from v6nat_ebpf.cli import build_parser
-from v6nat_ebpf.config import RunOptions, parse_port_range, run_options
+from v6nat_ebpf.config import ConntrackTimeouts, RunOptions, parse_port_range, run_options
 from v6nat_ebpf.errors import V6natError
 
 
@@ -42,9 +42,9 @@ def test_environment_gives_defaults_and_flags_win(monkeypatch: pytest.MonkeyPatc
 
 def test_conntrack_timeouts_override_and_short_ones_are_named() -> None:
     opts = options(["--public-iface", "eth1", "--conntrack-timeouts", "udp=30, tcp-established=86400,udp=60"])
-    assert opts.conntrack_timeouts == (("udp_s", 60), ("tcp_established_s", 86400))
+    assert opts.conntrack_timeouts == ConntrackTimeouts(udp_s=60, tcp_established_s=86400)
     assert opts.timeouts_below_rfc == ["udp=60 (RFC minimum 120)"]
-    assert options(["--public-iface", "eth1"]).conntrack_timeouts == ()
+    assert options(["--public-iface", "eth1"]).conntrack_timeouts == ConntrackTimeouts()
 
 
 @pytest.mark.parametrize("text", ["61000", "65535-61000", "1-2", "61000-70000", "a-b", ""])
@@ -68,3 +68,27 @@ def test_bad_input_is_one_line_and_nonzero(argv: list[str], env: dict[str, str],
                             env={"PATH": "/usr/bin:/bin", **env}, timeout=60)
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_docker_host_defaults_to_docker_host_env_in_run_and_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`v6nat run` (DockerSource) and `v6nat check` resolve the Docker URL the same way, as --help says:
+    --docker-host / V6NAT_DOCKER_HOST, else $DOCKER_HOST, else unix:///var/run/docker.sock."""
+    from v6nat_ebpf import preflight
+    from v6nat_ebpf.docker_source import DockerSource
+
+    def noop(kind: str) -> None: ...
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("V6NAT_DOCKER_HOST", raising=False)
+    opts = run_options(build_parser().parse_args(["run", "--public-iface", "eth0"]))
+    assert DockerSource(opts.docker_host, noop).url == "unix:///var/run/docker.sock"
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/from-env.sock")
+    opts = run_options(build_parser().parse_args(["run", "--public-iface", "eth0"]))
+    assert DockerSource(opts.docker_host, noop).url == "unix:///nonexistent/from-env.sock"
+    finding = preflight.check_docker(opts.docker_host)[0]
+    assert "unix:///nonexistent/from-env.sock" in finding.detail and finding.status == "warn"
+    assert "$DOCKER_HOST" in build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+
+    opts = run_options(build_parser().parse_args(["run", "--public-iface", "eth0", "--docker-host", "unix:///x.sock"]))
+    assert DockerSource(opts.docker_host, noop).url == "unix:///x.sock"

@@ -152,7 +152,7 @@ def test_desired_state_joins_docker_and_host(inspect: dict[str, Any]) -> None:
     assert desired.bridges == (ula1.bridge,)
     assert [(r.prefix, r.bridge_ifindex, r.masquerade, r.gateway) for r in desired.routes] == [
         (IPv6Network("fd00:1::/64"), 7, True, IPv6Address("fd00:1::1"))]
-    assert desired.ports == ("veth1",)  # every port of a managed bridge: the fast path starts there
+    assert desired.veths == ("veth1",)  # every veth on a managed bridge: the fast path starts there
     assert desired.public_ifaces == ((2, HOST),)
     assert dict(desired.host_addrs) == {HOST: 2, IPv6Address("2001:db8:1::2:1"): 2}
     assert desired.public_names == ("pub0",)
@@ -178,7 +178,7 @@ def test_the_veth_program_goes_on_every_port_of_managed_bridges_only(inspect: di
                             Link("veth-x", 14, master=13, kind="veth", peer_netnsid=3)))
     desired = model.desired_state(docker, host)
     # icc on or off; only veths with their peer in another namespace (a container to deliver into),
-    # not ports of other bridges
-    assert desired.ports == ("veth-a", "veth-b", "veth-other")
+    # not veths of other bridges
+    assert desired.veths == ("veth-a", "veth-b", "veth-other")
     route = next(r for r in desired.routes if r.bridge_ifindex == 7)
     assert (route.icc, route.gateway) == (False, IPv6Address("fd00:1::1"))  # the bridge's address in the prefix

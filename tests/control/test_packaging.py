@@ -29,6 +29,8 @@ def test_an_installed_wheel_carries_and_finds_the_bpf_sources(tmp_path: Path) ->
     wheel = next((tmp_path / "dist").glob("v6nat_ebpf-*.whl"))
     expected = {f"v6nat_ebpf/bpf/{p.relative_to(REPO / 'bpf')}" for p in (REPO / "bpf").rglob("*.[ch]")}
     assert expected <= set(zipfile.ZipFile(wheel).namelist())
+    modules = {f"v6nat_ebpf/{p.relative_to(REPO / 'v6nat_ebpf')}" for p in (REPO / "v6nat_ebpf").rglob("*.py")}
+    assert modules - set(zipfile.ZipFile(wheel).namelist()) == set()  # every subpackage listed in pyproject.toml
 
     target = tmp_path / "installed"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)],

@@ -199,11 +199,11 @@ def test_ports_of_managed_networks_get_the_veth_program(lab: Lab, dp: Datapath, 
     try:
         reconciler = Reconciler(dp)
         desired = desired_state(icc_off, host_state(lab))
-        assert desired.ports == ("vport0",)
+        assert desired.veths == ("vport0",)
         assert {r.prefix.compressed: r.gateway for r in desired.routes}["fd00:1::/64"] == IPv6Address("fd00:1::1")
         first = in_host_ns(lambda: reconciler.apply(desired))
         assert "vport0" in first.attached and first.errors == 0
-        assert in_host_ns(dp.attached)["vport0"] == "port"
+        assert in_host_ns(dp.attached)["vport0"] == "veth"
         entry = dict(dp.networks.items())[next(r.prefix for r in desired.routes if not r.icc)]
         assert (entry.icc, entry.gateway) == (False, IPv6Address("fd00:1::1"))
         # kept: by a later pass, and while Docker is unknown
@@ -211,7 +211,7 @@ def test_ports_of_managed_networks_get_the_veth_program(lab: Lab, dp: Datapath, 
         assert in_host_ns(lambda: Reconciler(dp).apply(desired_state(DockerState(), host_state(lab)),
                                                        docker_known=False)).detached == ()
         # kept when the network has ICC again (the fast path starts there too)
-        assert desired_state(docker_state, host_state(lab)).ports == ("vport0",)
+        assert desired_state(docker_state, host_state(lab)).veths == ("vport0",)
         assert in_host_ns(lambda: reconciler.apply(desired_state(docker_state, host_state(lab)))).detached == ()
         # removed once Docker no longer has the network
         again = in_host_ns(lambda: reconciler.apply(desired_state(DockerState(), host_state(lab))))

@@ -9,6 +9,7 @@ from typing import Iterator
 import pytest
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, NetworkEntry
+from v6nat_ebpf.lab.datapath import clear
 from dp_packets import HOST, HOST2, LO_IFINDEX, NET, NET_INTERNAL, NET_ROUTED, addr
 
 TEST_CONFIG = DatapathConfig(conntrack_max=16384, dnat_max=4096)
@@ -39,7 +40,7 @@ def loaded() -> Iterator[Datapath]:
 def dp(loaded: Datapath) -> Datapath:
     """The loaded datapath with empty maps and the test world's hosts and networks (every
     bridge is lo, where BPF_PROG_TEST_RUN runs packets: a network's sources arrive on its bridge)."""
-    loaded.clear()
+    clear(loaded)
     loaded.set_config(TEST_CONFIG)
     loaded.host_addrs.put(addr(HOST), LO_IFINDEX)
     loaded.host_addrs.put(addr(HOST2), LO_IFINDEX)

@@ -14,7 +14,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
 from v6nat_ebpf.datapath import Datapath
-from v6nat_ebpf.datapath.testrun import RunResult, run
+from v6nat_ebpf.lab.testrun import RunResult, run
 
 HOST = "2001:db8:1::1"
 HOST2 = "2001:db8:1::2"

@@ -23,6 +23,7 @@ import pytest
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
 from v6nat_ebpf.datapath import layout
 from v6nat_ebpf.datapath import tc as tcmod
+from v6nat_ebpf.lab.datapath import in_netns
 from netns_world import World, namespaces, peer_echo, sh
 
 HOST, CLIENT = "2001:db8:1::1", "2001:db8:1::42"  # not dp_packets.HOST2: a host address there
@@ -79,7 +80,7 @@ def build(w: World, offload: str, icc: bool, dp: Datapath) -> Datapath:
               ' add rule ip6 v6dp seen iifname "pub0" oifname "brv" counter;'
               ' add rule ip6 v6dp seen iifname "brv" oifname "pub0" counter', netns=w.host)
 
-    dp = dp.with_netns(w.host)
+    dp = in_netns(dp, w.host)
     with tcmod.Tc(w.host) as t:
         pub0, brv = t.ifindex("pub0"), t.ifindex("brv")
     dp.host_addrs.put(IPv6Address(HOST), pub0)
@@ -89,8 +90,8 @@ def build(w: World, offload: str, icc: bool, dp: Datapath) -> Datapath:
     dp.dnat.put(DnatKey(17, None, 5353), DnatTarget(IPv6Address(CONTAINER), 53, 2))
     dp.attach_public("pub0")
     dp.attach_bridge("brv")
-    dp.attach_container_port("vc0")
-    dp.attach_container_port("vc1")
+    dp.attach_veth("vc0")
+    dp.attach_veth("vc1")
     return dp
 
 
@@ -255,7 +256,7 @@ def test_fast_path_off_leaves_every_packet_to_the_stack(dp: Datapath, world) -> 
 def test_without_icc_containers_reach_the_gateway_and_outside_not_each_other(dp: Datapath, world) -> None:
     w, hostdp = world
     ctr2 = w.more[0]
-    assert hostdp.attached() == {"pub0": "public", "brv": "bridge", "vc0": "port", "vc1": "port"}
+    assert hostdp.attached() == {"pub0": "public", "brv": "bridge", "vc0": "veth", "vc1": "veth"}
     sh("ping", "-6", "-c", "1", "-W", "2", GATEWAY, netns=w.ctr)
     sh("ping", "-6", "-c", "1", "-W", "2", CLIENT, netns=w.ctr)
     blocked = sh("ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", CONTAINER2, netns=w.ctr, check=False)

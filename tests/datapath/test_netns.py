@@ -14,6 +14,7 @@ from bcc import BPF
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
 from v6nat_ebpf.datapath import tc as tcmod
+from v6nat_ebpf.lab.datapath import in_netns
 from netns_world import World, namespaces, peer_echo, sh
 
 HOST, CLIENT, GATEWAY, CONTAINER = "2001:db8:1::1", "2001:db8:1::2", "fd00:1::1", "fd00:1::2"
@@ -36,7 +37,7 @@ def world(loaded: Datapath, request) -> Iterator[tuple[World, Datapath]]:
                     sh("ethtool", "-K", dev, "tx", "off", netns=ns)
             sh("ip", "route", "add", "default", "via", GATEWAY, netns=w.ctr)
 
-            dp = loaded.with_netns(w.host)
+            dp = in_netns(loaded, w.host)
             with tcmod.Tc(w.host) as t:
                 pub0, br0 = t.ifindex("pub0"), t.ifindex("br0")
             dp.host_addrs.put(IPv6Address(HOST), pub0)

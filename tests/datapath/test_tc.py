@@ -12,6 +12,7 @@ from bcc import BPF
 from v6nat_ebpf.datapath import Datapath
 from v6nat_ebpf.datapath import tc as tcmod
 from v6nat_ebpf.errors import V6natError
+from v6nat_ebpf.lab.datapath import in_netns
 from netns_world import namespaces, sh
 
 
@@ -46,7 +47,7 @@ def add_foreign(ns: str, fd: int, dev: str, direction: str, pref: int) -> None:
 
 
 def test_attach_replace_detach_keep_other_filters(loaded: Datapath, ns: str, foreign_prog: int) -> None:
-    dp = loaded.with_netns(ns)
+    dp = in_netns(loaded, ns)
     add_foreign(ns, foreign_prog, "pub0", "ingress", 1)
     add_foreign(ns, foreign_prog, "pub0", "egress", 20000)
 
@@ -85,7 +86,7 @@ def test_replace_by_a_new_load_swaps_the_program_atomically(ns: str) -> None:
 
 def test_our_preference_taken_by_another_tool_is_a_clear_error(loaded: Datapath, ns: str,
                                                                 foreign_prog: int) -> None:
-    dp = loaded.with_netns(ns)
+    dp = in_netns(loaded, ns)
     add_foreign(ns, foreign_prog, "pub0", "ingress", tcmod.PREF)
     with pytest.raises(V6natError, match="preference 9734 is taken"):
         dp.attach_public("pub0")
@@ -93,6 +94,6 @@ def test_our_preference_taken_by_another_tool_is_a_clear_error(loaded: Datapath,
 
 
 def test_unknown_interface_is_a_clear_error(loaded: Datapath, ns: str) -> None:
-    dp = loaded.with_netns(ns)
+    dp = in_netns(loaded, ns)
     with pytest.raises(V6natError, match="no interface 'eth9'"):
         dp.attach_public("eth9")

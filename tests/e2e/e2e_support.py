@@ -1,6 +1,6 @@
 """Helpers of the end-to-end tests: the lab configuration, echo servers, polling.
 
-`V6nat` is v6nat_ebpf.lab_daemon.LabDaemon: `v6nat run` as a real process in the lab's host netns.
+`V6nat` is v6nat_ebpf.lab.daemon.LabDaemon: `v6nat run` as a real process in the lab's host netns.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from ipaddress import IPv6Address
 from typing import Any, Callable, TypeVar
 
 from v6nat_ebpf.lab import Lab, LabConfig
-from v6nat_ebpf.lab_daemon import V6NAT, LabDaemon as V6nat
+from v6nat_ebpf.lab.daemon import V6NAT, LabDaemon as V6nat
 
 __all__ = ["V6NAT", "V6nat", "address_in", "eventually", "lab_config", "tcp_echo_server", "udp_echo_server", "udp_ask"]
 T = TypeVar("T")

@@ -19,9 +19,9 @@ def lab() -> Iterator[Lab]:
         yield lab
 
 
-def run(lab: Lab, argv: list[str], user: int | None = None) -> subprocess.CompletedProcess[str]:
-    prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all"] if user else []
-    return lab.exec(lab.host_ns, [*prefix, V6NAT, *argv], nsenter=True, check=False, timeout=120)
+def run(lab: Lab, argv: list[str], as_user: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`v6nat argv` in the lab's host netns; `as_user`: the argv prefix of another user's v6nat."""
+    return lab.exec(lab.host_ns, [*(as_user or [V6NAT]), *argv], nsenter=True, check=False, timeout=120)
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], fragment: str) -> None:
@@ -42,9 +42,9 @@ def test_malformed_values(lab: Lab) -> None:
     assert_one_line(run(lab, ["flows", "--addr", "10.0.0.1"]), "not an IPv6 address")
 
 
-def test_not_root(lab: Lab) -> None:
-    assert_one_line(run(lab, ["run", "--public-iface", lab.public_iface, "--pin-path", lab.pin_path], user=65534),
-                    "capabilities")
+def test_not_root(lab: Lab, v6nat_as_nobody: list[str]) -> None:
+    assert_one_line(run(lab, ["run", "--public-iface", lab.public_iface, "--pin-path", lab.pin_path],
+                        as_user=v6nat_as_nobody), "capabilities")
 
 
 def test_status_without_a_datapath(lab: Lab) -> None:

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from e2e_support import V6NAT
 
-from v6nat_ebpf.host_source import PortReservation
+from v6nat_ebpf.host_effects import PortReservation
 from v6nat_ebpf.lab import BPFFS, PIN_PREFIX, leftovers_of
 
 pytestmark = pytest.mark.lab

@@ -13,7 +13,7 @@ from docker.models.networks import Network
 from e2e_support import V6nat, eventually, tcp_echo_server
 
 from v6nat_ebpf.datapath import Datapath
-from v6nat_ebpf.host_source import PortReservation
+from v6nat_ebpf.host_effects import PortReservation
 from v6nat_ebpf.lab import Lab
 
 pytestmark = pytest.mark.lab

@@ -16,7 +16,8 @@ import pytest
 from pyroute2.netns import popns, pushns
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig
-from v6nat_ebpf.metrics import ControlPlaneStats, V6natCollector
+from v6nat_ebpf.observe.exposition import V6natCollector
+from v6nat_ebpf.observe.stats import ControlPlaneStats
 
 from metrics_promql import exported_names
 

@@ -17,8 +17,8 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
-from v6nat_ebpf.datapath.testrun import RunResult, run
-from v6nat_ebpf.metrics import ControlPlaneStats, MappingLabels
+from v6nat_ebpf.lab.testrun import RunResult, run
+from v6nat_ebpf.observe.stats import ControlPlaneStats, MappingLabels
 
 HOST = IPv6Address("2001:db8:1::1")
 CLIENT = IPv6Address("2001:db8:9::2")

@@ -9,9 +9,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from scapy.layers.inet import TCP
 
 from v6nat_ebpf.datapath import Datapath
-from v6nat_ebpf.datapath.testrun import TC_ACT_SHOT, TC_ACT_UNSPEC
+from v6nat_ebpf.lab.testrun import TC_ACT_SHOT, TC_ACT_UNSPEC
 from v6nat_ebpf.datapath.layout import header
-from v6nat_ebpf.metrics import ControlPlaneStats, V6natCollector, render_status, take_snapshot
+from v6nat_ebpf.commands.status import render_status
+from v6nat_ebpf.observe.exposition import V6natCollector
+from v6nat_ebpf.observe.snapshot import take_snapshot
+from v6nat_ebpf.observe.stats import ControlPlaneStats
 
 from metrics_traffic import (
     ULA, not_ours, on_cpu, outbound_syn, public_egress, public_ingress, publish_world, straight_to_ula, syn_to, unpublish,

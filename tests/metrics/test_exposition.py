@@ -12,8 +12,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from v6nat_ebpf.datapath import Datapath
-from v6nat_ebpf.datapath.testrun import TC_ACT_UNSPEC
-from v6nat_ebpf.metrics import ControlPlaneStats, MappingLabels, Snapshot, render_metrics, snapshot_metrics, take_snapshot
+from v6nat_ebpf.lab.testrun import TC_ACT_UNSPEC
+from v6nat_ebpf.observe.exposition import render_metrics, snapshot_metrics
+from v6nat_ebpf.observe.snapshot import Snapshot, take_snapshot
+from v6nat_ebpf.observe.stats import ControlPlaneStats, MappingLabels
 
 from metrics_traffic import public_ingress, publish_world, syn_to
 

@@ -1,6 +1,6 @@
 """In the lab: a real Prometheus in the host netns scrapes a real `v6nat run`; what it stores must match what we sent.
 
-The daemon (v6nat_ebpf.lab_daemon.LabDaemon) serves on [::1]:port of the lab's host netns; Prometheus runs
+The daemon (v6nat_ebpf.lab.daemon.LabDaemon) serves on [::1]:port of the lab's host netns; Prometheus runs
 there too (nsenter --net), with a temporary config and TSDB, scraping every second.
 """
 
@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import pytest
 
 from v6nat_ebpf.lab import PEER_ECHO_COMMAND, Lab, LabConfig
-from v6nat_ebpf.lab_daemon import LabDaemon
+from v6nat_ebpf.lab.daemon import LabDaemon
 
 pytestmark = pytest.mark.lab
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Callable
 
 from v6nat_ebpf.datapath import Datapath
-from v6nat_ebpf.datapath.testrun import TC_ACT_SHOT, TC_ACT_UNSPEC
-from v6nat_ebpf.metrics import ControlPlaneStats, start_metrics_server
+from v6nat_ebpf.lab.testrun import TC_ACT_SHOT, TC_ACT_UNSPEC
+from v6nat_ebpf.observe.server import start_metrics_server
+from v6nat_ebpf.observe.stats import ControlPlaneStats
 
 from metrics_traffic import public_ingress, publish_world, straight_to_ula, syn_to, unpublish
 

@@ -11,7 +11,10 @@ import pytest
 
 from v6nat_ebpf.datapath import Datapath
 from v6nat_ebpf.errors import V6natError
-from v6nat_ebpf.metrics import ControlPlaneStats, fetch_status, parse_listen, render_status, start_metrics_server
+from v6nat_ebpf.commands.status import render_status
+from v6nat_ebpf.config import parse_listen
+from v6nat_ebpf.observe.server import fetch_status, start_metrics_server
+from v6nat_ebpf.observe.stats import ControlPlaneStats
 
 
 def get(url: str) -> tuple[int, str, str]:
@@ -111,6 +114,6 @@ def test_port_in_use_and_absent_daemon_are_one_line_errors(inside_netns: str, da
 
 def test_non_loopback_listen_is_logged(inside_netns: str, datapath: Datapath, caplog: pytest.LogCaptureFixture) -> None:
     # 2001:db8::99 is on no interface of the namespace: the warning comes first, then the bind fails.
-    with caplog.at_level(logging.WARNING, logger="v6nat_ebpf.metrics"), pytest.raises(V6natError, match="Cannot assign requested address"):
+    with caplog.at_level(logging.WARNING, logger="v6nat_ebpf.observe.server"), pytest.raises(V6natError, match="Cannot assign requested address"):
         start_metrics_server("[2001:db8::99]:0", datapath, ControlPlaneStats())
     assert "non-loopback address [2001:db8::99]:0" in caplog.text

@@ -1,6 +1,7 @@
 """`v6nat cleanup`: remove every filter, pin and sysctl change v6nat made in this namespace, nothing else.
 
-Must not import at module level: bcc (it loads in the command).
+Must not import at module level: bcc, pyroute2 (they load in the command). The sequence itself is
+host_effects.uninstall, which `v6nat run --detach-on-exit` uses too.
 """
 
 from __future__ import annotations
@@ -11,15 +12,9 @@ from v6nat_ebpf.config import add_pin_path_argument
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from v6nat_ebpf.datapath import Datapath
-    from v6nat_ebpf.host_source import PortReservation
+    from v6nat_ebpf.host_effects import uninstall
 
-    try:
-        removed = Datapath.cleanup(args.pin_path)
-    finally:  # the ports are given back even when a filter or pin could not be removed
-        released = PortReservation(args.pin_path).release()
-    if released:
-        removed.append("SNAT ports from net.ipv4.ip_local_reserved_ports")
+    removed = uninstall(args.pin_path)
     for what in removed:
         print(f"removed {what}")
     if not removed:

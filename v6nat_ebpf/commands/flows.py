@@ -15,9 +15,8 @@ import json
 from typing import Any
 
 from v6nat_ebpf.config import add_pin_path_argument
+from v6nat_ebpf.model import PROTOCOL_NUMBERS, protocol_name
 
-PROTOS = {"tcp": 6, "udp": 17, "icmpv6": 58}
-PROTO_NAMES = {number: name for name, number in PROTOS.items()}
 
 
 def _tuple_text(t: Any) -> str:
@@ -25,14 +24,14 @@ def _tuple_text(t: Any) -> str:
 
 
 def flow_line(flow: Any) -> str:
-    proto = PROTO_NAMES.get(flow.proto, str(flow.proto))
+    proto = protocol_name(flow.proto)
     return (f"{proto:<6} {flow.proto:<3} {flow.kind:<7} {flow.state:<12} {_tuple_text(flow.original)} "
             f"{_tuple_text(flow.translated)} packets={flow.packets} bytes={flow.bytes} age={flow.age_s:.0f}s")
 
 
 def _matches(flow: Any, args: argparse.Namespace) -> bool:
     ends = (flow.original, flow.translated)
-    if args.proto is not None and flow.proto != PROTOS[args.proto]:
+    if args.proto is not None and flow.proto != PROTOCOL_NUMBERS[args.proto]:
         return False
     if args.kind is not None and flow.kind != args.kind:
         return False
@@ -81,7 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         epilog="examples:\n  v6nat flows --proto tcp --port 8080\n  v6nat flows --kind snat --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print the flows as JSON")
-    parser.add_argument("--proto", choices=sorted(PROTOS), help="only this protocol")
+    parser.add_argument("--proto", choices=sorted(PROTOCOL_NUMBERS), help="only this protocol")
     parser.add_argument("--kind", choices=("dnat", "snat", "hairpin"), help="only this kind of translation")
     parser.add_argument("--addr", type=_address, help="only flows with this address at either end")
     parser.add_argument("--port", type=_port, help="only flows with this port at either end")

@@ -1,7 +1,7 @@
 """The kernel half of v6nat: loading bpf/, attaching to interfaces, typed map access.
 
-The contract other modules code against is in /work/notes/datapath-api.md and
-docs/datapath.md; everything it names is importable from here.
+The contract other modules code against is docs/datapath.md and the docstrings of
+loader.py and maps.py; everything they name is importable from here.
 """
 
 from v6nat_ebpf.datapath.loader import DEFAULT_PIN_PATH, PROGRAMS, Datapath

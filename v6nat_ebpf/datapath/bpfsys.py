@@ -23,13 +23,20 @@ BPF_NOEXIST = 1
 # Errors meaning "this kernel or map type has no batch operation" (524: ENOTSUPP).
 _BATCH_UNSUPPORTED = {errno.EINVAL, errno.EOPNOTSUPP, 524}
 
+# bpf_map_type values (linux/bpf.h) that v6nat uses: the one copy (layout.py and preflight use these).
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PERCPU_HASH = 5
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_LPM_TRIE = 11
 MAP_TYPE_NAMES = {
-    1: "hash",
-    2: "array",
-    5: "percpu_hash",
-    6: "percpu_array",
-    9: "lru_hash",
-    11: "lpm_trie",
+    BPF_MAP_TYPE_HASH: "hash",
+    BPF_MAP_TYPE_ARRAY: "array",
+    BPF_MAP_TYPE_PERCPU_HASH: "percpu_hash",
+    BPF_MAP_TYPE_PERCPU_ARRAY: "percpu_array",
+    BPF_MAP_TYPE_LRU_HASH: "lru_hash",
+    BPF_MAP_TYPE_LPM_TRIE: "lpm_trie",
 }
 
 

@@ -2,7 +2,7 @@
 names (hooks, actions, drop reasons) and constants read from the header itself.
 
 tests/datapath/test_layout.py checks every struct here against what the
-compiler produced. Imports only the standard library.
+compiler produced. Imports the standard library and datapath.bpfsys (the map-type numbers).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from v6nat_ebpf.datapath import bpfsys
 
 
 def _bpf_dir() -> Path:
@@ -192,8 +194,10 @@ class RawMappingStat(ct.Structure):
     _fields_ = [("packets", u64), ("bytes", u64)]
 
 
-# bpf_map_type values used here.
-HASH, ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LPM_TRIE = 1, 2, 5, 6, 9, 11
+# bpf_map_type values used here (their one copy is in bpfsys).
+HASH, ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LPM_TRIE = (
+    bpfsys.BPF_MAP_TYPE_HASH, bpfsys.BPF_MAP_TYPE_ARRAY, bpfsys.BPF_MAP_TYPE_PERCPU_HASH,
+    bpfsys.BPF_MAP_TYPE_PERCPU_ARRAY, bpfsys.BPF_MAP_TYPE_LRU_HASH, bpfsys.BPF_MAP_TYPE_LPM_TRIE)
 BPF_F_NO_PREALLOC = 1
 
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from v6nat_ebpf.constants import DEFAULT_PIN_PATH
 from v6nat_ebpf.datapath import bpfsys, layout, tc
 from v6nat_ebpf.datapath.maps import (
     Conntrack,
@@ -48,13 +49,12 @@ from v6nat_ebpf.errors import V6natError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PIN_PATH = "/sys/fs/bpf/v6nat"
 # role -> tc direction -> program (and filter) name
 PROGRAMS = {
     "public": {"ingress": "v6nat_public_ingress", "egress": "v6nat_public_egress"},
     "bridge": {"ingress": "v6nat_bridge_ingress", "egress": "v6nat_bridge_egress"},
     # the host side of a container's veth on a managed network
-    "port": {"ingress": "v6nat_veth_ingress"},
+    "veth": {"ingress": "v6nat_veth_ingress"},
 }
 
 
@@ -240,13 +240,6 @@ class Datapath:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def with_netns(self, netns: str | None) -> Datapath:
-        """The same programs and maps, attaching in another network namespace
-        (one loaded datapath serving several namespaces: tests, labs)."""
-        view = Datapath(self.pin_path, self.specs, self._maps, None, netns)
-        view._prog_fds = self._prog_fds
-        return view
-
     def prog_fd(self, name: str) -> int:
         """The fd of a loaded program, e.g. "v6nat_public_ingress"."""
         if name not in self._prog_fds:
@@ -268,11 +261,11 @@ class Datapath:
         """Attach (or atomically replace) the bridge program on `ifname`."""
         self._attach(ifname, "bridge")
 
-    def attach_container_port(self, ifname: str) -> None:
+    def attach_veth(self, ifname: str) -> None:
         """Attach (or atomically replace) the veth program on the host side of a
         container's veth: the fast path of the container's established flows,
         and container to container drops on networks with icc=False."""
-        self._attach(ifname, "port")
+        self._attach(ifname, "veth")
 
     def detach(self, ifname: str) -> None:
         """Remove our filters from `ifname`; other filters stay."""
@@ -280,7 +273,7 @@ class Datapath:
             t.detach(ifname)
 
     def attached(self) -> dict[str, str]:
-        """ifname -> "public" | "bridge" | "port", read from the kernel's filters."""
+        """ifname -> "public" | "bridge" | "veth", read from the kernel's filters."""
         roles = {name: role for role, progs in PROGRAMS.items() for name in progs.values()}
         with tc.Tc(self.netns) as t:
             return {f.ifname: roles[f.name] for f in t.ours() if f.name in roles}
@@ -343,19 +336,6 @@ class Datapath:
                 entries = self._maps[name].count()
             out[name] = (entries, spec.max_entries)
         return out
-
-    def clear(self) -> None:
-        """Empty every hash map and zero the counters (tests, `v6nat cleanup`)."""
-        for name, spec in self.specs.items():
-            m = self._maps[name]
-            if spec.type in (layout.ARRAY, layout.PERCPU_ARRAY):
-                if spec.percpu:
-                    zero = bytes(m.slot * m.ncpus)
-                    for i in range(spec.max_entries):
-                        m.update(layout.u32(i), zero)
-                continue
-            for kb in m.keys():
-                m.delete(spec.key.from_buffer_copy(kb))
 
     @staticmethod
     def cleanup(pin_path: str | Path = DEFAULT_PIN_PATH, netns: str | None = None) -> list[str]:

@@ -4,7 +4,7 @@
 bpf/v6nat.h (mirrored in layout.py). put/delete are idempotent; *_many use
 the kernel's batch operations where the map type has them.
 
-Imports the standard library, layout, bpfsys and errors; never bcc.
+Imports the standard library, constants, layout, bpfsys and errors; never bcc.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 from typing import Generic, Iterable, Mapping, TypeVar
 
+from v6nat_ebpf.constants import SNAT_PORT_FLOOR, SNAT_PORT_MAX, SNAT_PORT_MIN
 from v6nat_ebpf.datapath import layout
 from v6nat_ebpf.datapath.bpfsys import BPF_ANY, BpfMap
 from v6nat_ebpf.errors import V6natError
 
 log = logging.getLogger(__name__)
 
-PROTO_NAMES = {6: "tcp", 17: "udp", 58: "icmpv6"}
 _NS = 1_000_000_000
 
 
@@ -48,8 +48,8 @@ def _port(be: int) -> int:
 class DatapathConfig:
     """Runtime settings (config map) and map capacities (compiled in)."""
 
-    snat_port_min: int = 61000
-    snat_port_max: int = 65535
+    snat_port_min: int = SNAT_PORT_MIN
+    snat_port_max: int = SNAT_PORT_MAX
     tcp_established_s: int = 7440
     tcp_transitory_s: int = 240
     udp_s: int = 300
@@ -59,7 +59,7 @@ class DatapathConfig:
     fast_path: bool = True  # redirect established flows past the host's forwarding path
 
     def __post_init__(self) -> None:
-        if not 1 <= self.snat_port_min <= self.snat_port_max <= 65535:
+        if not SNAT_PORT_FLOOR <= self.snat_port_min <= self.snat_port_max <= 65535:
             raise V6natError(f"bad SNAT port range {self.snat_port_min}-{self.snat_port_max}")
         for name in ("tcp_established_s", "tcp_transitory_s", "udp_s", "icmp_s"):
             if getattr(self, name) <= 0:

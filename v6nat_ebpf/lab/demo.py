@@ -4,7 +4,7 @@ The demo is a list of steps run in order inside one lab; each step prints a
 progress line and what it saw. The last step (`show_v6nat`) starts `v6nat run`
 as a process in its lab and shows the client's own address arriving.
 
-Imports: stdlib, v6nat_ebpf.lab and lab_daemon; no datapath (the daemon is a separate process).
+Imports: stdlib, lab.world and lab.daemon; no datapath (the daemon is a separate process).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
-from v6nat_ebpf.lab import PEER_ECHO_COMMAND, PEER_ECHO_PORT, Lab, LabConfig, PeerProbe
+from v6nat_ebpf.lab.common import LabConfig
+from v6nat_ebpf.lab.world import PEER_ECHO_COMMAND, PEER_ECHO_PORT, Lab, PeerProbe
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def _compact(text: str) -> str:
 def show_v6nat(say: Callable[[str], None]) -> None:
     """One lab: the problem, then v6nat started, the client's own address in the container's log,
     an outbound request arriving from the host's address, `v6nat status` and a few metrics."""
-    from v6nat_ebpf.lab_daemon import LabDaemon
+    from v6nat_ebpf.lab.daemon import LabDaemon
 
     started = time.monotonic()
     with Lab(LabConfig(userland_proxy=False, iptables=False)) as lab:

@@ -1,6 +1,6 @@
 """Run a loaded TC program on one packet with BPF_PROG_TEST_RUN.
 
-Used by tests/datapath and bench/: the packet is a scapy Ether (or raw bytes),
+Used by tests/datapath, tests/metrics and bench/ (never by the daemon: scapy is a test extra): the packet is a scapy Ether (or raw bytes),
 the result is the program's verdict and the packet it left, as scapy. The skb
 runs on the loopback device of the caller's netns (ifindex 1) unless another
 ifindex of that netns is given. Imports scapy, bpfsys.

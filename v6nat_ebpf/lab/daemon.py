@@ -8,7 +8,7 @@ output goes to a log file in the lab's state directory. `close()` (or leaving a
 pin path, so nothing of it outlives the lab: the netns takes the sysctl with
 it, but the port reservation's state file in /run/v6nat would stay.
 
-Imports: stdlib, v6nat_ebpf.lab and errors (the daemon runs as a separate process).
+Imports: stdlib, lab.world and errors (the daemon runs as a separate process).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from v6nat_ebpf.errors import V6natError
-from v6nat_ebpf.lab import Lab
+from v6nat_ebpf.lab.world import Lab
 
 V6NAT = str(Path(sys.executable).with_name("v6nat"))
 
@@ -39,9 +39,11 @@ class LabDaemon:
     """One `v6nat run` in `lab`'s host netns, on the lab's public interface, Docker and pin path."""
 
     def __init__(self, lab: Lab, extra: Sequence[str] = (), env: dict[str, str] | None = None,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, log_level: str = "debug", log_dir: Path | None = None) -> None:
         self.lab = lab
         self.extra = tuple(extra)
+        self.log_level = log_level
+        self.log_dir = log_dir  # where its log goes; default: the lab's state directory
         self.env = dict(env or {})
         self.metrics_port = metrics_port or free_port()
         self.proc: subprocess.Popen[Any] | None = None
@@ -53,12 +55,12 @@ class LabDaemon:
 
     def argv(self) -> list[str]:
         return [V6NAT, "run", "--public-iface", self.lab.public_iface, "--docker-host", self.lab.docker_url,
-                "--pin-path", self.lab.pin_path, "--metrics-listen", self.listen, "--log-level", "debug",
+                "--pin-path", self.lab.pin_path, "--metrics-listen", self.listen, "--log-level", self.log_level,
                 *self.extra]
 
     def start(self, wait_ready: bool = True, timeout: float = 60) -> "LabDaemon":
         """Start `v6nat run`; with `wait_ready`, return once it is ready (if it never is: closed, then raised)."""
-        self.log_path = Path(self.lab.state_dir) / f"v6nat-{time.monotonic_ns()}.log"
+        self.log_path = Path(self.log_dir or self.lab.state_dir) / f"v6nat-{self.lab.name}-{time.monotonic_ns()}.log"
         with open(self.log_path, "wb") as log:
             env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), **self.env}
             self.proc = self.lab.popen(self.lab.host_ns, self.argv(), nsenter=True, stdout=log,

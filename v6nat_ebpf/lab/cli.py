@@ -1,6 +1,6 @@
 """`v6nat lab ...`: the lab's commands (only `cleanup` for now).
 
-Imports: stdlib and v6nat_ebpf.lab.
+Imports: stdlib and lab.sweep.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import os
 
 from v6nat_ebpf.errors import V6natError
-from v6nat_ebpf.lab import live_labs, sweep_leftovers
+from v6nat_ebpf.lab.sweep import live_labs, sweep_leftovers
 
 
 def cmd_lab_cleanup(args: argparse.Namespace) -> int:

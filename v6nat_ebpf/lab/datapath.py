@@ -1,0 +1,35 @@
+"""Test-only handles on a loaded `Datapath`: the same programs and maps attaching in another netns,
+and every map emptied. Used by tests/datapath and bench/; the daemon never needs either.
+
+Imports: v6nat_ebpf.datapath (and reaches into a Datapath's maps, which is why it lives apart).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from v6nat_ebpf.datapath import Datapath, layout
+
+
+def in_netns(dp: Datapath, netns: str | None) -> Datapath:
+    """The same programs and maps, attaching in another network namespace
+    (one loaded datapath serving several namespaces). Closing the view closes the shared map fds
+    but never unloads the programs: the view does not own them."""
+    view = copy.copy(dp)
+    view.netns = netns
+    view._bpf = None  # the loaded programs stay owned by `dp`
+    return view
+
+
+def clear(dp: Datapath) -> None:
+    """Empty every hash map and zero the per-CPU arrays (between tests that share one loaded datapath)."""
+    for name, spec in dp.specs.items():
+        m = dp._maps[name]
+        if spec.type in (layout.ARRAY, layout.PERCPU_ARRAY):
+            if spec.percpu:
+                zero = bytes(m.slot * m.ncpus)
+                for i in range(spec.max_entries):
+                    m.update(layout.u32(i), zero)
+            continue
+        for kb in m.keys():
+            m.delete(spec.key.from_buffer_copy(kb))
