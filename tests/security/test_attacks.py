@@ -85,11 +85,14 @@ def test_02_container_cannot_hijack_the_hosts_replies(world: World) -> None:
     ctr.sendto(b"container-query", (str(world.c), 5300))
     resolver.settimeout(3)
     data, seen = resolver.recvfrom(100)
-    assert IPv6Address(seen[0]) == world.h1, "control: the container is masqueraded behind the host"
+    public = IPv6Address(seen[0])
+    assert public in (world.h1, world.h2), "control: the container is masqueraded behind a host address"
+    assert seen[1] == 40000 or world.backend == "docker", "v6nat kept the port: the attack is set up"
     resolver.sendto(b"answer-for-container", seen)
     assert [d for d, _ in recv_all(ctr, 1.0)] == [b"answer-for-container"], "control: the container's own answer"
 
-    host = world.host.udp(40000, addr=str(world.h1))
+    # The host now picks the same address and port toward the same server (Linux's MASQUERADE kept it too).
+    host = world.host.udp(seen[1], addr=str(public))
     host.sendto(b"host-query", (str(world.c), 5300))
     data, hseen = resolver.recvfrom(100)
     assert data == b"host-query"
@@ -197,8 +200,8 @@ def test_06_a_new_connection_on_a_closed_tuple_is_judged_by_the_firewall(world: 
     """Attack: a client talks to a published port and closes; the admin (or fail2ban) then blocks it
     with `ip6tables -I FORWARD/DOCKER-USER -s CLIENT -j DROP`; the client reconnects at once from the
     same address and port. Secure outcome: the reconnection is blocked like any new one.
-    (docker: the rule goes to DOCKER-USER, where fail2ban writes; v6nat: Docker's chains do not exist
-    with its ip6tables off, so the rule goes at the top of FORWARD.)"""
+    (The rule goes at the top of FORWARD in both backends: Docker 20.10 makes DOCKER-USER for iptables
+    only, not for ip6tables, and with Docker's ip6tables off there are no Docker chains at all.)"""
     cli, sport = world.client, 45678
     conn = cli.connect(world.h1, 8082, sport=sport)
     answer = conn.recv(200)
@@ -206,7 +209,7 @@ def test_06_a_new_connection_on_a_closed_tuple_is_judged_by_the_firewall(world: 
     assert conn.recv(10) == b"", "the server closes first"
     conn.close()
     time.sleep(0.2)
-    chain = "DOCKER-USER" if world.backend == "docker" else "FORWARD"
+    chain = "FORWARD"
     rule = ["-s", f"{world.c}/128", "-p", "tcp", "-j", "DROP"]
     _ip6tables(world, "-I", chain, "1", *rule)
     try:
@@ -363,7 +366,7 @@ def test_10_icmp_errors_about_another_containers_flow_do_not_leak_ula_sources(wo
     victim.sendto(b"victim flow", (str(world.c), 7000))
     sink.settimeout(3)
     data, seen = sink.recvfrom(100)
-    assert IPv6Address(seen[0]) == world.h1, "control: the victim is masqueraded"
+    assert IPv6Address(seen[0]) in (world.h1, world.h2), "control: the victim is masqueraded"
     sniff = cli.sniffer()
     quote = IPv6(src=str(world.c), dst=str(world.addr("srv")), hlim=63) / UDP(sport=7000, dport=41000) / b"reply"
     head = Ether(src=cx.mac, dst=world.bridge_mac("pub")) / IPv6(src=str(cx.addr), dst=str(world.c))
