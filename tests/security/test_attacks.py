@@ -116,7 +116,9 @@ def test_03_networks_are_isolated_and_internal_networks_closed(world: World) -> 
     ob = world.addr("ob")
     # (a)
     assert world.host.can_connect(ob, 80), "control: the unpublished server answers the host"
-    assert not cx.can_connect(ob, 80), "a container reached an unpublished port on another network"
+    failures = []
+    if cx.can_connect(ob, 80):
+        failures.append("(a) a container reached an unpublished port of a container on another network")
 
     # (b): raw frames from the internal container to its bridge's MAC.
     bmac = world.bridge_mac("int")
@@ -132,7 +134,8 @@ def test_03_networks_are_isolated_and_internal_networks_closed(world: World) -> 
     ic.sendp(syns, gap_s=0.05)
     answers = sniff.collect(2, lambda p: TCP in p and p[TCP].flags.S and p[TCP].flags.A, incoming_only=True)
     sniff.close()
-    assert not answers, f"the internal container reached the host's published ports: {answers[0].summary()}"
+    if answers:
+        failures.append(f"(b) the internal container reached the host's published ports: {answers[0].summary()}")
 
     # (c)
     sink = world.client.udp(5301)
@@ -144,8 +147,10 @@ def test_03_networks_are_isolated_and_internal_networks_closed(world: World) -> 
                for src in ("fd00:5ec:a::dead", str(world.addr("cx")))]
     ic.sendp(spoofed, gap_s=0.05)
     leaked = recv_all(sink, 1.5)
-    assert not leaked, f"the internal container got out by spoofing a masqueraded source: {leaked}"
+    if leaked:
+        failures.append(f"(c) the internal container got out by spoofing a masqueraded source: {leaked}")
     sink.close(), legit.close()
+    assert not failures, "; ".join(failures)
 
 
 # ---------------------------------------------------------------------------------------------- 4
@@ -158,9 +163,13 @@ def test_04_icc_off_holds_for_link_local_and_hairpin(world: World) -> None:
     ll = ns.link_local()
     bridge_index = in_netns(world.host.path, lambda: __import__("socket").if_nametoindex(world.bridge("noicc")))
     assert world.host.can_connect(ll, 80, scope=bridge_index), "control: the server answers on its link-local address"
-    assert not nx.can_connect(ll, 80, scope=nx.ifindex()), "ICC bypassed through the link-local address"
     assert world.client.can_connect(world.h1, 8090), "control: the published port answers from outside"
-    assert not nx.can_connect(world.h1, 8090), "ICC bypassed through hairpin to the sibling's published port"
+    failures = []
+    if nx.can_connect(ll, 80, scope=nx.ifindex()):
+        failures.append("(a) ICC bypassed through the sibling's link-local address")
+    if nx.can_connect(world.h1, 8090):
+        failures.append("(b) ICC bypassed through hairpin to the sibling's published port")
+    assert not failures, "; ".join(failures)
 
 
 # ---------------------------------------------------------------------------------------------- 5
@@ -184,10 +193,16 @@ def test_05_spoofed_internal_sources_from_outside_are_not_delivered(world: World
     reflected = sniff.collect(1.0, lambda p: UDP in p and bytes(p[UDP].payload).startswith(b"answer to spoof"))
     sniff.close()
     delivered = sorted(d.decode() for d, _ in got)
-    assert "legit" in delivered, "control: the real client's datagram arrives"
-    assert delivered == ["legit"], f"spoofed sources delivered into the container: {delivered}"
-    assert not reflected, f"a reply was reflected into another network: {reflected[0].summary()}"
     dns.close(), legit.close()
+    assert "legit" in delivered, "control: the real client's datagram arrives"
+    assert not reflected, f"a reply was reflected into another network: {reflected[0].summary()}"
+    spoofed = [d for d in delivered if d != "legit"]
+    if spoofed and world.backend == "docker":
+        # Docker 20.10's ip6tables rules never look at the source of a packet from outside (IPv6 has no
+        # rp_filter, and Linux accepts a packet with one of its own addresses as source from the wire):
+        # the DNAT rule and `DOCKER` ACCEPT deliver it. Its isolation chains stop the reflected reply.
+        pytest.xfail(f"Docker itself delivers spoofed internal and host sources from outside: {spoofed}")
+    assert not spoofed, f"spoofed sources delivered into the container: {spoofed}"
 
 
 # ---------------------------------------------------------------------------------------------- 6
@@ -307,17 +322,20 @@ def test_08_blind_rst_and_bad_checksums_do_not_change_flows(world: World) -> Non
     time.sleep(0.3)
     created = world.flows_of_port(47001) + world.flows_of_port(47002)
     time.sleep(TRANSITORY_S + 2 * GC_INTERVAL_S + 1)
-    assert echo_roundtrip(conn, b"still alive after the blind RSTs\n"), \
-        "the idle connection was killed by blind RSTs (its flow was closed, then expired)"
+    failures = []
+    if not echo_roundtrip(conn, b"still alive after the blind RSTs\n"):
+        failures.append("the idle connection was killed by blind RSTs (its flow was closed, then expired)")
     conn.close()
-    assert not created, f"packets with invalid checksums created flows: {created}"
+    if created:
+        failures.append(f"packets with invalid checksums created flows: {created}")
+    assert not failures, "; ".join(failures)
 
 
 # ---------------------------------------------------------------------------------------------- 9
 
 def test_09_a_flood_of_new_flows_does_not_evict_established_ones(world: World) -> None:
     """Attack: a flood of spoofed SYNs, then UDP datagrams, from ever new sources to published ports:
-    3x v6nat's conntrack capacity each, paced and bounded in count and time. Secure outcome: an idle
+    8x v6nat's conntrack capacity each, paced and bounded in count and time. Secure outcome: an idle
     established connection opened before the flood still works after it, and new connections succeed.
     v6nat runs with a small table (conntrack.CONNTRACK_MAX halves) so that a bounded flood exceeds it.
     docker: Linux's conntrack capacity (nf_conntrack_max) is machine-wide and settable only from the
@@ -328,7 +346,11 @@ def test_09_a_flood_of_new_flows_does_not_evict_established_ones(world: World) -
     idle = cli.connect(world.h1, 8081)
     assert echo_roundtrip(idle, b"before the flood\n")
     capacity = world.conntrack_max or 2048
-    count = 3 * capacity
+    if world.daemon is not None:
+        from v6nat_ebpf.datapath import Datapath
+        with Datapath.open_pinned(world.lab.pin_path) as dp:
+            assert dp.config.conntrack_max == capacity, "v6nat does not run with the small table"
+    count = 8 * capacity
     # Sources 2001:db8:ff:i:(ffff-i)::1: each frame another source, the same valid checksum.
     syn = bytes(_from_client(world, IPv6(src="2001:db8:ff:0:ffff::1", dst=str(world.h1)),
                              TCP(sport=33333, dport=8080, flags="S", seq=12345)))
@@ -339,8 +361,8 @@ def test_09_a_flood_of_new_flows_does_not_evict_established_ones(world: World) -
     try:
         for template in (syn, udp):
             frames = csum_neutral_frames(template, 14 + 8 + 6, count)
-            for i in range(0, len(frames), 64):
-                for frame in frames[i:i + 64]:
+            for i in range(0, len(frames), 128):
+                for frame in frames[i:i + 128]:
                     sender.send(frame)
                 time.sleep(0.004)
                 assert time.monotonic() - started < 30, "flood took too long"
