@@ -39,7 +39,10 @@ from docker.models.networks import Network
 
 from secsupport import Ns, eventually
 from v6nat_ebpf.lab import Lab, LabConfig
-from v6nat_ebpf.lab_daemon import V6NAT, LabDaemon
+try:  # the lab as a subpackage (v6nat_ebpf/lab/daemon.py), or the flat modules of before
+    from v6nat_ebpf.lab.daemon import V6NAT, LabDaemon
+except ImportError:
+    from v6nat_ebpf.lab_daemon import V6NAT, LabDaemon
 
 pytestmark = pytest.mark.lab
 

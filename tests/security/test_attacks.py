@@ -310,6 +310,7 @@ def test_08_blind_rst_and_bad_checksums_do_not_change_flows(world: World) -> Non
     out = sniff.collect(0.5, lambda p: TCP in p and p[TCP].sport == sport and p[IPv6].src == str(world.c))
     sniff.close()
     assert out, "control: the client's own segments were seen"
+    assert world.flows_of_port(sport), "control: the live connection's flow is visible where we look for flows"
     nxt = max(p[TCP].seq + len(bytes(p[TCP].payload)) for p in out) & 0xffffffff
     ip = IPv6(src=str(world.c), dst=str(world.h1))
     rsts = [_from_client(world, ip, TCP(sport=sport, dport=8080, flags="R", seq=(nxt + off) & 0xffffffff))
