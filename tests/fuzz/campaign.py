@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 from . import packets as P
 from . import world as W
+from v6nat_ebpf.datapath.testrun import SkBuffCtx
+
 from .gen import Generator
 from .model import RULESETS, FlowState, Model
 
@@ -97,6 +99,11 @@ class World:
         self.ct_maps = [self.dp._maps[n] for n in self.rules.ct_maps if n in self.dp._maps]
         self.flows = FlowState(self.ct_maps[0].items())
         self.fds = {p: self.dp.prog_fd(p) for p in W.PROGRAMS}
+        self.ctx = {}
+        for p in W.PROGRAMS:
+            c = SkBuffCtx()
+            c.ifindex = W.ifindex_of(p)
+            self.ctx[p] = bytes(c) if c.ifindex != 1 else None
         self._base_keys = b"".join(self.flows.raw)
         self._base_values = b"".join(self.flows.raw.values())
 
@@ -159,7 +166,7 @@ def run_worker(index: int, seed: int, packets: int, rules_name: str, deadline_s:
                 rep.unrunnable += 1
                 continue
             try:
-                res = prog_test_run(world.fds[prog], buf)
+                res = prog_test_run(world.fds[prog], buf, world.ctx[prog])
             except OSError as exc:
                 rep.errors[f"{prog}: {exc}"] += 1
                 _sample(rep, "test_run_error", prog, family, tags, None, buf, b"", str(exc))

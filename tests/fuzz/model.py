@@ -245,7 +245,7 @@ class Model:
                 return None
             if not (syn_only or v.proto == P.UDP or (v.proto == P.ICMPV6 and v.icmp_type == P.ECHO_REQUEST)):
                 return None
-            snat = net.entry.snat_addr.packed if net.entry.snat_addr else W.PUBLIC_IFACES[W.LO]
+            snat = net.entry.snat_addr.packed if net.entry.snat_addr else W.PUBLIC_IFACES[W.PUB_IF]
             fixed = {P.OFF_SRC: snat, P.OFF_DST: v.dst}
             pred = self._port_rule(v.proto, snat, v.sport, reply_key)
             if v.proto == P.ICMPV6:

@@ -11,6 +11,7 @@ pin path under /sys/fs/bpf, removed on exit whatever happens.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import shutil
 import socket
@@ -32,7 +33,15 @@ HOST, HOST2 = a("2001:db8:1::1"), a("2001:db8:1::2")
 CLIENT, CLIENT2 = a("2001:db8:2::99"), a("2001:db8:2::98")
 ROUTER = a("2001:db8:3::1")
 OTHER, OTHER2 = a("2001:db8:9::1"), a("2001:db8:9::2")
-LO = 1  # BPF_PROG_TEST_RUN runs the skb on lo: lo is the public interface here
+LO = 1
+# Interfaces of the worker's namespace (set by enter_private_netns): the skb of
+# each test run is put on the interface its program is attached to, so the
+# fast path's FIB lookups succeed and packets are redirected.
+PUB_IF = LO
+BRIDGE_IF = LO
+VETH_IF = LO
+PUB_MAC = bytes.fromhex("020000000002")  # = packets.MAC_DST: frames to us are PACKET_HOST
+NEXT_HOP = "fe80::1"
 
 NET = IPv6Network("fd00:1::/64")
 NET_INTERNAL = IPv6Network("fd00:2::/64")
@@ -71,7 +80,7 @@ PUBLISHED = {
     (P.UDP, HOST2, 61501): (C3, 61501, 7),
 }
 HOST_ADDRS = [HOST, HOST2]
-PUBLIC_IFACES = {LO: HOST}
+PUBLIC_IFACES = {PUB_IF: HOST}
 # Host sockets (bound to ::) whose ports no SNAT or hairpin flow may take.
 HOST_SOCKETS = [(P.UDP, 5555), (P.UDP, 61010), (P.TCP, 61011), (P.TCP, 5001)]
 
@@ -123,7 +132,7 @@ def setup_flows(dp: Datapath) -> None:
     """Create the base flows with real packets, each followed by its reply
     (as translated: the reply is sent to what the first packet became)."""
     def go(prog: str, pkt: bytes) -> bytes:
-        r = run(dp.prog_fd(prog), pkt)
+        r = run(dp.prog_fd(prog), pkt, ifindex=ifindex_of(prog))
         if r.verdict == P_SHOT:
             raise RuntimeError(f"setup packet dropped by {prog}: {pkt.hex()}")
         return r.raw
@@ -177,7 +186,7 @@ def configure(dp: Datapath) -> None:
     dp.clear()
     dp.set_config(CONFIG)
     for h in HOST_ADDRS:
-        dp.host_addrs.put(IPv6Address(h), LO)
+        dp.host_addrs.put(IPv6Address(h), PUB_IF)
     for ifindex, addr in PUBLIC_IFACES.items():
         dp.public_ifaces.put(ifindex, IPv6Address(addr))
     for n in NETWORKS:
@@ -195,15 +204,57 @@ CONFIG = DatapathConfig(conntrack_max=16384, dnat_max=4096, snat_port_min=SNAT_M
 CLONE_NEWNET = 0x40000000
 
 
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+def _link(name: str, mac: str | None = None) -> None:
+    """A device that is up with carrier: a veth whose peer is up too (the
+    kernel may have no dummy driver)."""
+    _ip("link", "add", name, *(("address", mac) if mac else ()), "type", "veth", "peer", "name", f"{name}p")
+    _ip("link", "set", f"{name}p", "up")
+    _ip("link", "set", name, "up")
+
+
 def enter_private_netns() -> None:
-    """Move this process into a new network namespace (its lo up, the host
-    addresses on it): nothing of the root namespace is touched."""
+    """Move this process into a new network namespace and build the world's
+    interfaces there (nothing of the root namespace is touched): pub0, the
+    public interface (host addresses, a default route); a dummy "bridge" per
+    network with its prefix and permanent neighbours for most containers (with
+    the MAC their frames carry, so the veth program believes them); veth1, a
+    container port. Forwarding is on in this namespace only."""
+    global PUB_IF, BRIDGE_IF, VETH_IF, PUBLIC_IFACES
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    _ip("link", "set", "lo", "up")
+    _link("pub0", PUB_MAC.hex(":"))
     for h in HOST_ADDRS:
-        subprocess.run(["ip", "-6", "addr", "add", f"{IPv6Address(h)}/128", "dev", "lo", "nodad"], check=True)
+        _ip("-6", "addr", "add", f"{IPv6Address(h)}/64", "dev", "pub0", "nodad")
+    _ip("-6", "neigh", "add", NEXT_HOP, "lladdr", "02:00:00:00:00:99", "dev", "pub0", "nud", "permanent")
+    _ip("-6", "route", "add", "default", "via", NEXT_HOP, "dev", "pub0")
+    for i, n in enumerate(list(NETWORKS)):
+        name = f"br{n.entry.network_id}"
+        _link(name)
+        gw = n.entry.gateway or IPv6Address(int(n.prefix.network_address) + 1)
+        _ip("-6", "addr", "add", f"{gw}/{n.prefix.prefixlen}", "dev", name, "nodad")
+        NETWORKS[i] = Net(n.prefix, dataclasses.replace(n.entry, bridge_ifindex=socket.if_nametoindex(name)))
+        for c, prefix in CONTAINERS.items():
+            if prefix == n.prefix and c != C3:  # C3: no neighbour (bpf_redirect_neigh)
+                _ip("-6", "neigh", "add", str(IPv6Address(c)), "lladdr", P.MAC_SRC.hex(":"), "dev", name,
+                    "nud", "permanent")
+    _link("veth1")
+    with open("/proc/sys/net/ipv6/conf/all/forwarding", "w") as f:  # this namespace's
+        f.write("1")
+    PUB_IF = socket.if_nametoindex("pub0")
+    BRIDGE_IF = NETWORKS[0].entry.bridge_ifindex
+    VETH_IF = socket.if_nametoindex("veth1")
+    PUBLIC_IFACES = {PUB_IF: HOST}
+
+
+def ifindex_of(prog: str) -> int:
+    return {PUBLIC_INGRESS: PUB_IF, PUBLIC_EGRESS: PUB_IF, BRIDGE_INGRESS: BRIDGE_IF,
+            VETH_INGRESS: VETH_IF}[prog]
 
 
 def open_host_sockets() -> list[socket.socket]:
