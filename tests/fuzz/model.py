@@ -87,7 +87,9 @@ KNOWN_GAPS = {
                                       "translated by the hairpin half",
 }
 
-BOGONS = [IPv6Network(n) for n in ("fc00::/7", "::/128", "::1/128", "ff00::/8", "fe80::/10", "::ffff:0:0/96")]
+# Sources public ingress must drop under the strict rules (with the managed
+# prefixes and host addresses). Not link-local (NDP, RAs) and not :: (DAD).
+BOGONS = [IPv6Network(n) for n in ("fc00::/7", "::1/128", "ff00::/8", "::ffff:0:0/96")]
 
 
 def is_bogon_source(addr: bytes) -> bool:

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_report(rep))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dataclasses.asdict(rep), f, indent=1, default=str)
+            plain = {f.name: getattr(rep, f.name) for f in dataclasses.fields(rep)}
+            json.dump(plain, f, indent=1, default=str)  # Counters are dicts
     return 1 if rep.failures else 0
 
 
