@@ -1,0 +1,280 @@
+"""A fuzz campaign: worker processes (one per core by default), each in its
+own network namespace with its own compiled datapath and pin path, sending
+generated packets through every program with BPF_PROG_TEST_RUN (repeat=1)
+and judging each output with the model. The results are merged into one
+report (figures, violations with hex reproducers).
+
+Between packets the world is kept as the model knows it: the conntrack keys
+a new flow wrote are removed (or given their old value back), and every
+SWEEP packets the conntrack maps are swept (keys the model did not expect are
+removed and counted as strays) and the base flows written back.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import multiprocessing as mp
+import os
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+
+from . import packets as P
+from . import world as W
+from v6nat_ebpf.datapath.testrun import SkBuffCtx
+
+from .gen import Generator
+from .model import RULESETS, FlowState, Model
+
+SWEEP = 256
+SAMPLES_PER_CATEGORY = 5
+
+
+@dataclass
+class Report:
+    packets: int = 0
+    elapsed_s: float = 0.0
+    setup_s: float = 0.0
+    workers: int = 0
+    rules: str = ""
+    per_prog: dict = field(default_factory=dict)  # prog -> Counter(outcome)
+    per_family: dict = field(default_factory=dict)  # family -> Counter(outcome)
+    tags: Counter = field(default_factory=Counter)
+    violations: Counter = field(default_factory=Counter)
+    samples: dict = field(default_factory=dict)  # category -> [sample]
+    errors: Counter = field(default_factory=Counter)
+    csum_checked: int = 0
+    strays: int = 0
+    unrunnable: int = 0
+    counters: dict = field(default_factory=dict)  # hook -> Counter(counter)
+    base_halves: int = 0
+
+    def merge(self, o: "Report") -> None:
+        self.packets += o.packets
+        self.elapsed_s = max(self.elapsed_s, o.elapsed_s)
+        self.setup_s = max(self.setup_s, o.setup_s)
+        self.workers += o.workers
+        self.rules = o.rules
+        for mine, theirs in ((self.per_prog, o.per_prog), (self.per_family, o.per_family),
+                             (self.counters, o.counters)):
+            for k, c in theirs.items():
+                mine.setdefault(k, Counter()).update(c)
+        self.tags.update(o.tags)
+        self.violations.update(o.violations)
+        for cat, s in o.samples.items():
+            mine = self.samples.setdefault(cat, [])
+            mine += s[:max(0, SAMPLES_PER_CATEGORY - len(mine))]
+        self.errors.update(o.errors)
+        self.csum_checked += o.csum_checked
+        self.strays += o.strays
+        self.unrunnable += o.unrunnable
+        self.base_halves = max(self.base_halves, o.base_halves)
+
+    @property
+    def failures(self) -> int:
+        return sum(self.violations.values()) + sum(self.errors.values())
+
+
+def _kbuf(kb: bytes):
+    return ct.create_string_buffer(kb, len(kb))
+
+
+class World:
+    """The loaded datapath with the world's maps and base flows (in this netns)."""
+
+    def __init__(self, tag: str, rules_name: str) -> None:
+        from v6nat_ebpf.datapath import Datapath
+
+        self.rules = RULESETS[rules_name]
+        self.pin = W.pin_path_for(tag)
+        self.dp = None
+        try:
+            self.dp = Datapath.open(self.pin, W.CONFIG)
+            W.configure(self.dp)
+            W.setup_flows(self.dp)
+        except BaseException:
+            self.close()
+            raise
+        self.ct_maps = [self.dp._maps[n] for n in self.rules.ct_maps if n in self.dp._maps]
+        self.flows = FlowState(self.ct_maps[0].items())
+        self.fds = {p: self.dp.prog_fd(p) for p in W.PROGRAMS}
+        self.ctx = {}
+        for p in W.PROGRAMS:
+            c = SkBuffCtx()
+            c.ifindex = W.ifindex_of(p)
+            self.ctx[p] = bytes(c) if c.ifindex != 1 else None
+        self._base_keys = b"".join(self.flows.raw)
+        self._base_values = b"".join(self.flows.raw.values())
+
+    def close(self) -> None:
+        if self.dp is not None:
+            self.dp.close()
+            self.dp = None
+        W.remove_pins(self.pin)
+
+    def undo(self, keys: list[bytes]) -> None:
+        for kb in keys:
+            for m in self.ct_maps:
+                if kb in self.flows.raw:
+                    m.update(_kbuf(kb), self.flows.raw[kb])
+                else:
+                    m.delete(_kbuf(kb))
+
+    def sweep(self) -> int:
+        strays = 0
+        for m in self.ct_maps:
+            for kb, _ in m.items():
+                if kb not in self.flows.raw:
+                    m.delete(_kbuf(kb))
+                    strays += 1
+        self.ct_maps[0].update_batch(self._base_keys, self._base_values, len(self.flows.raw))
+        return strays
+
+
+def run_worker(index: int, seed: int, packets: int, rules_name: str, deadline_s: float | None = None,
+               tag: str | None = None, private_netns: bool = True) -> Report:
+    from v6nat_ebpf.datapath.bpfsys import prog_test_run
+
+    rep = Report(workers=1, rules=rules_name)
+    started = time.monotonic()
+    if private_netns:
+        W.enter_private_netns()
+    socks = W.open_host_sockets()
+    try:
+        world = World(tag or f"{os.getpid()}-w{index}", rules_name)
+    except BaseException as exc:
+        rep.errors[f"load: {exc}"[:300]] += 1
+        return rep
+    try:
+        rep.setup_s = time.monotonic() - started
+        rep.base_halves = len(world.flows.raw)
+        model = Model(world.rules, world.flows)
+        gen = Generator(seed, world.flows)
+        per_prog = {p: Counter() for p in W.PROGRAMS}
+        per_family: dict[str, Counter] = {}
+        t0 = time.monotonic()
+        for i in range(packets):
+            if i % SWEEP == SWEEP - 1:
+                rep.strays += world.sweep()
+                if deadline_s is not None and time.monotonic() - t0 > deadline_s:
+                    break
+            prog, buf, family, tags = gen.next()
+            rep.packets += 1
+            rep.tags.update(tags)
+            if not runnable(buf):
+                rep.unrunnable += 1
+                continue
+            try:
+                res = prog_test_run(world.fds[prog], buf, world.ctx[prog])
+            except OSError as exc:
+                rep.errors[f"{prog}: {exc}"] += 1
+                _sample(rep, "test_run_error", prog, family, tags, None, buf, b"", str(exc))
+                continue
+            v = model.judge(prog, buf, res.data, res.retval)
+            per_prog[prog][v.outcome] += 1
+            per_family.setdefault(family, Counter())[v.outcome] += 1
+            rep.csum_checked += v.csum_checked
+            for cat, detail in v.violations:
+                rep.violations[cat] += 1
+                _sample(rep, cat, prog, family, tags, res.retval, buf, res.data, detail)
+            if v.created:
+                world.undo(v.created)
+        rep.elapsed_s = time.monotonic() - t0
+        rep.per_prog = {p: c for p, c in per_prog.items()}
+        rep.per_family = per_family
+        for hook, values in world.dp.counters_by_hook().items():
+            rep.counters[hook] = Counter({k: n for k, n in values.items() if n})
+    except BaseException:
+        rep.errors["harness: " + traceback.format_exc(limit=3)[-300:]] += 1
+    finally:
+        world.close()
+        for s in socks:
+            s.close()
+    return rep
+
+
+def runnable(buf: bytes) -> bool:
+    """BPF_PROG_TEST_RUN refuses (EINVAL) a frame shorter than its Ethernet
+    header, or than the IPv6 (IPv4) header its ethertype announces."""
+    et = buf[12:14]
+    return len(buf) >= (54 if et == b"\x86\xdd" else 34 if et == b"\x08\x00" else 14)
+
+
+def _sample(rep: Report, cat: str, prog: str, family: str, tags: list, verdict, inp: bytes, out: bytes,
+            detail: str) -> None:
+    s = rep.samples.setdefault(cat, [])
+    if len(s) < SAMPLES_PER_CATEGORY:
+        s.append({"prog": prog, "family": family, "tags": tags, "verdict": verdict, "detail": detail,
+                  "in": inp.hex(), "out": out.hex()})
+
+
+def _worker_entry(args) -> Report:
+    try:
+        return run_worker(*args)
+    except BaseException:
+        rep = Report(workers=1, rules=args[3])
+        rep.errors["worker: " + traceback.format_exc(limit=3)[-300:]] += 1
+        return rep
+
+
+def run_campaign(packets: int, jobs: int | None = None, seed: int = 1, rules: str = "main",
+                 deadline_s: float | None = None) -> Report:
+    """Split `packets` over `jobs` forked workers; every worker removes its pins."""
+    jobs = jobs or os.cpu_count() or 1
+    share = [packets // jobs + (1 if i < packets % jobs else 0) for i in range(jobs)]
+    token = f"{os.getpid()}-{int(time.time())}"
+    args = [(i, seed * 1000 + i, share[i], rules, deadline_s, f"{token}-w{i}") for i in range(jobs)]
+    started = time.monotonic()
+    total = Report(rules=rules)
+    ctx = mp.get_context("fork")
+    with ctx.Pool(jobs, maxtasksperchild=1) as pool:
+        for rep in pool.imap_unordered(_worker_entry, args):
+            total.merge(rep)
+    # A worker killed before its finally: its pins still go.
+    for a in args:
+        W.remove_pins(W.pin_path_for(a[5]))
+    total.elapsed_s = time.monotonic() - started
+    return total
+
+
+def format_report(rep: Report) -> str:
+    lines = []
+    add = lines.append
+    add(f"fuzz: {rep.packets:,} packets, {rep.workers} workers, rules '{rep.rules}', "
+        f"{rep.elapsed_s:.1f} s elapsed (setup {rep.setup_s:.1f} s), "
+        f"{rep.packets / max(rep.elapsed_s, 1e-9):,.0f} packets/s")
+    add(f"base flows: {rep.base_halves} conntrack halves; strays swept: {rep.strays}; "
+        f"not runnable (IPv6 frame < 54 B, refused by BPF_PROG_TEST_RUN): {rep.unrunnable}")
+    add("per program (outcome by the model):")
+    for prog in W.PROGRAMS:
+        c = rep.per_prog.get(prog, Counter())
+        add(f"  {prog:22s} {sum(c.values()):>9,}  " + ", ".join(f"{k} {n:,}" for k, n in c.most_common()))
+    add("per template family:")
+    for fam, c in sorted(rep.per_family.items()):
+        add(f"  {fam:22s} {sum(c.values()):>9,}  " + ", ".join(f"{k} {n:,}" for k, n in c.most_common()))
+    add("mutations: " + ", ".join(f"{k} {n:,}" for k, n in rep.tags.most_common()))
+    translated = sum(n for c in rep.per_prog.values() for k, n in c.items()
+                     if k not in ("untouched", "dropped", "illegal", "redirect_untranslated", "bad_verdict", "resized"))
+    add(f"translations allowed by the model: {translated:,} (checksums checked on {rep.csum_checked:,})")
+    add("datapath counters (drops by reason, actions), per hook:")
+    for hook, c in sorted(rep.counters.items()):
+        drops = {k: n for k, n in c.items() if k.startswith("drop_")}
+        acts = {k: n for k, n in c.items() if not k.startswith("drop_")}
+        add(f"  {hook:15s} drops: " + (", ".join(f"{k[5:]} {n:,}" for k, n in sorted(drops.items())) or "none"))
+        add(f"  {'':15s} actions: " + ", ".join(f"{k} {n:,}" for k, n in sorted(acts.items())))
+    csum = sum(n for k, n in rep.violations.items() if k.startswith("csum"))
+    model = sum(n for k, n in rep.violations.items() if not k.startswith("csum"))
+    add(f"checksum failures: {csum:,}; model violations: {model:,}; errors: {sum(rep.errors.values()):,}")
+    from .model import KNOWN_GAPS
+    for k, n in rep.violations.most_common():
+        add(f"  violation {k}: {n:,}" + ("  (known gap: model.KNOWN_GAPS)" if k in KNOWN_GAPS else ""))
+    for k, n in rep.errors.most_common():
+        add(f"  error {k}: {n:,}")
+    for cat, samples in sorted(rep.samples.items()):
+        add(f"samples of {cat}:")
+        for s in samples[:3]:
+            add(f"  {s['prog']} family={s['family']} tags={s['tags']} verdict={s['verdict']}: {s['detail']}")
+            add(f"    in  {s['in']}")
+            add(f"    out {s['out']}")
+    return "\n".join(lines)

@@ -1,0 +1,446 @@
+"""The model: what a program may do to a packet, given the world (published
+ports, networks, host addresses and sockets) and the conntrack halves that
+existed before the packet.
+
+For each packet the model lists the translations it allows (a known flow's
+half, a new flow by the rules of the hook, an ICMPv6 error about a known
+flow, a later fragment of a known flow) and checks the program's output is
+the input with one of them applied, byte for byte, except:
+  * checksum fields, checked on their own: the one's complement residual of
+    every rewritten checksum (pseudo-header + L4, the field included) must be
+    kept, i.e. a valid checksum stays valid and a wrong one stays wrong by
+    the same amount; UDP checksum 0 stays 0 and a nonzero one never becomes 0;
+  * MACs and the hop limit (-1), with a redirect verdict only.
+Untouched output is always a translation the model allows; the invariants
+(no ULA source leaves public egress, nothing from outside reaches a NAT'd
+or internal prefix, icc=false) then decide whether it may pass.
+
+The rules that differ between the datapath on main and the security target
+of issue 12 are data (RULES_*), selected by name: adjust them there.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv6Address, IPv6Network
+
+from . import packets as P
+from . import world as W
+
+UNSPEC, OK, SHOT, REDIRECT = -1, 0, 2, 7
+CT_DNAT, CT_SNAT, CT_HAIRPIN = 1, 2, 3
+ORIG, REPLY = 0, 1
+
+
+@dataclass(frozen=True)
+class Rules:
+    name: str
+    verdicts: frozenset = frozenset((UNSPEC, SHOT, REDIRECT))
+    # Which halves (kind, dir) each hook translates; "redirect" halves only
+    # together with a redirect verdict (the fast path at bridge/veth ingress).
+    halves: dict = field(default_factory=lambda: {
+        "public_ingress": {(CT_DNAT, ORIG): "any", (CT_SNAT, REPLY): "any"},
+        "public_egress": {(CT_DNAT, REPLY): "any", (CT_SNAT, ORIG): "any"},
+        "bridge_ingress": {(CT_HAIRPIN, ORIG): "any", (CT_HAIRPIN, REPLY): "any",
+                           (CT_DNAT, REPLY): "redirect", (CT_SNAT, ORIG): "redirect"},
+        "veth_ingress": {(CT_DNAT, REPLY): "redirect", (CT_SNAT, ORIG): "redirect"},
+    })
+    # Hooks whose ICMPv6 errors about a flow may be translated.
+    icmp_error_hooks: frozenset = frozenset(("public_ingress", "public_egress", "bridge_ingress"))
+    # A container's (or hairpin client's) own port may be kept outside the SNAT range.
+    keep_port_outside_range: bool = True
+    # A new DNAT pair may replace a live half (insert-or-update).
+    dnat_may_overwrite: bool = True
+    # A new flow (any hook) needs a valid L4 checksum on its first packet, at these hooks.
+    new_flow_valid_csum_hooks: frozenset = frozenset()
+    # Public ingress must drop bogon sources (fc00::/7, managed prefixes, host addresses, ...).
+    ingress_drops_bogon_sources: bool = False
+    # Containers of an internal network may hairpin to published ports.
+    hairpin_from_internal: bool = True
+    # Maps holding conntrack halves (the harness restores and sweeps them).
+    ct_maps: tuple = ("conntrack",)
+
+
+RULES_MAIN = Rules("main")
+# Issue 12's target: what the hardened datapath must do (extend as it lands).
+RULES_STRICT = replace(
+    RULES_MAIN, name="strict", keep_port_outside_range=False, dnat_may_overwrite=False,
+    new_flow_valid_csum_hooks=frozenset(("public_ingress",)), ingress_drops_bogon_sources=True,
+    hairpin_from_internal=False,
+)
+RULESETS = {r.name: r for r in (RULES_MAIN, RULES_STRICT)}
+
+# Violation categories the datapath on main is known to have: the short run
+# (make test) reports them as an expected failure instead of failing, every
+# other category fails it. Remove an entry when its fix lands.
+KNOWN_GAPS = {
+    "ula_leak_icmp_error": "issue 12 point 10: an ICMPv6 error from a container quoting another "
+                           "container's flow leaves with its ULA source",
+    "csum_broken_rh_segments_left": "fuzz finding: a packet whose routing header has segments left is "
+                                    "translated; its L4 checksum covers the final destination, not the "
+                                    "rewritten IPv6 destination",
+    "csum_error_changed_rh_segments_left": "the same, for a packet whose checksum was already wrong",
+    "translated_by_other_hooks_half": "fuzz finding: flow_start's race fallback (insert of the original half "
+                                      "fails) translates by whatever half holds the key, without ct_allowed: "
+                                      "a masqueraded packet with a hairpin half's tuple leaves public egress "
+                                      "translated by the hairpin half",
+}
+
+# Sources public ingress must drop under the strict rules (with the managed
+# prefixes and host addresses). Not link-local (NDP, RAs) and not :: (DAD).
+BOGONS = [IPv6Network(n) for n in ("fc00::/7", "::1/128", "ff00::/8", "::ffff:0:0/96")]
+
+
+def is_bogon_source(addr: bytes) -> bool:
+    ip = IPv6Address(addr)
+    return any(ip in n for n in BOGONS) or addr in W.HOST_ADDRS or W.network_of(addr) is not None
+
+
+@dataclass(frozen=True)
+class Half:
+    saddr: bytes
+    daddr: bytes
+    sport: int
+    dport: int
+    kind: int
+    dir: int
+
+
+def ct_key(src: bytes, dst: bytes, sport: int, dport: int, proto: int) -> bytes:
+    """struct ct_key: ports in network order, as the datapath stores them."""
+    return src + dst + struct.pack("!HHB3x", sport, dport, proto)
+
+
+def decode_half(value: bytes) -> Half:
+    sport, dport, kind, dir_ = struct.unpack_from("!HHBB", value, 32)
+    return Half(value[:16], value[16:32], sport, dport, kind, dir_)
+
+
+class FlowState:
+    """The conntrack halves before fuzzing: key bytes -> Half (and raw value)."""
+
+    def __init__(self, items: list[tuple[bytes, bytes]]) -> None:
+        self.raw = dict(items)
+        self.halves = {k: decode_half(v) for k, v in items}
+        self.by_addrs: dict[tuple[bytes, bytes, int], list[Half]] = {}
+        for k, h in self.halves.items():
+            self.by_addrs.setdefault((k[:16], k[16:32], k[36]), []).append(h)
+
+
+@dataclass
+class Verdict:
+    outcome: str  # untouched | dropped | <label of the translation>
+    violations: list[tuple[str, str]]  # (category, detail)
+    created: list[bytes]  # conntrack keys a new flow wrote (for the harness to undo)
+    csum_checked: int = 0
+
+
+@dataclass
+class Candidate:
+    label: str
+    fixed: dict  # offset -> bytes the output must hold there
+    free: dict  # offset -> (size, predicate(value) -> str | None) : a field the program chooses
+    csum_fields: list  # offsets of checksum fields (2 bytes) excluded from the byte comparison
+    check: object = None  # callable(inp, out) -> list of violations (checksums)
+    creates: object = None  # callable(out) -> conntrack keys written
+    needs_redirect: bool = False
+    pre_violations: list = field(default_factory=list)
+
+
+def _port_fields(v: P.DpView, sport: int, dport: int) -> dict:
+    if v.proto == P.ICMPV6:
+        return {v.l4_off + 4: struct.pack("!H", sport if v.icmp_type == P.ECHO_REQUEST else dport)}
+    return {v.l4_off: struct.pack("!H", sport), v.l4_off + 2: struct.pack("!H", dport)}
+
+
+def _residual_at(buf: bytes, src: bytes, dst: bytes, proto: int, length: int, l4_off: int, end: int) -> int:
+    return P.residual(src, dst, proto, length, buf[l4_off:end])
+
+
+def l4_checksum_check(inp: bytes, out: bytes, v: P.DpView) -> list[tuple[str, str]]:
+    """The translated packet's own L4 checksum (pseudo-header of a receiver)."""
+    if not v.csum_off or v.csum_off + 2 > v.end:
+        return []
+    cin, cout = P.rfc_checksum_view(inp), P.rfc_checksum_view(out)
+    if cin is None or cout is None or cin.l4_off != v.l4_off:
+        return []
+    length = v.end - v.l4_off
+    field_in = inp[v.csum_off:v.csum_off + 2]
+    field_out = out[v.csum_off:v.csum_off + 2]
+    if v.proto == P.UDP and field_in == b"\0\0":
+        return [] if field_out == b"\0\0" else [("csum_udp_zero", "UDP checksum 0 came out nonzero")]
+    if v.proto == P.UDP and field_out == b"\0\0":
+        return [("csum_udp_became_zero", "a UDP checksum became 0 (no checksum)")]
+    rin = _residual_at(inp, cin.src, cin.final_dst, v.proto, length, v.l4_off, v.end)
+    rout = _residual_at(out, cout.src, cout.final_dst, v.proto, length, v.l4_off, v.end)
+    if rin != rout:
+        cat = "csum_broken" if rin == 0xFFFF else "csum_error_changed"
+        if cin.rh_segments_left:
+            cat += "_rh_segments_left"
+        return [(cat, f"L4 residual {rin:#06x} -> {rout:#06x}")]
+    return []
+
+
+class Model:
+    def __init__(self, rules: Rules, flows: FlowState) -> None:
+        self.rules = rules
+        self.flows = flows
+
+    # -- candidates ---------------------------------------------------------
+
+    def _half_ok(self, hook: str, h: Half) -> str | None:
+        return self.rules.halves[hook].get((h.kind, h.dir))
+
+    def _flow_candidate(self, hook: str, v: P.DpView, h: Half, label: str) -> Candidate:
+        fixed = {P.OFF_SRC: h.saddr, P.OFF_DST: h.daddr}
+        fixed.update(_port_fields(v, h.sport, h.dport))
+        return Candidate(label, fixed, {}, [v.csum_off] if v.csum_off else [],
+                         check=lambda i, o: l4_checksum_check(i, o, v),
+                         needs_redirect=self._half_ok(hook, h) == "redirect")
+
+    def _port_rule(self, proto: int, nat_addr: bytes, kept: int, out_tuple_reply_key):
+        rules = self.rules
+
+        def pred(value: int, out: bytes) -> str | None:
+            in_range = W.SNAT_MIN <= value <= W.SNAT_MAX
+            if not in_range and not (value == kept and rules.keep_port_outside_range):
+                return f"port {value} outside the SNAT range (container's {kept})"
+            if proto in (P.TCP, P.UDP):
+                if (proto, value) in W.HOST_SOCKETS:
+                    return f"port {value} is held by a host socket"
+                if W.dnat_lookup(proto, nat_addr, value):
+                    return f"port {value} is a published port"
+            if out_tuple_reply_key(out) in self.flows.halves:
+                return "the new reply half overwrote a live half"
+            return None
+        return pred
+
+    def _new_flow(self, hook: str, v: P.DpView, inp: bytes) -> Candidate | None:
+        rules = self.rules
+        syn_only = v.proto == P.TCP and (v.tcp_flags & (P.TH_SYN | P.TH_ACK | P.TH_RST)) == P.TH_SYN
+        pre: list = []
+
+        def reply_key(out: bytes) -> bytes:
+            o = P.dp_parse(out)
+            return ct_key(o.dst, o.src, o.dport, o.sport, v.proto)
+        in_key = ct_key(v.src, v.dst, v.sport, v.dport, v.proto)
+
+        if hook == "public_ingress":
+            if not (syn_only or v.proto == P.UDP) or v.dst not in W.HOST_ADDRS:
+                return None
+            target = W.dnat_lookup(v.proto, v.dst, v.dport)
+            if not target:
+                return None
+            taddr, tport, _ = target
+            if rules.ingress_drops_bogon_sources and is_bogon_source(v.src):
+                pre.append(("new_flow_bogon_source", "a new DNAT flow from a bogon source"))
+            rk = ct_key(taddr, v.src, tport, v.sport, v.proto)
+            if not rules.dnat_may_overwrite and (rk in self.flows.halves or in_key in self.flows.halves):
+                pre.append(("new_flow_overwrote_live_half", "a new DNAT pair replaced a live half"))
+            fixed = {P.OFF_DST: taddr, P.OFF_SRC: v.src}
+            fixed.update(_port_fields(v, v.sport, tport))
+            label, free = "new_dnat", {}
+        elif hook == "public_egress":
+            net = W.network_of(v.src)
+            if not net or not net.entry.masquerade or net.entry.internal:
+                return None
+            if not (syn_only or v.proto == P.UDP or (v.proto == P.ICMPV6 and v.icmp_type == P.ECHO_REQUEST)):
+                return None
+            snat = net.entry.snat_addr.packed if net.entry.snat_addr else W.PUBLIC_IFACES[W.PUB_IF]
+            fixed = {P.OFF_SRC: snat, P.OFF_DST: v.dst}
+            pred = self._port_rule(v.proto, snat, v.sport, reply_key)
+            if v.proto == P.ICMPV6:
+                free = {v.l4_off + 4: pred}
+            else:
+                free = {v.l4_off: pred}
+                fixed[v.l4_off + 2] = struct.pack("!H", v.dport)
+            label = "new_snat"
+        elif hook == "bridge_ingress":
+            if not (syn_only or v.proto == P.UDP) or v.dst not in W.HOST_ADDRS:
+                return None
+            net = W.network_of(v.src)
+            if not net:
+                return None
+            target = W.dnat_lookup(v.proto, v.dst, v.dport)
+            if not target:
+                return None
+            if net.entry.internal and not rules.hairpin_from_internal:
+                pre.append(("hairpin_from_internal", "an internal network's container reached a published port"))
+            taddr, tport, _ = target
+            fixed = {P.OFF_SRC: v.dst, P.OFF_DST: taddr, v.l4_off + 2: struct.pack("!H", tport)}
+            free = {v.l4_off: self._port_rule(v.proto, v.dst, v.sport, reply_key)}
+            label = "new_hairpin"
+        else:
+            return None
+        if hook in rules.new_flow_valid_csum_hooks:
+            cv = P.rfc_checksum_view(inp)
+            if cv is not None and v.csum_off and v.frag == P.FRAG_NONE and not (
+                    v.proto == P.UDP and inp[v.csum_off:v.csum_off + 2] == b"\0\0"):
+                r = P.residual(cv.src, cv.final_dst, v.proto, v.end - v.l4_off, inp[v.l4_off:v.end])
+                if r != 0xFFFF:
+                    pre.append(("new_flow_bad_csum", f"a new flow from a packet with a wrong checksum ({r:#06x})"))
+
+        def creates(out: bytes) -> list[bytes]:
+            return [in_key, reply_key(out)]
+        return Candidate(label, fixed, free, [v.csum_off] if v.csum_off else [],
+                         check=lambda i, o: l4_checksum_check(i, o, v), creates=creates, pre_violations=pre)
+
+    def _icmp_error(self, hook: str, v: P.DpView, inp: bytes) -> Candidate | None:
+        if hook not in self.rules.icmp_error_hooks:
+            return None
+        q = P.dp_quote(inp, v)
+        if q is None or v.dst != q.src:
+            return None
+        h = self.flows.halves.get(ct_key(q.dst, q.src, q.dport, q.sport, q.proto))
+        if h is None or not self._half_ok(hook, h) or self._half_ok(hook, h) == "redirect":
+            return None
+        fixed = {q.ip_off + 8: h.daddr, q.ip_off + 24: h.saddr, P.OFF_DST: h.daddr,
+                 P.OFF_SRC: h.saddr if v.src == q.dst else v.src}
+        if q.proto == P.ICMPV6:
+            fixed[q.l4_off + 4] = struct.pack("!H", h.dport if q.icmp_type == P.ECHO_REQUEST else h.sport)
+        else:
+            fixed[q.l4_off] = struct.pack("!HH", h.dport, h.sport)
+        csums = [v.csum_off] + ([q.csum_off] if q.csum_off else [])
+
+        def check(i: bytes, o: bytes) -> list:
+            bad = []
+            length = v.end - v.l4_off
+            rin = P.residual(i[P.OFF_SRC:P.OFF_SRC + 16], i[P.OFF_DST:P.OFF_DST + 16], P.ICMPV6, length,
+                             i[v.l4_off:v.end])
+            rout = P.residual(o[P.OFF_SRC:P.OFF_SRC + 16], o[P.OFF_DST:P.OFF_DST + 16], P.ICMPV6, length,
+                              o[v.l4_off:v.end])
+            if rin != rout:
+                bad.append(("csum_broken" if rin == 0xFFFF else "csum_error_changed",
+                            f"ICMPv6 error outer residual {rin:#06x} -> {rout:#06x}"))
+            if q.csum_off:
+                qf_in, qf_out = i[q.csum_off:q.csum_off + 2], o[q.csum_off:q.csum_off + 2]
+                if q.proto == P.UDP and qf_in == b"\0\0":
+                    if qf_out != b"\0\0":
+                        bad.append(("csum_udp_zero", "quoted UDP checksum 0 came out nonzero"))
+                    return bad
+                if q.proto == P.UDP and qf_out == b"\0\0":
+                    bad.append(("csum_udp_became_zero", "quoted UDP checksum became 0"))
+                qlen = i[q.ip_off + 4] << 8 | i[q.ip_off + 5]
+                qin = P.residual(i[q.ip_off + 8:q.ip_off + 24], i[q.ip_off + 24:q.ip_off + 40], q.proto, qlen,
+                                 i[q.l4_off:v.end])
+                qout = P.residual(o[q.ip_off + 8:q.ip_off + 24], o[q.ip_off + 24:q.ip_off + 40], q.proto, qlen,
+                                  o[q.l4_off:v.end])
+                if qin != qout:
+                    bad.append(("csum_quote_broken", f"quoted L4 residual {qin:#06x} -> {qout:#06x}"))
+            return bad
+        return Candidate("icmp_error", fixed, {}, csums, check=check)
+
+    def _later_fragment(self, hook: str, v: P.DpView) -> list[Candidate]:
+        out = []
+        for h in self.flows.by_addrs.get((v.src, v.dst, v.proto), []):
+            ok = self._half_ok(hook, h)
+            if ok:
+                out.append(Candidate("fragment", {P.OFF_SRC: h.saddr, P.OFF_DST: h.daddr}, {}, [],
+                                     needs_redirect=ok == "redirect"))
+        return out
+
+    def candidates(self, hook: str, v: P.DpView, inp: bytes) -> list[Candidate]:
+        if v.result == P.TUPLE:
+            h = self.flows.halves.get(ct_key(v.src, v.dst, v.sport, v.dport, v.proto))
+            if h is not None and self._half_ok(hook, h):
+                return [self._flow_candidate(hook, v, h, "flow")]
+            c = self._new_flow(hook, v, inp)
+            return [c] if c else []
+        if v.result == P.ICMP_ERROR:
+            c = self._icmp_error(hook, v, inp)
+            return [c] if c else []
+        if v.result == P.FRAGMENT_LATER:
+            return self._later_fragment(hook, v)
+        return []
+
+    # -- invariants ------------------------------------------------------------
+
+    def invariants(self, hook: str, v: P.DpView, inp: bytes, out: bytes, verdict: int) -> list[tuple[str, str]]:
+        bad = []
+        if verdict == SHOT:
+            return bad
+        if hook == "public_egress" and P.is_ipv6(out):
+            net = W.network_of(out[P.OFF_SRC:P.OFF_SRC + 16])
+            if net and (net.entry.masquerade or net.entry.internal):
+                cat = "ula_leak_icmp_error" if v.result == P.ICMP_ERROR else "ula_leak"
+                bad.append((cat, f"source {IPv6Address(out[P.OFF_SRC:P.OFF_SRC + 16])} left public egress"))
+        if hook == "public_ingress" and P.is_ipv6(inp):
+            net = W.network_of(v.dst)
+            if net and (net.entry.masquerade or net.entry.internal):
+                bad.append(("direct_ula_delivered", f"outside packet to {IPv6Address(v.dst)} not dropped"))
+            if self.rules.ingress_drops_bogon_sources and is_bogon_source(v.src):
+                bad.append(("bogon_source_delivered", f"source {IPv6Address(v.src)} from outside not dropped"))
+        if hook == "veth_ingress" and P.is_ipv6(inp):
+            src, dst = W.network_of(v.src), W.network_of(v.dst)
+            ndp = v.proto == P.ICMPV6 and 133 <= v.icmp_type <= 137
+            if (src and dst and src.entry.network_id == dst.entry.network_id and not src.entry.icc
+                    and not (src.entry.gateway and v.dst == src.entry.gateway.packed) and not ndp):
+                bad.append(("icc_bypass", "container to container on an icc=false network passed"))
+        return bad
+
+    # -- the check ---------------------------------------------------------------
+
+    def judge(self, prog: str, inp: bytes, out: bytes, verdict: int) -> Verdict:
+        hook = W.HOOK_OF[prog]
+        if verdict not in self.rules.verdicts:
+            return Verdict("bad_verdict", [("bad_verdict", f"verdict {verdict}")], [])
+        v = P.dp_parse(inp)
+        if verdict == SHOT:
+            return Verdict("dropped", [], [])
+        inv = self.invariants(hook, v, inp, out, verdict)
+        if len(out) != len(inp):
+            return Verdict("resized", [("length_changed", f"{len(inp)} -> {len(out)}")] + inv, [])
+        if out == inp:
+            return Verdict("untouched", inv, [])
+        # Redirect: the MACs and a hop limit one lower are the fast path's.
+        norm = bytearray(out)
+        if verdict == REDIRECT:
+            if out[P.OFF_HLIM] != (inp[P.OFF_HLIM] - 1) & 0xFF:
+                inv.append(("redirect_hop_limit", f"hop limit {inp[P.OFF_HLIM]} -> {out[P.OFF_HLIM]}"))
+            norm[0:12] = inp[0:12]
+            norm[P.OFF_HLIM] = inp[P.OFF_HLIM]
+            if bytes(norm) == inp:
+                return Verdict("redirect_untranslated", inv, [])
+        cands = self.candidates(hook, v, inp)
+        reasons = []
+        for c in cands:
+            if c.needs_redirect and verdict != REDIRECT:
+                reasons.append(f"{c.label}: only with a redirect")
+                continue
+            pred = bytearray(inp)
+            for off, b in c.fixed.items():
+                pred[off:off + len(b)] = b
+            free_bad = []
+            for off, rule in c.free.items():
+                pred[off:off + 2] = norm[off:off + 2]
+                why = rule(int.from_bytes(norm[off:off + 2], "big"), bytes(norm))
+                if why:
+                    free_bad.append(why)
+            got = bytearray(norm)
+            for off in c.csum_fields:
+                got[off:off + 2] = pred[off:off + 2] = inp[off:off + 2]
+            if got != pred:
+                diff = [i for i in range(len(got)) if got[i] != pred[i]]
+                reasons.append(f"{c.label}: bytes differ at {diff[:8]}")
+                continue
+            viol = list(c.pre_violations) + [("illegal_port", w) for w in free_bad]
+            viol += c.check(inp, bytes(norm)) if c.check else []
+            created = c.creates(bytes(norm)) if c.creates else []
+            return Verdict(c.label, viol + inv, created, 1 if c.check else 0)
+        detail = "; ".join(reasons) if reasons else f"no translation allowed for this {v.result} packet"
+        cat = "illegal_translation"
+        if v.result == P.TUPLE:  # a half of another hook's flows explains it?
+            h = self.flows.halves.get(ct_key(v.src, v.dst, v.sport, v.dport, v.proto))
+            if h is not None and not self._half_ok(hook, h):
+                c = self._flow_candidate(hook, v, h, "other")
+                pred = bytearray(inp)
+                for off, b in c.fixed.items():
+                    pred[off:off + len(b)] = b
+                got = bytearray(norm)
+                for off in c.csum_fields:
+                    got[off:off + 2] = pred[off:off + 2] = inp[off:off + 2]
+                if got == pred:
+                    cat = "translated_by_other_hooks_half"
+                    detail = f"translated at {hook} by a (kind {h.kind}, dir {h.dir}) half"
+        return Verdict("illegal", [(cat, detail)] + inv, [])
