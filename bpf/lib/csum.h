@@ -75,7 +75,8 @@ static __always_inline int csum_rewrite_port(struct __sk_buff *skb, __u32 off, _
 /* Checking a packet's L4 checksum before it may create or change a flow (as
  * Linux conntrack does): the upper-layer data is summed in chunks through a
  * per-CPU buffer. Longer datagrams (only possible as fragments or on jumbo
- * links) are not checked here. */
+ * links) are not checked here, nor is a first fragment: its checksum covers
+ * the whole datagram, which no program sees. */
 #define V6NAT_CSUM_CHUNK 512
 #define V6NAT_CSUM_CHUNKS 3
 
@@ -110,7 +111,7 @@ static __always_inline int l4_csum_valid(struct __sk_buff *skb, const struct v6n
 
 	if (v6nat_csum_level(skb, BPF_CSUM_LEVEL_QUERY) >= 0)
 		return 1;
-	if (len > V6NAT_CSUM_CHUNK * V6NAT_CSUM_CHUNKS || !pkt->csum_off)
+	if (len > V6NAT_CSUM_CHUNK * V6NAT_CSUM_CHUNKS || !pkt->csum_off || pkt->frag != FRAG_NONE)
 		return 1;
 	if (bpf_skb_load_bytes(skb, pkt->csum_off, &field, sizeof(field)))
 		return 0;
