@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import time
 
+from scapy.layers.inet import TCP
+from scapy.layers.inet6 import IPv6
+
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget
 from v6nat_ebpf.datapath.layout import RawCtEntry, RawCtKey
 from dp_packets import (
-    C1, CLIENT, HOST, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, addr, assert_translated, go, ping, rewritten, tcp,
+    C1, CLIENT, HOST, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, addr, assert_translated, eth, go, ping, rewritten, tcp,
     udp,
 )
 
@@ -77,7 +80,8 @@ def test_gc_removes_expired_pairs_whole_and_keeps_live_ones(dp: Datapath) -> Non
     assert sorted(f.proto for f in dp.flows()) == [6, 17]
     assert dp.gc(now_ns() + 3 * S) == 1  # the UDP flow
     assert dp.gc(now_ns() + 61 * S) == 1  # the established TCP
-    assert dp.map_fill()["conntrack"][0] == 0  # both halves of every pair went
+    fill = dp.map_fill()
+    assert fill["conntrack"][0] == fill["ct_unreplied"][0] == 0  # both halves of every pair went, in both tables
 
 
 def test_gc_uses_the_later_half_of_a_pair(dp: Datapath) -> None:
@@ -85,7 +89,10 @@ def test_gc_uses_the_later_half_of_a_pair(dp: Datapath) -> None:
     dp.set_config(DatapathConfig(tcp_transitory_s=1))
     go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "S"))
     time.sleep(1.2)
-    go(dp, PUBLIC_EGRESS, tcp(C1, CLIENT, 80, 40000, "R"))  # only the reply half is fresh
+    # The container refuses: a RST that acknowledges the SYN (the only one believed before any
+    # reply), so only the reply half is fresh.
+    refusal = eth(IPv6(src=C1, dst=CLIENT) / TCP(sport=80, dport=40000, flags="RA", seq=0, ack=1001))
+    assert_translated(go(dp, PUBLIC_EGRESS, refusal), rewritten(refusal, src=HOST, sport=8080))
     assert dp.gc() == 0
 
 
@@ -124,12 +131,12 @@ def test_summary_counts_pairs_lone_halves_and_snat_ports_like_flows(dp: Datapath
     published(dp)
     go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "S"))
     go(dp, PUBLIC_EGRESS, tcp(C1, CLIENT, 80, 40000, "SA"))
-    go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, 443))
-    go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, 444))  # the same public (HOST, 5555): one port in use
+    go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 61555, 443))
+    go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 61555, 444))  # the same public (HOST, 61555): one port in use
     go(dp, PUBLIC_EGRESS, udp(C1, OTHER, 5000, 53))
     go(dp, PUBLIC_EGRESS, ping(C1, OTHER, 5))
     _delete_half(dp, C1, CLIENT, 80, 40000, 6)  # a DNAT pair without its reply half
-    _delete_half(dp, C1, OTHER, 5555, 444, 6)  # an SNAT pair of which only the reply half is left
+    _delete_half(dp, C1, OTHER, 61555, 444, 6)  # an SNAT pair of which only the reply half is left
 
     summary = dp.conntrack_summary()
     assert summary.flows == {
@@ -139,7 +146,10 @@ def test_summary_counts_pairs_lone_halves_and_snat_ports_like_flows(dp: Datapath
         (58, "snat", "none"): 1,
     }
     assert summary.snat_ports == {6: 1, 17: 1, 58: 1}
-    assert summary.entries == 8 == dp.map_fill()["conntrack"][0]
+    # The answered DNAT flow's half is in conntrack, the unanswered flows' halves in ct_unreplied.
+    fill = dp.map_fill()
+    assert (fill["conntrack"][0], fill["ct_unreplied"][0]) == (1, 7)
+    assert summary.entries == 8
     by_flows: dict[tuple[int, str, str], int] = {}
     for f in dp.flows():
         by_flows[(f.proto, f.kind, f.state)] = by_flows.get((f.proto, f.kind, f.state), 0) + 1

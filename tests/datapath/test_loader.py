@@ -42,7 +42,9 @@ def test_maps_survive_a_restart_and_are_adopted(pin_path: Path) -> None:
     with Datapath.open_pinned(pin_path) as reader:  # status/metrics: no compiler involved
         assert reader.dnat.items() == [(key, target)]
         assert reader.config == SMALL
-        assert reader.map_fill()["conntrack"] == (2, 1024)  # the flow's two halves
+        fill = reader.map_fill()
+        # The flow's two halves: unanswered yet, so in ct_unreplied (a quarter of conntrack's size).
+        assert fill["ct_unreplied"] == (2, 256) and fill["conntrack"] == (0, 1024)
 
 
 def test_a_pinned_map_of_another_shape_is_refused(pin_path: Path) -> None:
