@@ -22,10 +22,10 @@ ALL_HOOKS = (PUBLIC_INGRESS, PUBLIC_EGRESS, BRIDGE_INGRESS)
 @pytest.mark.parametrize("make", [tcp, udp])
 def test_hairpin_reaches_the_target_and_replies_come_back(dp: Datapath, target: str, make) -> None:
     dp.dnat.put(DnatKey(6 if make is tcp else 17, None, 8080), DnatTarget(addr(target), 80, 5))
-    out = make(C1, HOST, 5555, 8080)
+    out = make(C1, HOST, 61555, 8080)  # a port of the SNAT range: kept
     r = go(dp, BRIDGE_INGRESS, out)
     assert_translated(r, rewritten(out, src=HOST, dst=target, dport=80))
-    reply = make(target, HOST, 80, 5555, **({"flags": "SA"} if make is tcp else {}))
+    reply = make(target, HOST, 80, 61555, **({"flags": "SA"} if make is tcp else {}))
     assert_translated(go(dp, BRIDGE_INGRESS, reply), rewritten(reply, src=HOST, dst=C1, sport=8080))
     c = dp.counters()
     assert (c["hairpin"], c["reverse"]) == (1, 1)
@@ -36,17 +36,21 @@ def test_hairpin_reaches_the_target_and_replies_come_back(dp: Datapath, target: 
 
 def test_hairpin_picks_another_source_port_when_taken(dp: Datapath) -> None:
     dp.dnat.put(DnatKey(6, None, 8080), DnatTarget(addr(C2), 80, 5))
-    go(dp, BRIDGE_INGRESS, tcp(C1, HOST, 5555, 8080))
+    assert go(dp, BRIDGE_INGRESS, tcp(C1, HOST, 61555, 8080)).packet[IPv6].payload.sport == 61555
     # The same source port from another container (C2 itself) must not collide.
-    r = go(dp, BRIDGE_INGRESS, tcp(C2, HOST, 5555, 8080))
-    assert 61000 <= r.packet[IPv6].payload.sport <= 65535
+    r = go(dp, BRIDGE_INGRESS, tcp(C2, HOST, 61555, 8080))
+    assert 61000 <= r.packet[IPv6].payload.sport <= 65535 and r.packet[IPv6].payload.sport != 61555
 
 
 def test_hairpin_flows_are_not_translated_on_public_interfaces(dp: Datapath) -> None:
     dp.dnat.put(DnatKey(6, None, 8080), DnatTarget(addr(C2), 80, 5))
-    go(dp, BRIDGE_INGRESS, tcp(C1, HOST, 5555, 8080))
-    spoofed = tcp(C2, HOST, 80, 5555, "SA")  # a hairpin reply's tuple, arriving from outside
-    assert_untouched(go(dp, PUBLIC_INGRESS, spoofed), spoofed)
+    go(dp, BRIDGE_INGRESS, tcp(C1, HOST, 61555, 8080))
+    before = {k: bytes(v) for k, v in dp.conntrack.halves().items()}
+    spoofed = tcp(C2, HOST, 80, 61555, "SA")  # a hairpin reply's tuple, arriving from outside
+    assert go(dp, PUBLIC_INGRESS, spoofed).verdict == SHOT  # a managed network's source from outside
+    c = dp.counters()
+    assert (c["drop_bogon_source"], c["reverse"]) == (1, 0)
+    assert {k: bytes(v) for k, v in dp.conntrack.halves().items()} == before  # the hairpin flow is untouched (still waiting for its reply)
 
 
 def test_container_to_unpublished_host_port_and_to_outside_pass_the_bridge(dp: Datapath) -> None:
