@@ -1,5 +1,7 @@
 """Extension headers (bounded walk) and fragments (the first fragment's ports
-remembered for the following ones); what cannot be handled is counted."""
+remembered for the following ones, for flows that have seen a reply: a flood
+of first fragments of new flows cannot flush the table); what cannot be
+handled is counted."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget
 from dp_packets import (
     C1, CLIENT, HOST, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, SHOT, addr, assert_translated, assert_untouched,
-    eth, go, rewritten,
+    eth, go, rewritten, udp,
 )
+
 
 
 def fragments(src: str, dst: str, sport: int, dport: int, ident: int = 0x1234) -> list[bytes]:
@@ -19,21 +22,40 @@ def fragments(src: str, dst: str, sport: int, dport: int, ident: int = 0x1234) -
 
 
 def test_fragmented_datagram_is_masqueraded_whole_and_its_reply_too(dp: Datapath) -> None:
-    sent = fragments(C1, OTHER, 5555, 53)
+    # A flow that has seen a reply (only those remember a first fragment's ports).
+    go(dp, PUBLIC_EGRESS, udp(C1, OTHER, 61555, 53))
+    go(dp, PUBLIC_INGRESS, udp(OTHER, HOST, 53, 61555))
+    sent = fragments(C1, OTHER, 61555, 53)
     assert len(sent) == 3
-    want = fragments(HOST, OTHER, 5555, 53)
+    want = fragments(HOST, OTHER, 61555, 53)
     for frag, expected in zip(sent, want):
         assert_translated(go(dp, PUBLIC_EGRESS, frag), expected)
-    reply = fragments(OTHER, HOST, 53, 5555, ident=0x9999)
-    for frag, expected in zip(reply, fragments(OTHER, C1, 53, 5555, ident=0x9999)):
+    reply = fragments(OTHER, HOST, 53, 61555, ident=0x9999)
+    for frag, expected in zip(reply, fragments(OTHER, C1, 53, 61555, ident=0x9999)):
         assert_translated(go(dp, PUBLIC_INGRESS, frag), expected)
     assert dp.counters()["fragment"] == 4
 
 
 def test_fragments_to_a_published_port(dp: Datapath) -> None:
     dp.dnat.put(DnatKey(17, None, 5353), DnatTarget(addr(C1), 53, 2))
+    go(dp, PUBLIC_INGRESS, udp(CLIENT, HOST, 4000, 5353))
+    go(dp, PUBLIC_EGRESS, udp(C1, CLIENT, 53, 4000))  # the container answered
     for frag, expected in zip(fragments(CLIENT, HOST, 4000, 5353), fragments(CLIENT, C1, 4000, 53)):
         assert_translated(go(dp, PUBLIC_INGRESS, frag), expected)
+    assert dp.counters()["fragment"] == 2
+
+
+def test_first_fragment_of_an_unanswered_flow_is_not_remembered(dp: Datapath) -> None:
+    """A fragmented first datagram to a published port starts its flow (its
+    checksum covers the whole datagram: not checked) and is translated, but
+    its ports are not remembered until the flow has a reply: the later
+    fragments reach the host untranslated (the stack drops them unreassembled)."""
+    dp.dnat.put(DnatKey(17, None, 5353), DnatTarget(addr(C1), 53, 2))
+    first, *later = fragments(CLIENT, HOST, 4000, 5353)
+    assert_translated(go(dp, PUBLIC_INGRESS, first), fragments(CLIENT, C1, 4000, 53)[0])
+    for frag in later:
+        assert_untouched(go(dp, PUBLIC_INGRESS, frag), frag)
+    assert dp.map_fill()["fragments"][0] == 0 and dp.counters()["fragment"] == 0
 
 
 def test_later_fragment_without_its_first(dp: Datapath) -> None:

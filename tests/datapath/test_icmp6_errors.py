@@ -57,14 +57,14 @@ def dnat_flow(dp: Datapath, make=tcp) -> tuple[bytes, bytes, bytes, bytes]:
 
 def snat_flow(dp: Datapath, src: str = C1, make=tcp) -> tuple[bytes, bytes]:
     """A masqueraded packet as the container sent it and as it left."""
-    sent = make(src, OTHER, 5555, 443, payload=b"s" * 64)
+    sent = make(src, OTHER, 61555, 443, payload=b"s" * 64)
     return bytes(sent), go(dp, PUBLIC_EGRESS, sent).raw
 
 
 @pytest.mark.parametrize("kind", list(ERRORS))
 @pytest.mark.parametrize("make", [tcp, udp])
 def test_error_from_outside_about_masqueraded_packet_reaches_the_container(dp: Datapath, kind, make) -> None:
-    go(dp, PUBLIC_EGRESS, make(C1, OTHER, 5555, 443))  # the port 5555 goes to C1
+    go(dp, PUBLIC_EGRESS, make(C1, OTHER, 61555, 443))  # the port 61555 goes to C1
     sent, left = snat_flow(dp, C2, make)  # C2 gets another port: the quote changes port too
     r = go(dp, PUBLIC_INGRESS, error(ROUTER, HOST, kind, l3(left)))
     assert_translated(r, error(ROUTER, C2, kind, l3(sent)))
@@ -87,7 +87,7 @@ def test_ptb_and_unreach_through_dnat_both_ways(dp: Datapath, kind) -> None:
 
 def test_error_from_the_container_about_a_reply_to_its_masqueraded_flow(dp: Datapath) -> None:
     snat_flow(dp, C1, udp)
-    reply = udp(OTHER, HOST, 443, 5555)
+    reply = udp(OTHER, HOST, 443, 61555)
     delivered = go(dp, PUBLIC_INGRESS, reply).raw
     r = go(dp, PUBLIC_EGRESS, error(C1, OTHER, "unreach", l3(delivered)))
     assert_translated(r, error(HOST, OTHER, "unreach", l3(reply)))
@@ -107,7 +107,7 @@ def test_truncated_quotes(dp: Datapath, cut: int) -> None:
     """Cut after the TCP header, inside the payload, and before the checksum:
     ports always translated; the quoted checksum updated incrementally when
     present, so it still matches the full packet the container sent."""
-    go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, 443))
+    go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 61555, 443))
     sent, left = snat_flow(dp, C2)
     r = go(dp, PUBLIC_INGRESS, error(ROUTER, HOST, "ptb", l3(left)[:cut]))
     assert_translated(r, error(ROUTER, C2, "ptb", l3(sent)[:cut]))
@@ -151,8 +151,8 @@ def with_exthdr(src: str, dst: str, exthdr: Packet, make, sport: int, dport: int
 @pytest.mark.parametrize("ext", list(EXTHDRS))
 @pytest.mark.parametrize("make", [tcp, udp])
 def test_quote_with_extension_headers_is_translated(dp: Datapath, ext: str, make) -> None:
-    go(dp, PUBLIC_EGRESS, make(C1, OTHER, 5555, 443))  # the port 5555 goes to C1
-    sent = with_exthdr(C2, OTHER, EXTHDRS[ext](), make, 5555, 443)
+    go(dp, PUBLIC_EGRESS, make(C1, OTHER, 61555, 443))  # the port 61555 goes to C1
+    sent = with_exthdr(C2, OTHER, EXTHDRS[ext](), make, 61555, 443)
     left = go(dp, PUBLIC_EGRESS, sent)
     assert left.verdict == -1 and left.raw != sent
     r = go(dp, PUBLIC_INGRESS, error(ROUTER, HOST, "ptb", l3(left.raw)))
