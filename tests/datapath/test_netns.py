@@ -17,7 +17,9 @@ from v6nat_ebpf.datapath import tc as tcmod
 from v6nat_ebpf.lab.datapath import in_netns
 from netns_world import World, namespaces, peer_echo, sh
 
-HOST, CLIENT, GATEWAY, CONTAINER = "2001:db8:1::1", "2001:db8:1::2", "fd00:1::1", "fd00:1::2"
+# CLIENT is not dp_packets.HOST2 (2001:db8:1::2): a host address in the dp fixture's maps, so a bogon
+# source at public ingress.
+HOST, CLIENT, GATEWAY, CONTAINER = "2001:db8:1::1", "2001:db8:1::42", "fd00:1::1", "fd00:1::2"
 DEVICES = {"cli": ["cli0"], "host": ["pub0", "br0"], "ctr": ["c0"]}
 
 
