@@ -7,7 +7,7 @@ VENV := .venv
 # a module that fails to import is an error, but the rest of the suite still runs.
 PYTEST_FLAGS ?= -q -rfEs -p no:cacheprovider --continue-on-collection-errors
 
-.PHONY: setup demo test clean lint bench fuzz vagrant-box vagrant-test
+.PHONY: setup demo test clean lint bench bench-flood fuzz vagrant-box vagrant-test
 
 setup:
 	scripts/setup
@@ -28,6 +28,13 @@ test: setup
 BENCH_ARGS ?=
 bench: setup
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
+# The flood figure (bench/flood.py): new connections and established flows (idle and busy)
+# through v6nat during a spoofed SYN flood of >= 3x its conntrack capacity (16384); a table on
+# stdout, JSON in bench/results/flood-*.json. About 1 min; FLOOD_ARGS e.g. "--flood-pps 0" or --quick.
+FLOOD_ARGS ?=
+bench-flood: setup
+	$(VENV)/bin/python -m bench.flood $(FLOOD_ARGS)
 
 # The datapath fuzzer (tests/fuzz/): FUZZ_PACKETS generated and mutated packets through every
 # TC program with BPF_PROG_TEST_RUN, judged by a model of what may be translated; one worker

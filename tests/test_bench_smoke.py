@@ -41,3 +41,22 @@ def test_bench_harness_measures_new_connections(tmp_path: Path) -> None:
     assert (tmp_path / "docs" / "img" / "bench-new-conn.png").stat().st_size > 0
     lab = doc["systems"][SYSTEM]["lab"]
     assert lab and leftovers_of(lab) == [], f"the harness left lab {lab} behind"
+
+
+@pytest.mark.lab
+def test_flood_bench_measures_all_phases(tmp_path: Path) -> None:
+    """`python -m bench.flood --quick` (about 25 s): every phase measured, the flood sent at least
+    3x the conntrack capacity, JSON written, the lab gone. The targets themselves are not asserted
+    here (that is the figure's job, reported by the bench), only that the harness measures them."""
+    done = subprocess.run([sys.executable, "-m", "bench.flood", "--quick", "--results-dir", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    doc = json.loads((tmp_path / "flood-latest.json").read_text())
+    assert doc["errors"] == []
+    for phase in ("no_flood", "flood", "after_flood"):
+        assert doc["phases"][phase]["new_conn_per_s"] > 0, phase
+    assert doc["flood"]["x_conntrack_max"] >= 3
+    assert doc["idle"]["connections"] == 8 and "answered_after" in doc["idle"]
+    assert doc["busy"]["answers"] > 0
+    assert doc["lab"] and leftovers_of(doc["lab"]) == [], f"bench.flood left lab {doc['lab']} behind"
+    assert "new conn/s" in done.stdout
