@@ -4,6 +4,7 @@ the servers and clients the namespace tests run in them (socat)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,9 @@ import time
 from contextlib import contextmanager
 from ipaddress import IPv6Address
 from typing import Iterator
+
+from v6nat_ebpf.datapath import Datapath
+from v6nat_ebpf.datapath.maps import VethEntry
 
 
 def sh(*args: str, netns: str | None = None, check: bool = True, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -73,3 +77,23 @@ def peer_echo(proto: str, port: int) -> list[str]:
     if proto == "udp":
         return [sys.executable, "-c", UDP_PEER_ECHO, str(port)]
     return ["socat", "-T5", f"TCP6-LISTEN:{port},fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"]
+
+
+def link(ns: str, dev: str) -> dict:
+    return json.loads(sh("ip", "-j", "link", "show", dev, netns=ns).stdout)[0]
+
+
+def link_mac(ns: str, dev: str) -> bytes:
+    return bytes.fromhex(link(ns, dev)["address"].replace(":", ""))
+
+
+def describe_veth(dp: Datapath, ns: str, port: str, bridge: str, network_id: int, addrs: tuple[str, ...],
+                  icc: bool = True, masquerade: bool = True, internal: bool = False) -> None:
+    """Tell the datapath what the control plane would: the host side `port` of
+    a container's veth (in `ns`) belongs to `bridge` and network `network_id`
+    and may send from `addrs` (v6nat_veth_ingress drops every IPv6 packet of
+    a veth it was not told about). Call it once the bridge's ports are all
+    attached: a bridge without a set address takes one from its ports."""
+    dp.veths.put(link(ns, port)["ifindex"], VethEntry(
+        network_id=network_id, bridge_ifindex=link(ns, bridge)["ifindex"], masquerade=masquerade, icc=icc,
+        internal=internal, addrs=tuple(IPv6Address(a) for a in addrs), bridge_mac=link_mac(ns, bridge)))
