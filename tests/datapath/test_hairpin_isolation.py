@@ -50,7 +50,8 @@ def test_hairpin_flows_are_not_translated_on_public_interfaces(dp: Datapath) -> 
     assert go(dp, PUBLIC_INGRESS, spoofed).verdict == SHOT  # a managed network's source from outside
     c = dp.counters()
     assert (c["drop_bogon_source"], c["reverse"]) == (1, 0)
-    assert {k: bytes(v) for k, v in dp.conntrack.halves().items()} == before  # the hairpin flow is untouched (still waiting for its reply)
+    # the hairpin flow is untouched (still waiting for its reply)
+    assert {k: bytes(v) for k, v in dp.conntrack.halves().items()} == before
 
 
 def test_container_to_unpublished_host_port_and_to_outside_pass_the_bridge(dp: Datapath) -> None:

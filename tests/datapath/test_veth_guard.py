@@ -28,7 +28,7 @@ from scapy.packet import Packet
 from v6nat_ebpf.datapath import Datapath, NetworkEntry
 from v6nat_ebpf.datapath.maps import VethEntry
 from dp_packets import (
-    C1, C2, HOST, INTERNAL1, LO_IFINDEX, NET, NET_INTERNAL, NET_ROUTED, OTHER, ROUTED1, SHOT, addr, assert_untouched,
+    C1, C2, HOST, INTERNAL1, LO_IFINDEX, NET, OTHER, ROUTED1, SHOT, addr, assert_untouched,
     go,
 )
 
