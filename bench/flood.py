@@ -32,6 +32,8 @@ Examples:
   sudo make bench-flood                                   # about 1 min
   sudo .venv/bin/python -m bench.flood --conntrack-max 16384 --factor 3 --seconds 5
   sudo .venv/bin/python -m bench.flood --flood-pps 0      # the flood as fast as the sender goes
+  sudo .venv/bin/python -m bench.flood --flood-pps 0 --senders 2 --after-wait 35   # rates once SYN-ACKs stop
+  sudo .venv/bin/python -m bench.flood --server-drops-flood   # control: a flood nobody answers
   sudo .venv/bin/python -m bench.flood --quick --results-dir /tmp/r   # < 60 s, what the smoke test runs
 """
 
@@ -75,6 +77,7 @@ FRAME_LEN = 14 + 40 + 20  # Ethernet, IPv6, TCP without options
 KEEPALIVE_TIMEOUT = "keepalive_timeout 600s;"
 IDLE_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 PROBE_TIMEOUT_S = 1.0
+UNPACED_PPS_MAX = 120_000  # frames per second and sender prepared for an unpaced flood
 BUSY_TIMEOUT_S = 2.0
 BUSY_GAP_S = 1.0  # a busy flow answering nothing for this long "broke", even if it recovers
 TARGET_RATE_RATIO = 0.5
@@ -90,6 +93,8 @@ class Plan:
     seconds: int = 5             # each wrk run
     lead_s: float = 1.5          # flood before the during-flood measurement starts
     idle: int = 20
+    after_wait_s: float = 0.5    # between the flood's end and the checks after it
+    server_drops_flood: bool = False  # control: the server's netns drops the flood, so it stays unreplied
     connections: int = 16
     busy_interval_s: float = 0.005
     max_run_s: int = 280         # SIGALRM: the whole run, lab included
@@ -286,6 +291,19 @@ class Flood:
                 p.wait(5)
 
 
+def drop_flood_in_server(s: V6nat) -> None:
+    """Control: the server container's netns drops TCP from anyone but the lab's client (the flood's
+    sources), so the flood gets no SYN-ACK and its flows stay unreplied."""
+    s.server.reload()
+    pid = s.server.attrs["State"]["Pid"]
+    rules = (f"table ip6 bench_flood {{\n chain input {{\n type filter hook input priority 0; policy accept;\n"
+             f" meta l4proto tcp ip6 saddr != {s.lab.client_addr} drop\n }}\n}}\n")
+    done = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "nft", "-f", "-"], input=rules, text=True,
+                          capture_output=True, timeout=30)
+    if done.returncode != 0:
+        raise FloodError(f"nft in the server's netns: {done.stderr.strip()[-300:]}")
+
+
 # ---------------------------------------------------------------- clients
 
 def _http_answer(sock: socket.socket) -> bool:
@@ -391,6 +409,19 @@ def ct_key(saddr: IPv6Address, daddr: IPv6Address, sport: int, dport: int) -> An
                            socket.htons(dport), 6)
 
 
+def idle_halves(dp: Any, s: V6nat, ports: list[int]) -> dict[str, int]:
+    """How many of the idle connections still have their client-side half, their server-side half,
+    and both, in either table (lookups from user space do not refresh an LRU entry)."""
+    out = {"client_half": 0, "server_half": 0, "both": 0}
+    for p in ports:
+        c_half = dp.conntrack.half(ct_key(s.lab.client_addr, s.lab.host_addr, p, HTTP_HOST_PORT)) is not None
+        s_half = dp.conntrack.half(ct_key(s.server_addr, s.lab.client_addr, 80, p)) is not None
+        out["client_half"] += c_half
+        out["server_half"] += s_half
+        out["both"] += c_half and s_half
+    return out
+
+
 def table_fill(dp: Any) -> dict[str, Any]:
     fill = dp.map_fill()
     return {name: {"entries": fill[name][0], "capacity": fill[name][1]} for name in ("conntrack", "ct_unreplied")}
@@ -481,8 +512,13 @@ def _measure(plan: Plan, res: Result, stack: ExitStack, workdir: Path) -> None:
     host, port = str(s.lab.host_addr), HTTP_HOST_PORT
 
     # The flood's frames, built now (seconds) so that the flood starts at full speed.
-    window_s = plan.lead_s + plan.seconds + 0.5
-    count = max(math.ceil(plan.factor * plan.conntrack_max), int(plan.flood_pps * window_s))
+    # Paced: pps x the window (at least factor x capacity). Unpaced: more frames than a sender can
+    # write in the window (UNPACED_PPS_MAX), and the senders stop at its end.
+    # The flood alone first (lead_s, at least its factor x capacity when paced), then during wrk.
+    lead_s = max(plan.lead_s, plan.factor * plan.conntrack_max / plan.flood_pps) if plan.flood_pps else plan.lead_s
+    window_s = lead_s + plan.seconds + 0.5
+    count = max(math.ceil(plan.factor * plan.conntrack_max),
+                int((plan.flood_pps or UNPACED_PPS_MAX * plan.senders) * window_s))
     macs = {}
     for ns, iface in ((s.lab.client_ns, s.lab.client_iface), (s.lab.host_ns, s.lab.public_iface)):
         macs[iface] = bytes.fromhex(json.loads(s.lab.exec(ns, ["ip", "-j", "link", "show", iface]).stdout)[0]
@@ -496,7 +532,16 @@ def _measure(plan: Plan, res: Result, stack: ExitStack, workdir: Path) -> None:
     log.info("%d SYN frames (%.1fx conntrack_max) built in %.1f s", count, count / plan.conntrack_max,
              time.monotonic() - t0)
 
-    # (1) idle connections, each answered once; (2) the busy one.
+    # The busy connection and the probe first; the no-flood rate; then (1) the idle connections,
+    # opened after it (so that the baseline's own short connections are not what ages them).
+    busy = BusyFlow(s.lab.client_ns, host, port, plan.busy_interval_s)
+    stack.callback(lambda: busy.finish() if not busy.stop_event.is_set() else None)
+    prober = Prober(s.lab.client_ns, host, port)
+    stack.callback(prober.close)
+    res.tables["start"] = table_fill(dp)
+    res.phases["no_flood"] = measure_phase(s, plan, prober, "no flood")
+    res.tables["after_no_flood"] = table_fill(dp)
+
     client_pool = stack.enter_context(load.netns_pool(s.lab.client_ns))
     idle: list[socket.socket] = []
     stack.callback(lambda: [c.close() for c in idle])
@@ -508,21 +553,23 @@ def _measure(plan: Plan, res: Result, stack: ExitStack, workdir: Path) -> None:
             raise FloodError("an idle connection got no first answer")
         idle.append(c)
     idle_ports = [c.getsockname()[1] for c in idle]
-    busy = BusyFlow(s.lab.client_ns, host, port, plan.busy_interval_s)
-    stack.callback(lambda: busy.finish() if not busy.stop_event.is_set() else None)
-    prober = Prober(s.lab.client_ns, host, port)
-    stack.callback(prober.close)
-    time.sleep(0.3)
-    res.tables["before"] = table_fill(dp)
+    time.sleep(0.2)
+    res.tables["before_flood"] = table_fill(dp)
+    halves_at = {"before_flood": idle_halves(dp, s, idle_ports)}
 
-    # (3) without flood, during the flood, after it.
-    res.phases["no_flood"] = measure_phase(s, plan, prober, "no flood")
-    res.tables["after_no_flood"] = table_fill(dp)
     counters0 = dp.counters()
-    flood = Flood(s.lab.client_ns, s.lab.client_iface, frames_path, count, plan.flood_pps, window_s + 5,
+    if plan.server_drops_flood:
+        drop_flood_in_server(s)
+        res.notes.append("control run: the server's netns drops the flood's SYNs (nft), so they are never answered")
+    flood = Flood(s.lab.client_ns, s.lab.client_iface, frames_path, count, plan.flood_pps,
+                  window_s + 5 if plan.flood_pps else window_s,
                   plan.senders)
     stack.callback(flood.stop)
-    time.sleep(plan.lead_s)
+    time.sleep(lead_s)
+    res.tables["flood_alone"] = table_fill(dp)
+    halves_at["flood_alone"] = idle_halves(dp, s, idle_ports)
+    log.info("after %.1f s of flood alone: tables %s, idle halves %s", lead_s, res.tables["flood_alone"],
+             halves_at["flood_alone"])
     res.phases["flood"] = measure_phase(s, plan, prober, "during the flood")
     res.tables["during"] = table_fill(dp)
     sent, errors, flood_s = flood.wait()
@@ -533,18 +580,12 @@ def _measure(plan: Plan, res: Result, stack: ExitStack, workdir: Path) -> None:
                  "sources": "2001:db8:0100-ffff::/48s, random host part, random sport and seq"}
     log.info("flood: %d SYNs in %.1f s (%.0f/s, %.1fx conntrack_max), %d send errors", sent, flood_s,
              res.flood["pps"], res.flood["x_conntrack_max"], errors)
-    time.sleep(0.5)
+    time.sleep(plan.after_wait_s)
     res.tables["after_flood"] = table_fill(dp)
     res.counters = {"during_flood": counter_delta(counters1, counters0)}
 
     # (4) the idle connections: their halves first (a request could re-create them), then a request each.
-    halves = {"client_half": 0, "server_half": 0, "both": 0}
-    for p in idle_ports:
-        c_half = dp.conntrack.half(ct_key(s.lab.client_addr, s.lab.host_addr, p, port)) is not None
-        s_half = dp.conntrack.half(ct_key(s.server_addr, s.lab.client_addr, 80, p)) is not None
-        halves["client_half"] += c_half
-        halves["server_half"] += s_half
-        halves["both"] += c_half and s_half
+    halves_at["after_flood"] = idle_halves(dp, s, idle_ports)
     # A request on every idle connection at once, then their answers within one deadline.
     answered = 0
     failures: list[str] = []
@@ -565,9 +606,10 @@ def _measure(plan: Plan, res: Result, stack: ExitStack, workdir: Path) -> None:
             failures.append("closed or bad answer")
         except OSError as e:
             failures.append(str(e) or type(e).__name__)
-    res.idle = {"connections": plan.idle, "answered_after": answered, "halves_kept": halves,
+    res.idle = {"connections": plan.idle, "answered_after": answered, "halves_kept": halves_at["after_flood"],
+                "halves_kept_at": halves_at,
                 "failures": sorted(set(failures))}
-    log.info("idle: %d/%d answered after the flood; halves kept %s", answered, plan.idle, halves)
+    log.info("idle: %d/%d answered after the flood; halves kept %s", answered, plan.idle, halves_at)
 
     res.phases["after_flood"] = measure_phase(s, plan, prober, "after the flood")
     res.busy = busy.finish()
@@ -634,10 +676,10 @@ def table(res: Result) -> str:
         lines.append(f"flood: {f['sent']:,} spoofed SYNs in {f['seconds']:.1f} s ({f['pps']:,}/s, "
                      f"{f['x_conntrack_max']}x conntrack_max {res.conntrack_max:,} via {res.conntrack_max_via}), "
                      f"{f['send_errors']} send errors")
-    for when in ("before", "during", "after_flood", "end"):
+    for when in ("start", "after_no_flood", "before_flood", "flood_alone", "during", "after_flood", "end"):
         t = res.tables.get(when)
         if t:
-            lines.append(f"tables {when:<12} conntrack {t['conntrack']['entries']:>7,}/{t['conntrack']['capacity']:,}"
+            lines.append(f"tables {when:<14} conntrack {t['conntrack']['entries']:>7,}/{t['conntrack']['capacity']:,}"
                          f"   ct_unreplied {t['ct_unreplied']['entries']:>6,}/{t['ct_unreplied']['capacity']:,}")
     if res.counters.get("during_flood"):
         lines.append("counters during the flood: " + ", ".join(f"{k} {v:,}" for k, v in
@@ -645,7 +687,7 @@ def table(res: Result) -> str:
     if res.idle:
         i = res.idle
         lines.append(f"idle connections: {i['answered_after']}/{i['connections']} answered after the flood; "
-                     f"conntrack halves kept: {i['halves_kept']}"
+                     "both halves kept: " + ", ".join(f"{k} {v['both']}" for k, v in i["halves_kept_at"].items())
                      + (f"; failures: {i['failures']}" if i['failures'] else ""))
     if res.busy:
         b = res.busy
@@ -657,6 +699,8 @@ def table(res: Result) -> str:
                      f"{'ok' if v.get('rate_ok') else 'MISSED'}; idle {v.get('idle_survived')} "
                      f"{'ok' if v.get('idle_ok') else 'MISSED'}; busy {'ok' if v.get('busy_ok') else 'MISSED'}; "
                      f"flood >= {res.plan['factor']}x {'ok' if v.get('flood_ok') else 'MISSED'}")
+    for n in res.notes:
+        lines.append(f"note: {n}")
     for e in res.errors:
         lines.append(f"ERROR: {e}")
     return "\n".join(lines)
@@ -675,18 +719,24 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, Path, bool]:
     p.add_argument("--senders", type=int, help="flood sender processes (default 1)")
     p.add_argument("--seconds", type=int, help="each wrk run (default 5; quick 2)")
     p.add_argument("--idle", type=int, help="idle connections kept through the flood (default 20; quick 8)")
+    p.add_argument("--after-wait", type=float, dest="after_wait_s",
+                   help="seconds between the flood's end and the checks after it (default 0.5)")
+    p.add_argument("--server-drops-flood", action="store_true",
+                   help="control: the server drops the flood's SYNs, so no flood flow is ever answered")
     p.add_argument("--max-run-s", type=int, help="bound on the whole run, lab included (default 280; quick 100)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     a = p.parse_args(argv)
     plan = QUICK if a.quick else Plan()
     changes = {k: getattr(a, k) for k in ("conntrack_max", "factor", "flood_pps", "senders", "seconds", "idle",
-                                          "max_run_s") if getattr(a, k) is not None}
+                                          "after_wait_s", "max_run_s") if getattr(a, k) is not None}
     for k, v in changes.items():
-        if v < 0 or (v == 0 and k != "flood_pps"):
+        if v < 0 or (v == 0 and k not in ("flood_pps", "after_wait_s")):
             p.error(f"--{k.replace('_', '-')} must be positive")
     if changes.get("conntrack_max", 64) < 64:
         p.error("--conntrack-max must be >= 64")
+    if a.server_drops_flood:
+        changes["server_drops_flood"] = True
     return replace(plan, **changes), a.results_dir, a.check
 
 
