@@ -22,8 +22,9 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
-from v6nat_ebpf.constants import (DEFAULT_DOCKER_URL, DEFAULT_METRICS_LISTEN, DEFAULT_PIN_PATH, SNAT_PORT_FLOOR,
-                                  SNAT_PORT_MAX, SNAT_PORT_MIN)
+from v6nat_ebpf.constants import (CONNTRACK_MAX, CONNTRACK_MAX_CEILING, CONNTRACK_MAX_FLOOR, DEFAULT_DOCKER_URL,
+                                  DEFAULT_METRICS_LISTEN, DEFAULT_PIN_PATH, SNAT_PORT_FLOOR, SNAT_PORT_MAX,
+                                  SNAT_PORT_MIN)
 from v6nat_ebpf.errors import V6natError
 
 DEFAULT_SNAT_PORTS = f"{SNAT_PORT_MIN}-{SNAT_PORT_MAX}"
@@ -66,6 +67,7 @@ class RunOptions:
     resync_interval_s: float = 30.0
     gc_interval_s: float = 10.0
     conntrack_timeouts: ConntrackTimeouts = ConntrackTimeouts()
+    conntrack_max: int | None = None  # conntrack capacity in halves; None: the pinned maps', else CONNTRACK_MAX
 
     @property
     def timeouts_below_rfc(self) -> list[str]:
@@ -123,6 +125,15 @@ def parse_conntrack_timeouts(text: str) -> ConntrackTimeouts:
             raise V6natError(f"conntrack timeout {item!r}: SECONDS must be a positive whole number")
         timeouts[key] = int(value)
     return ConntrackTimeouts(**timeouts)
+
+
+def parse_conntrack_max(text: str) -> int:
+    """'524288' -> 524288: the conntrack capacity in halves (two per flow), within the bounds."""
+    value = text.strip().replace("_", "")
+    if not value.isdigit() or not CONNTRACK_MAX_FLOOR <= int(value) <= CONNTRACK_MAX_CEILING:
+        raise V6natError(f"conntrack max {text!r}: expected a whole number of entries from {CONNTRACK_MAX_FLOOR} "
+                         f"to {CONNTRACK_MAX_CEILING}")
+    return int(value)
 
 
 def parse_ifnames(values: list[str]) -> tuple[str, ...]:
@@ -217,6 +228,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="idle timeouts of tracked flows, any of tcp-established (default 7440), tcp-transitory "
                              "(240), udp (300), icmp (60); shorter than RFC 5382/4787/5508 allow is warned about "
                              "(env V6NAT_CONNTRACK_TIMEOUTS)")
+    parser.add_argument("--conntrack-max", metavar="N", type=_as_type(parse_conntrack_max),
+                        default=env("CONNTRACK_MAX"),
+                        help=f"conntrack capacity in entries, two per flow (a quarter more holds flows not answered "
+                             f"yet); changing it on pinned maps needs `v6nat cleanup` (drops the flows) (env "
+                             f"V6NAT_CONNTRACK_MAX; default: the pinned maps' size, else {CONNTRACK_MAX})")
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -242,4 +258,5 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         resync_interval_s=args.resync_interval,
         gc_interval_s=args.gc_interval,
         conntrack_timeouts=args.conntrack_timeouts,
+        conntrack_max=args.conntrack_max,
     )

@@ -14,3 +14,8 @@ DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"  # when neither --docker-host
 SNAT_PORT_MIN = 61000
 SNAT_PORT_MAX = 65535
 SNAT_PORT_FLOOR = 1024
+
+# Conntrack capacity in halves (two per flow; bpf/v6nat.h V6NAT_CT_MAX), and the bounds `--conntrack-max` accepts.
+CONNTRACK_MAX = 262144
+CONNTRACK_MAX_FLOOR = 64
+CONNTRACK_MAX_CEILING = 1 << 24

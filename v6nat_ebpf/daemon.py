@@ -246,13 +246,18 @@ class Daemon:
         """One reconcile pass: the current host and Docker state into the maps, then the neighbour
         entries of container addresses that appeared since the last pass."""
         docker = self.docker.state()
-        host = read_host_state(self.opts.public_ifaces, strict=False)
+        # The containers' namespaces, so that host_source can tell which container each veth belongs to.
+        host = read_host_state(self.opts.public_ifaces, strict=False, netns=[s.netns for s in docker.sandboxes])
         desired = desired_state(docker, host)
         problems = frozenset(desired.problems)
         for problem in sorted(problems - self._last_problems):
             log.warning("%s", problem)
         self._last_problems = problems
+        if desired.unowned_veths and self.docker.known:
+            log.debug("veths no running container owns (their IPv6 is dropped): %s", ", ".join(desired.unowned_veths))
         summary = self.reconciler.apply(desired, docker_known=self.docker.known, reread=bool(kinds & REREAD_KINDS))
+        if self.stats is not None and summary.flows_forgotten:
+            self.stats.flows_forgotten(summary.flows_forgotten)
         if self.docker.known:
             # The first pass only learns: what ran before this daemon is not known to be new.
             if self._endpoints is not None:
@@ -296,11 +301,14 @@ def run(opts: RunOptions) -> int:
         log.warning("conntrack timeout %s: flows may expire while their peers still consider them open", timeout)
 
     from v6nat_ebpf.datapath import Datapath, DatapathConfig  # bcc: imported only when running
+    from v6nat_ebpf.datapath.loader import pinned_conntrack_max
 
     lo, hi = opts.snat_ports
     timeouts, defaults = opts.conntrack_timeouts, DatapathConfig()
+    # Without --conntrack-max, a restarted daemon adopts the pinned table whatever its size.
+    conntrack_max = opts.conntrack_max or pinned_conntrack_max(opts.pin_path) or defaults.conntrack_max
     config = DatapathConfig(
-        snat_port_min=lo, snat_port_max=hi,
+        snat_port_min=lo, snat_port_max=hi, conntrack_max=conntrack_max,
         tcp_established_s=timeouts.tcp_established_s or defaults.tcp_established_s,
         tcp_transitory_s=timeouts.tcp_transitory_s or defaults.tcp_transitory_s,
         udp_s=timeouts.udp_s or defaults.udp_s,

@@ -37,6 +37,18 @@ Decisions (also in README.md, "Docker semantics"):
   containers may still reach on it, is the bridge's own address in the
   subnet, read from the host (Docker's inspect data leaves the IPv6 gateway
   out when it picked it).
+- Every such veth is described to the datapath (`VethPolicy`, its veths map
+  entry): the network and bridge it is a port of, and the addresses its
+  container owns there (Docker's GlobalIPv6Address of that network), the only
+  sources, with link-local and `::`, its packets may carry. A veth belongs to
+  the running container whose network namespace (Docker's SandboxKey, else
+  its pid) the host knows under the veth's peer netnsid, attached to the
+  network of the veth's bridge. A veth no container owns gets no entry: the
+  datapath drops its IPv6 (fail-closed). A container without an IPv6 address
+  on the network gets an entry without addresses (link-local only).
+- The container addresses Docker lists (`DesiredState.container_addrs`, with
+  the container's id) are what conntrack may keep flows of: when one goes
+  (or passes to another container), the reconciler forgets its flows.
 - Mapping ids and network ids are hashes of what identifies them (the
   published (proto, host address, host port); the Docker network id), so a
   restarted daemon or a replaced container keeps the same ids and counters.
@@ -137,6 +149,30 @@ class PortMapping:
                 f" ({self.container_name} on {self.network_name})")
 
 
+# A container's network namespace as Docker names it: (SandboxKey, State.Pid); "" / 0 when unknown.
+NetnsRef = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A running container's network namespace and its IPv6 addresses on each managed network it is
+    attached to (with or without an address): what its veths may send."""
+
+    container_id: str
+    container_name: str
+    key: str  # SandboxKey: the netns file dockerd bind-mounted ("" when Docker gives none)
+    pid: int  # State.Pid, in dockerd's pid namespace (0: unknown)
+    networks: tuple[tuple[str, tuple[IPv6Address, ...]], ...]  # (Docker network id, its addresses there)
+
+    @property
+    def netns(self) -> NetnsRef:
+        return (self.key, self.pid)
+
+    def addresses_on(self, network_id: str) -> tuple[IPv6Address, ...] | None:
+        """Its addresses on a network (maybe none), or None when it is not attached to it."""
+        return next((addrs for net_id, addrs in self.networks if net_id == network_id), None)
+
+
 @dataclass(frozen=True)
 class DockerState:
     """What Docker says: managed networks, endpoints of running containers, published ports."""
@@ -145,6 +181,7 @@ class DockerState:
     endpoints: tuple[Endpoint, ...] = ()
     mappings: tuple[PortMapping, ...] = ()
     problems: tuple[str, ...] = ()  # things ignored, one line each, for the log
+    sandboxes: tuple[Sandbox, ...] = ()  # running containers attached to a managed network
 
 
 @dataclass(frozen=True)
@@ -170,6 +207,7 @@ class Link:
     addresses: tuple[IPv6Address, ...] = ()  # its global IPv6 addresses
     kind: str = ""  # netlink's IFLA_INFO_KIND: "veth", "bridge", ... ("" for physical devices)
     peer_netnsid: int | None = None  # IFLA_LINK_NETNSID: a veth's peer lives in that other namespace
+    mac: bytes | None = None  # IFLA_ADDRESS (6 bytes for Ethernet devices)
 
 
 @dataclass(frozen=True)
@@ -178,6 +216,10 @@ class HostState:
 
     public: tuple[PublicInterface, ...] = ()
     links: tuple[Link, ...] = ()
+    netns_ids: tuple[tuple[NetnsRef, int], ...] = ()  # containers' namespaces -> the host's nsid for them
+
+    def nsid_of(self, netns: NetnsRef) -> int | None:
+        return next((nsid for ref, nsid in self.netns_ids if ref == netns), None)
 
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)
@@ -189,8 +231,12 @@ class HostState:
     def veths_of(self, bridge_ifindex: int) -> tuple[str, ...]:
         """The names of the veths enslaved to a bridge whose peer is in another namespace: containers'
         host sides (the veth program delivers into a container through that peer)."""
-        return tuple(sorted(link.name for link in self.links if link.master == bridge_ifindex
-                            and link.kind == "veth" and link.peer_netnsid is not None))
+        return tuple(link.name for link in self.veth_links_of(bridge_ifindex))
+
+    def veth_links_of(self, bridge_ifindex: int) -> tuple[Link, ...]:
+        """The Links of veths_of, by name."""
+        return tuple(sorted((link for link in self.links if link.master == bridge_ifindex
+                             and link.kind == "veth" and link.peer_netnsid is not None), key=lambda l: l.name))
 
 
 @dataclass(frozen=True, order=True)
@@ -207,6 +253,23 @@ class NetworkRoute:
     gateway: IPv6Address | None = None  # the bridge's address in the prefix (passes with icc=False)
 
 
+# What the datapath's veth_info holds at most (bpf/v6nat.h V6NAT_VETH_ADDRS).
+VETH_ADDRS_MAX = 4
+
+
+@dataclass(frozen=True, order=True)
+class VethPolicy:
+    """One entry of the datapath's veths map: the host side of a container's veth, what it may send."""
+
+    network_id: int
+    bridge_ifindex: int
+    masquerade: bool
+    icc: bool
+    internal: bool
+    addrs: tuple[IPv6Address, ...]  # the container's addresses on the network (at most VETH_ADDRS_MAX)
+    bridge_mac: bytes  # 6 bytes
+
+
 @dataclass(frozen=True)
 class DesiredState:
     """Exactly what the datapath maps and attachments should hold."""
@@ -219,6 +282,13 @@ class DesiredState:
     veths: tuple[str, ...] = ()  # veths on managed networks' bridges (containers' host sides): the veth program
     public_names: tuple[str, ...] = ()  # public ifnames that must carry our programs
     problems: tuple[str, ...] = ()
+    veth_policies: tuple[tuple[int, VethPolicy], ...] = ()  # (veth ifindex, entry), the veths a container owns
+    unowned_veths: tuple[str, ...] = ()  # veths of `veths` no running container owns (yet): no entry, dropped
+    container_addrs: tuple[tuple[str, IPv6Address], ...] = ()  # (container id, address) of every endpoint
+
+    @property
+    def mapping_ids(self) -> frozenset[int]:
+        return frozenset(m.mapping_id for m in self.mappings)
 
     def interface_roles(self, docker_known: bool = True) -> dict[str, str]:
         """ifname -> the role of the programs it must carry: "public", "bridge" or "veth" (the names of
@@ -302,6 +372,31 @@ def _endpoints_of(data: Mapping[str, Any], networks: Mapping[str, Network]) -> l
     return found
 
 
+def _addr_or_none(raw: Any) -> IPv6Address | None:
+    try:
+        return IPv6Address(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def sandbox_of(data: Mapping[str, Any], networks: Mapping[str, Network]) -> Sandbox | None:
+    """The container's namespace and its addresses on each managed network it is attached to (keyed by
+    network id in `networks`), or None when it is on none."""
+    settings = data.get("NetworkSettings") or {}
+    attached = []
+    for ep in (settings.get("Networks") or {}).values():
+        net_id = ep.get("NetworkID", "")
+        if net_id not in networks:
+            continue
+        addr = _addr_or_none(ep.get("GlobalIPv6Address"))
+        attached.append((net_id, (addr,) if addr is not None else ()))
+    if not attached:
+        return None
+    pid = (data.get("State") or {}).get("Pid") or 0
+    return Sandbox(data["Id"], _container_name(data), settings.get("SandboxKey") or "",
+                   pid if isinstance(pid, int) else 0, tuple(sorted(attached)))
+
+
 def choose_endpoint(data: Mapping[str, Any], endpoints: list[Endpoint], networks_by_name: Mapping[str, Network],
                     problems: list[str]) -> Endpoint | None:
     """The one endpoint a container's ports are published on (see the module docstring)."""
@@ -383,10 +478,14 @@ def docker_state_from_inspect(networks: Iterable[Mapping[str, Any]],
     by_id = {n.id: n for n in managed}
     by_name = {n.name: n for n in managed}
     endpoints: list[Endpoint] = []
+    sandboxes: list[Sandbox] = []
     mappings: dict[tuple[int, IPv6Address | None, int], PortMapping] = {}
     for data in sorted(containers, key=_container_name):
         if not _is_running(data):
             continue
+        sandbox = sandbox_of(data, by_id)
+        if sandbox is not None:
+            sandboxes.append(sandbox)
         mine = _endpoints_of(data, by_id)
         endpoints.extend(mine)
         chosen = choose_endpoint(data, mine, by_name, problems)
@@ -399,7 +498,7 @@ def docker_state_from_inspect(networks: Iterable[Mapping[str, Any]],
                 continue
             mappings[mapping.key] = mapping
     return DockerState(tuple(managed), tuple(sorted(endpoints)), tuple(sorted(mappings.values(), key=_sort_key)),
-                       tuple(problems))
+                       tuple(problems), tuple(sandboxes))
 
 
 def _sort_key(mapping: PortMapping) -> tuple[int, str, int]:
@@ -417,12 +516,33 @@ def desired_state(docker: DockerState, host: HostState) -> DesiredState:
     routes = []
     bridges = []
     veths: list[str] = []
+    policies: dict[int, VethPolicy] = {}
+    unowned: list[str] = []
+    # The host's nsid of each container's namespace (a veth's peer_netnsid names its container's).
+    by_nsid: dict[int, list[Sandbox]] = {}
+    for sandbox in docker.sandboxes:
+        nsid = host.nsid_of(sandbox.netns)
+        if nsid is not None:
+            by_nsid.setdefault(nsid, []).append(sandbox)
     for network in docker.networks:
         bridge = host.link(network.bridge)
         if bridge is None:
             continue
         bridges.append(network.bridge)
         veths.extend(host.veths_of(bridge.ifindex))
+        for veth in host.veth_links_of(bridge.ifindex):
+            owners = [(sb, addrs) for sb in by_nsid.get(veth.peer_netnsid, [])  # type: ignore[arg-type]
+                      if (addrs := sb.addresses_on(network.id)) is not None]
+            if len(owners) != 1:  # none (not started yet, or gone), or ambiguous: no entry, fail closed
+                unowned.append(veth.name)
+                continue
+            sandbox, addrs = owners[0]
+            if len(addrs) > VETH_ADDRS_MAX:
+                problems.append(f"container {sandbox.container_name} has {len(addrs)} addresses on "
+                                f"{network.name}; only the first {VETH_ADDRS_MAX} may send")
+                addrs = addrs[:VETH_ADDRS_MAX]
+            policies[veth.ifindex] = VethPolicy(network.network_id, bridge.ifindex, network.masquerade, network.icc,
+                                                network.internal, addrs, bridge.mac or bytes(6))
         for subnet in network.subnets:
             gateway = next((addr for addr in bridge.addresses if addr in subnet), None)
             routes.append(NetworkRoute(subnet, network.network_id, bridge.ifindex, network.masquerade, network.icc,
@@ -445,6 +565,9 @@ def desired_state(docker: DockerState, host: HostState) -> DesiredState:
         veths=tuple(sorted(set(veths))),
         public_names=tuple(sorted(i.name for i in host.public)),
         problems=tuple(problems),
+        veth_policies=tuple(sorted(policies.items())),
+        unowned_veths=tuple(sorted(set(unowned))),
+        container_addrs=tuple(sorted({(ep.container_id, ep.address) for ep in docker.endpoints})),
     )
 
 

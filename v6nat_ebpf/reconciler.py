@@ -13,6 +13,18 @@ about 0.25 s, and an event pass must not spend that before writing the new
 container's mapping (until it is written, dockerd's own listening socket on the
 host port accepts connections that nobody will ever answer).
 
+Conntrack: the programs create flows, the GC thread expires them, and the
+reconciler forgets those Docker took away (`_forget_flows`): when a container's
+address leaves the desired state (the container stopped, or another one took
+its address in the same pass) or a published mapping is removed, every pair
+translating to or from that address or of that mapping is deleted, both tables,
+both halves, in the same pass, right after the dnat and veths writes, so the
+address is clean before Docker can hand it to the next container. Each full
+resync (a pass with `reread`) also removes pairs with an address in a managed
+prefix that no container (nor a gateway) owns, and DNAT/hairpin pairs whose
+mapping is not published: what a missed event or a daemon restart left behind.
+That walk is O(flows), so it runs only then or when something was removed.
+
 Must not import: docker, pyroute2, bcc (it talks to the datapath's typed maps only;
 v6nat_ebpf.datapath imports bcc lazily, when programs are compiled).
 """
@@ -24,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Hashable, Iterable, Mapping, Protocol, TypeVar
 
-from v6nat_ebpf.datapath import DnatKey, DnatTarget, NetworkEntry
+from v6nat_ebpf.datapath import DnatKey, DnatTarget, NetworkEntry, VethEntry
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.model import DesiredState
 
@@ -78,6 +90,7 @@ class Summary:
     detached: tuple[str, ...] = ()
     attach_errors: int = 0
     seconds: float = 0.0
+    flows_forgotten: int = 0  # conntrack pairs removed with the addresses and mappings they belonged to
 
     @property
     def added(self) -> int:
@@ -108,6 +121,8 @@ class Summary:
             parts.append("detached " + ",".join(self.detached))
         if self.attach_errors:
             parts.append(f"attach errors {self.attach_errors}")
+        if self.flows_forgotten:
+            parts.append(f"flows forgotten {self.flows_forgotten}")
         return "; ".join(parts) + f" in {self.seconds * 1000:.1f} ms"
 
 
@@ -157,6 +172,8 @@ class Reconciler:
         self._dp = dp
         self._replaced_once: set[str] = set()
         self._written: dict[str, dict[Any, Any]] = {}  # table name -> its content after the last clean pass
+        # (container id, address) of the last pass with Docker known: flows of the ones that go are forgotten
+        self._owners: frozenset[tuple[str, Any]] | None = None
 
     def apply(self, desired: DesiredState, docker_known: bool = True, reread: bool = True) -> Summary:
         """Make the maps and attachments equal to `desired`; `reread=False` trusts what this
@@ -176,20 +193,64 @@ class Reconciler:
             dnat = {DnatKey(proto=m.proto, host_addr=m.host_addr, host_port=m.host_port):
                     DnatTarget(addr=m.container_addr, port=m.container_port, mapping_id=m.mapping_id)
                     for m in desired.mappings}
-            tables["dnat"] = self._table(dp.dnat, "dnat", dnat, reread)
+            current_dnat = self._current(dp.dnat, "dnat", reread)
+            tables["dnat"] = self._table(dp.dnat, "dnat", dnat, reread, current_dnat)
+            unpublished = {current_dnat[k].mapping_id for k in current_dnat if k not in dnat} - desired.mapping_ids
+            # Before any attachment: a veth's program drops every packet until its entry is there.
+            veths = {ifindex: VethEntry(network_id=p.network_id, bridge_ifindex=p.bridge_ifindex,
+                                        masquerade=p.masquerade, icc=p.icc, internal=p.internal, addrs=p.addrs,
+                                        bridge_mac=p.bridge_mac)
+                     for ifindex, p in desired.veth_policies}
+            tables["veths"] = self._table(dp.veths, "veths", veths, reread)
+            forgotten = self._forget_flows(desired, unpublished, reread)
+        else:
+            forgotten = 0
         attached, detached, attach_errors = self._attachments(desired, docker_known)
-        summary = Summary(tables, attached, detached, attach_errors, time.monotonic() - started)
+        summary = Summary(tables, attached, detached, attach_errors, time.monotonic() - started, forgotten)
         log.log(logging.INFO if summary.changed or summary.errors else logging.DEBUG, "reconciled: %s", summary)
         return summary
 
-    def _table(self, table: Table, name: str, desired: dict[Any, Any], reread: bool) -> TableSummary:
+    def _current(self, table: Table, name: str, reread: bool) -> dict[Any, Any]:
+        """What `table` holds: read now, or as this reconciler last left it (see the module docstring)."""
         current = None if reread else self._written.get(name)
-        summary = apply_plan(table, name, plan(desired, dict(table.items()) if current is None else current))
+        return dict(table.items()) if current is None else current
+
+    def _table(self, table: Table, name: str, desired: dict[Any, Any], reread: bool,
+               current: dict[Any, Any] | None = None) -> TableSummary:
+        if current is None:
+            current = self._current(table, name, reread)
+        summary = apply_plan(table, name, plan(desired, current))
         if summary.errors:
             self._written.pop(name, None)  # some writes failed: read the map next time
         else:
             self._written[name] = desired
         return summary
+
+    def _forget_flows(self, desired: DesiredState, unpublished: set[int], reread: bool) -> int:
+        """Remove the conntrack pairs of container addresses that went and of mappings no longer
+        published; at a full resync (`reread`), also every orphan (see the module docstring)."""
+        owners = frozenset(desired.container_addrs)
+        previous, self._owners = self._owners, owners
+        gone = {addr for _, addr in previous - owners} if previous is not None else set()
+        if not (gone or unpublished or reread):
+            return 0
+        conntrack = self._dp.conntrack
+        try:
+            if reread:
+                owned = {addr for _, addr in owners} | {r.gateway for r in desired.routes if r.gateway is not None}
+                removed = conntrack.forget(gone, unpublished, prefixes=[r.prefix for r in desired.routes],
+                                           owned=owned, published=desired.mapping_ids)
+            else:
+                removed = conntrack.forget(gone, unpublished)
+        except (OSError, V6natError) as exc:
+            log.warning("forgetting the flows of removed containers failed: %s", exc)
+            self._owners = previous  # the same addresses again next pass
+            return 0
+        if removed:
+            log.debug("forgot %d flows (addresses gone: %s; mappings removed: %d%s)", removed,
+                      ", ".join(sorted(map(str, gone))) or "none", len(unpublished),
+                      "; resync" if reread else "")
+        return removed
 
     def _attachments(self, desired: DesiredState, docker_known: bool) -> tuple[tuple[str, ...], tuple[str, ...], int]:
         """Attach our programs where missing (and once per interface per daemon, to load this build's

@@ -47,6 +47,15 @@ def test_conntrack_timeouts_override_and_short_ones_are_named() -> None:
     assert options(["--public-iface", "eth1"]).conntrack_timeouts == ConntrackTimeouts()
 
 
+def test_conntrack_max_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("V6NAT_CONNTRACK_MAX", raising=False)
+    assert options(["--public-iface", "eth1"]).conntrack_max is None  # the pinned maps' size, else the default
+    assert options(["--public-iface", "eth1", "--conntrack-max", "4096"]).conntrack_max == 4096
+    monkeypatch.setenv("V6NAT_CONNTRACK_MAX", "1_048_576")
+    assert options(["--public-iface", "eth1"]).conntrack_max == 1 << 20
+    assert options(["--public-iface", "eth1", "--conntrack-max=64"]).conntrack_max == 64
+
+
 @pytest.mark.parametrize("text", ["61000", "65535-61000", "1-2", "61000-70000", "a-b", ""])
 def test_malformed_port_ranges(text: str) -> None:
     with pytest.raises(V6natError):
@@ -62,6 +71,9 @@ def test_malformed_port_ranges(text: str) -> None:
     (["run", "--public-iface", "eth0", "--resync-interval", "0"], {}, "positive number"),
     (["run", "--public-iface", "eth0", "--conntrack-timeouts", "tcp=5"], {}, "unknown conntrack timeout 'tcp'"),
     (["run", "--public-iface", "eth0"], {"V6NAT_CONNTRACK_TIMEOUTS": "udp=-1"}, "positive whole number"),
+    (["run", "--public-iface", "eth0", "--conntrack-max", "10"], {}, "conntrack max '10': expected a whole number"),
+    (["run", "--public-iface", "eth0", "--conntrack-max", "lots"], {}, "from 64 to 16777216"),
+    (["run", "--public-iface", "eth0"], {"V6NAT_CONNTRACK_MAX": "99999999999"}, "conntrack max '99999999999'"),
 ])
 def test_bad_input_is_one_line_and_nonzero(argv: list[str], env: dict[str, str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "v6nat_ebpf.cli", *argv], capture_output=True, text=True,

@@ -182,3 +182,101 @@ def test_the_veth_program_goes_on_every_port_of_managed_bridges_only(inspect: di
     assert desired.veths == ("veth-a", "veth-b", "veth-other")
     route = next(r for r in desired.routes if r.bridge_ifindex == 7)
     assert (route.icc, route.gateway) == (False, IPv6Address("fd00:1::1"))  # the bridge's address in the prefix
+
+
+def _veth_host(docker: model.DockerState, nsids: dict[str, int]) -> HostState:
+    """ula1's bridge (7, with a MAC) and brula2 (9), a veth per (container, network) whose peer is in the
+    container's namespace (nsid by container name), and a veth whose namespace no container has."""
+    ula1 = next(n for n in docker.networks if n.name == "ula1")
+    mac = bytes.fromhex("02420a000001")
+    sandbox = {s.container_name: s for s in docker.sandboxes}
+    return HostState(
+        links=(Link(ula1.bridge, 7, None, (IPv6Address("fd00:1::1"),), kind="bridge", mac=mac),
+               Link("brula2", 9, kind="bridge", mac=bytes.fromhex("02420a000002")),
+               Link("veth-web1", 20, master=7, kind="veth", peer_netnsid=nsids["web"]),
+               Link("veth-range", 21, master=7, kind="veth", peer_netnsid=nsids["range"]),
+               Link("veth-web2", 22, master=9, kind="veth", peer_netnsid=nsids["web"]),
+               Link("veth-pall", 23, master=9, kind="veth", peer_netnsid=nsids["pall"]),
+               Link("veth-stray", 24, master=7, kind="veth", peer_netnsid=99)),
+        netns_ids=tuple((sandbox[name].netns, nsid) for name, nsid in nsids.items()))
+
+
+def test_sandboxes_carry_every_managed_attachment_with_its_addresses(inspect: dict[str, Any]) -> None:
+    docker = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    ids = {n.name: n.id for n in docker.networks}
+    by_name = {s.container_name: s for s in docker.sandboxes}
+    web = by_name["web"]
+    assert web.key.endswith("/netns/d3dc362e2428") and web.pid == 9444
+    assert web.addresses_on(ids["ula1"]) == (IPv6Address("fd00:1::2"),)
+    assert web.addresses_on(ids["ula2"]) == (IPv6Address("fd00:2::2"),)
+    assert by_name["range"].addresses_on(ids["ula2"]) is None  # not attached
+    # a container attached without an IPv6 address still has a sandbox (its veth may send link-local only)
+    data = copy.deepcopy(inspect)
+    container(data, "range")["NetworkSettings"]["Networks"]["ula1"]["GlobalIPv6Address"] = ""
+    again = docker_state_from_inspect(data["networks_verbose"], data["containers"])
+    assert {s.container_name: s for s in again.sandboxes}["range"].addresses_on(ids["ula1"]) == ()
+
+
+def test_each_veth_a_container_owns_gets_its_network_and_addresses(inspect: dict[str, Any]) -> None:
+    ula2 = next(n for n in inspect["networks_verbose"] if n["Name"] == "ula2")
+    ula2["Options"] = {**ula2["Options"], model.OPT_ICC: "false"}
+    ula2["Internal"] = True
+    docker = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    nets = {n.name: n for n in docker.networks}
+    desired = model.desired_state(docker, _veth_host(docker, {"web": 3, "range": 4, "pall": 5}))
+    policies = dict(desired.veth_policies)
+    assert sorted(policies) == [20, 21, 22, 23]  # keyed by the veth's ifindex
+    assert policies[20] == model.VethPolicy(nets["ula1"].network_id, 7, True, True, False,
+                                            (IPv6Address("fd00:1::2"),), bytes.fromhex("02420a000001"))
+    assert policies[21].addrs == (IPv6Address("fd00:1::3"),)
+    # the same container's veth on the other network: that network's address, flags and bridge
+    assert policies[22] == model.VethPolicy(nets["ula2"].network_id, 9, False, False, True,
+                                            (IPv6Address("fd00:2::2"),), bytes.fromhex("02420a000002"))
+    assert policies[23].addrs == (IPv6Address("fd00:2::3"),)
+    # attached (the veth program), but no entry: its namespace is no container's, so it drops (fail-closed)
+    assert "veth-stray" in desired.veths and desired.unowned_veths == ("veth-stray",)
+    assert set(desired.container_addrs) == {(ep.container_id, ep.address) for ep in docker.endpoints}
+
+
+def test_a_veth_gets_no_entry_until_its_container_is_known(inspect: dict[str, Any]) -> None:
+    docker = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    host = _veth_host(docker, {"web": 3, "range": 4, "pall": 5})
+    # the host has not (yet) answered for web's namespace: web's veths get nothing, the others keep theirs
+    partial = HostState(host.public, host.links, tuple((ref, nsid) for ref, nsid in host.netns_ids if nsid != 3))
+    desired = model.desired_state(docker, partial)
+    assert sorted(dict(desired.veth_policies)) == [21, 23]
+    assert desired.unowned_veths == ("veth-stray", "veth-web1", "veth-web2")
+    # Docker no longer lists range (stopped): its veth, still there for a moment, loses its entry
+    gone = docker_state_from_inspect(inspect["networks_verbose"],
+                                     [c for c in inspect["containers"] if c["Name"] != "/range"])
+    assert 21 not in dict(model.desired_state(gone, host).veth_policies)
+    # a container whose nsid matches a veth on a network it is not attached to owns nothing there
+    swapped = _veth_host(docker, {"web": 3, "range": 5, "pall": 4})
+    crossed = HostState(host.public, host.links, swapped.netns_ids)  # range's veth names pall's namespace
+    policies = dict(model.desired_state(docker, crossed).veth_policies)
+    assert 21 not in policies and 23 not in policies
+
+
+def test_a_container_without_ipv6_on_the_network_may_send_link_local_only(inspect: dict[str, Any]) -> None:
+    container(inspect, "range")["NetworkSettings"]["Networks"]["ula1"]["GlobalIPv6Address"] = ""
+    docker = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    policies = dict(model.desired_state(docker, _veth_host(docker, {"web": 3, "range": 4, "pall": 5})).veth_policies)
+    assert policies[21].addrs == ()
+
+
+def test_container_addresses_change_with_the_container_not_the_address(inspect: dict[str, Any]) -> None:
+    """A replacement at the same address is a new (container id, address): the reconciler forgets the
+    flows of the old one even though the address is still in use."""
+    docker = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    before = set(model.desired_state(docker, HostState()).container_addrs)
+    container(inspect, "range")["Id"] = "f" * 64
+    after = set(model.desired_state(docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"]),
+                                    HostState()).container_addrs)
+    assert {addr for _, addr in before - after} == {IPv6Address("fd00:1::3")}
+    assert {addr for _, addr in before} == {addr for _, addr in after}
+
+
+def test_veth_addresses_fit_the_datapath() -> None:
+    from v6nat_ebpf.datapath import layout
+
+    assert model.VETH_ADDRS_MAX == layout.header().const("V6NAT_VETH_ADDRS")

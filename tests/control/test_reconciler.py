@@ -13,17 +13,19 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
-from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey
+from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, VethEntry, layout
+from v6nat_ebpf.datapath.maps import _be16
 from v6nat_ebpf.host_source import read_host_state
 from v6nat_ebpf.lab import Lab, LabConfig
 from v6nat_ebpf.model import (
-    DesiredState, DockerState, HostState, PortMapping, PublicInterface, desired_state, docker_state_from_inspect,
+    DesiredState, DockerState, HostState, NetworkRoute, PortMapping, PublicInterface, VethPolicy, desired_state,
+    docker_state_from_inspect,
 )
 from v6nat_ebpf.reconciler import Reconciler
 
@@ -219,3 +221,131 @@ def test_ports_of_managed_networks_get_the_veth_program(lab: Lab, dp: Datapath, 
     finally:
         lab.exec(lab.host_ns, ["ip", "link", "del", "vport0"])
         lab.exec(lab.host_ns, ["ip", "-6", "addr", "flush", "dev", bridge, "scope", "global"])
+
+
+def test_veth_entries_are_written_before_the_program_and_removed_when_stale(
+        lab: Lab, dp: Datapath, in_host_ns: Callable[[Callable[[], Any]], Any]) -> None:
+    lab.exec(lab.host_ns, ["ip", "link", "add", "vown0", "type", "veth", "peer", "name", "vown0c", "netns",
+                           lab.client_ns])
+    try:
+        ifindex = next(link.ifindex for link in host_state(lab).links if link.name == "vown0")
+        policy = VethPolicy(77, 5, True, False, False, (IPv6Address("fd00:1::2"),), bytes.fromhex("02420a000001"))
+        written: list[tuple[str, dict[int, Any]]] = []
+
+        class Recording:
+            """dp, noting what the veths map holds when the veth program is attached."""
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(dp, name)
+
+            def attach_veth(self, name: str) -> None:
+                written.append((name, dict(dp.veths.items())))
+                dp.attach_veth(name)
+
+        reconciler = Reconciler(Recording())
+        desired = DesiredState(veths=("vown0",), veth_policies=((ifindex, policy),))
+        summary = in_host_ns(lambda: reconciler.apply(desired))
+        assert summary.tables["veths"].added == 1 and summary.errors == 0
+        entry = VethEntry(77, 5, True, False, False, (IPv6Address("fd00:1::2"),), bytes.fromhex("02420a000001"))
+        assert written == [("vown0", {ifindex: entry})]  # the entry was there before the program
+        assert dict(dp.veths.items()) == {ifindex: entry}
+        # the container went (its veth not yet): the entry goes, the program stays and drops
+        summary = in_host_ns(lambda: reconciler.apply(DesiredState(veths=("vown0",))))
+        assert summary.tables["veths"].removed == 1 and dict(dp.veths.items()) == {}
+        # entries nobody wants any more are removed at a full resync whoever wrote them
+        dp.veths.put(4242, entry)
+        assert in_host_ns(lambda: Reconciler(dp).apply(DesiredState())).tables["veths"].removed == 1
+        # Docker unknown: the table is left as it is
+        dp.veths.put(4242, entry)
+        assert "veths" not in in_host_ns(lambda: Reconciler(dp).apply(DesiredState(), docker_known=False)).tables
+        assert dict(dp.veths.items()) == {4242: entry}
+    finally:
+        lab.exec(lab.host_ns, ["ip", "link", "del", "vown0"])
+
+
+def _ct_pair(dp: Datapath, table: int, kind: str, orig: tuple[str, int, str, int],
+             new: tuple[str, int, str, int], mapping_id: int = 0) -> tuple[layout.RawCtKey, layout.RawCtKey]:
+    """Write a conntrack pair (proto TCP) into table 0 (answered) or 1 (unreplied): the original
+    direction's tuple `orig` (saddr, sport, daddr, dport) translated to `new`; returns both keys."""
+    h = layout.header()
+
+    def addr(text: str) -> layout.Addr:
+        return layout.Addr.from_buffer_copy(IPv6Address(text).packed)
+
+    def key(saddr: str, sport: int, daddr: str, dport: int) -> layout.RawCtKey:
+        return layout.RawCtKey(addr(saddr), addr(daddr), _be16(sport), _be16(dport), 6)
+
+    def half(t: tuple[str, int, str, int], direction: str) -> layout.RawCtEntry:
+        e = layout.RawCtEntry()
+        e.saddr, e.sport, e.daddr, e.dport = addr(t[0]), _be16(t[1]), addr(t[2]), _be16(t[3])
+        e.kind, e.dir, e.mapping_id = h.const(f"CT_KIND_{kind}"), h.const(f"CT_DIR_{direction}"), mapping_id
+        e.last_seen_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        return e
+
+    raw = dp.conntrack.tables[table].raw
+    original, reply = key(*orig), key(new[2], new[3], new[0], new[1])
+    raw.update(original, half(new, "ORIGINAL"))
+    raw.update(reply, half((orig[2], orig[3], orig[0], orig[1]), "REPLY"))
+    return original, reply
+
+
+def test_flows_do_not_outlive_their_container_or_mapping(dp: Datapath) -> None:
+    """Issue 12 point 7: pairs of a container address that went (also when another container took it in
+    the same pass) or of a removed mapping are deleted with it, both halves, both tables; a full resync
+    also deletes orphans of addresses and mappings nobody owns."""
+    client, public, remote = "2001:db8:1::2", "2001:db8:1::1", "2001:db8:7::7"
+    a, b = "fd00:1::2", "fd00:1::3"
+    web = PortMapping(6, None, 8080, IPv6Address(a), 80, "a", "ula1")
+    route = NetworkRoute(IPv6Network("fd00:1::/64"), 1, 5, True, True, False, None, IPv6Address("fd00:1::1"))
+
+    def state(owners: dict[str, str], mappings: tuple[PortMapping, ...]) -> DesiredState:
+        return DesiredState(mappings=mappings, routes=(route,),
+                            container_addrs=tuple(sorted((cid, IPv6Address(addr)) for cid, addr in owners.items())))
+
+    dnat_a = _ct_pair(dp, 0, "DNAT", (client, 5555, public, 8080), (client, 5555, a, 80), web.mapping_id)
+    snat_a = _ct_pair(dp, 0, "SNAT", (a, 4000, remote, 443), (public, 61000, remote, 443))
+    snat_b = _ct_pair(dp, 1, "SNAT", (b, 4001, remote, 443), (public, 61001, remote, 443))
+    orphan = _ct_pair(dp, 1, "SNAT", ("fd00:1::9", 4002, remote, 443), (public, 61002, remote, 443))
+    stale_map = _ct_pair(dp, 0, "DNAT", (client, 5556, public, 9090), (client, 5556, a, 90), 12345)
+    dp.conntrack.delete_half(snat_a[0])  # a lone reply half (its original evicted) is still A's
+    gateway = _ct_pair(dp, 0, "SNAT", ("fd00:1::1", 4003, remote, 443), (public, 61003, remote, 443))
+
+    def present() -> set[bytes]:
+        return set(dp.conntrack.halves())
+
+    reconciler = Reconciler(dp)
+    first = reconciler.apply(state({"id-a": a, "id-b": b}, (web,)))  # start-up: a full pass, orphans go
+    assert first.flows_forgotten == 2
+    kept = {bytes(k) for pair in (dnat_a, snat_b, gateway) for k in pair} | {bytes(snat_a[1])}
+    assert present() == kept
+    # nothing removed: no walk, nothing forgotten
+    assert reconciler.apply(state({"id-a": a, "id-b": b}, (web,)), reread=False).flows_forgotten == 0
+    # b replaced by another container at the same address, in one pass: b's flows go all the same
+    second = reconciler.apply(state({"id-a": a, "id-c": b}, (web,)), reread=False)
+    assert second.flows_forgotten == 1 and present() == kept - {bytes(k) for k in snat_b}
+    # the mapping unpublished (a stays): its DNAT flow goes, a's own outbound flow stays
+    third = reconciler.apply(state({"id-a": a, "id-c": b}, ()), reread=False)
+    assert third.flows_forgotten == 1 and present() == {bytes(snat_a[1])} | {bytes(k) for k in gateway}
+    # a gone: its lone half too
+    assert reconciler.apply(state({"id-c": b}, ()), reread=False).flows_forgotten == 1
+    assert present() == {bytes(k) for k in gateway}
+
+
+def test_host_source_names_a_containers_namespace_as_its_veths_peer(lab: Lab) -> None:
+    """The pairing of a veth with its container: the nsid the host gave the namespace of a SandboxKey file
+    is the veth's peer netnsid (here the lab's public link, whose peer is in the client namespace); a
+    SandboxKey that is gone (in a directory that exists) names nothing, not even by pid."""
+    client = (f"/run/netns/{lab.client_ns}", 0)
+    gone = (f"/run/netns/{lab.client_ns}-gone", 1)
+
+    def read() -> HostState:
+        with ThreadPoolExecutor(max_workers=1, initializer=_enter_netns,
+                                initargs=(f"/run/netns/{lab.host_ns}",)) as pool:
+            return pool.submit(read_host_state, [lab.public_iface], True, [client, gone]).result()
+
+    for _ in range(2):  # the second time from the cache
+        host = read()
+        public = host.link(lab.public_iface)
+        assert public is not None and public.peer_netnsid is not None and public.mac is not None
+        assert host.nsid_of(client) == public.peer_netnsid
+        assert host.nsid_of(gone) is None

@@ -14,6 +14,7 @@ from v6nat_ebpf.datapath.maps import (
     FlowTuple,
     NetworkEntry,
     SnatAllocations,
+    VethEntry,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "FlowTuple",
     "NetworkEntry",
     "SnatAllocations",
+    "VethEntry",
 ]

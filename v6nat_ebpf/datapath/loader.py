@@ -151,6 +151,18 @@ def check_pinned_maps(pins: Path, specs: dict[str, layout.MapSpec]) -> None:
             )
 
 
+def pinned_conntrack_max(pin_path: str | Path) -> int | None:
+    """The capacity of the conntrack map pinned under `pin_path` (this layout), None when there is none."""
+    path = pin_dir(Path(pin_path)) / "conntrack"
+    if not path.exists():
+        return None
+    fd = bpfsys.obj_get(str(path))
+    try:
+        return bpfsys.map_info(fd).max_entries
+    finally:
+        os.close(fd)
+
+
 def _open_maps(pins: Path, specs: dict[str, layout.MapSpec]) -> dict[str, bpfsys.BpfMap]:
     maps = {}
     for spec in specs.values():

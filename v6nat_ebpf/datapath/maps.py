@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 from typing import Generic, Iterable, Mapping, TypeVar
 
-from v6nat_ebpf.constants import SNAT_PORT_FLOOR, SNAT_PORT_MAX, SNAT_PORT_MIN
+from v6nat_ebpf.constants import CONNTRACK_MAX, CONNTRACK_MAX_FLOOR, SNAT_PORT_FLOOR, SNAT_PORT_MAX, SNAT_PORT_MIN
 from v6nat_ebpf.datapath import layout
 from v6nat_ebpf.datapath.bpfsys import BPF_ANY, BpfMap
 from v6nat_ebpf.errors import V6natError
@@ -54,7 +54,7 @@ class DatapathConfig:
     tcp_transitory_s: int = 240
     udp_s: int = 300
     icmp_s: int = 60
-    conntrack_max: int = 262144
+    conntrack_max: int = CONNTRACK_MAX  # halves (two per flow)
     dnat_max: int = 65536
     fast_path: bool = True  # redirect established flows past the host's forwarding path
 
@@ -64,8 +64,8 @@ class DatapathConfig:
         for name in ("tcp_established_s", "tcp_transitory_s", "udp_s", "icmp_s"):
             if getattr(self, name) <= 0:
                 raise V6natError(f"timeout {name} must be positive, not {getattr(self, name)}")
-        if self.conntrack_max < 64 or self.dnat_max < 1:
-            raise V6natError("map capacities too small (conntrack_max >= 64, dnat_max >= 1)")
+        if self.conntrack_max < CONNTRACK_MAX_FLOOR or self.dnat_max < 1:
+            raise V6natError(f"map capacities too small (conntrack_max >= {CONNTRACK_MAX_FLOOR}, dnat_max >= 1)")
 
     def to_raw(self) -> layout.Config:
         return layout.Config(
@@ -481,6 +481,39 @@ def _mirror_key(entry: layout.RawCtEntry, proto: int) -> bytes:
     return bytes(layout.RawCtKey(entry.daddr, entry.saddr, entry.dport, entry.sport, proto))
 
 
+class _ForgetRule:
+    """Which conntrack halves Conntrack.forget condemns, on raw 16-byte addresses."""
+
+    def __init__(self, addresses: Iterable[IPv6Address], mapping_ids: Iterable[int],
+                 prefixes: Iterable[IPv6Network], owned: Iterable[IPv6Address],
+                 published: Iterable[int] | None) -> None:
+        h = layout.header()
+        self.mapped_kinds = frozenset((h.const("CT_KIND_DNAT"), h.const("CT_KIND_HAIRPIN")))
+        self.addresses = frozenset(a.packed for a in addresses)
+        self.mapping_ids = frozenset(mapping_ids)
+        self.published = None if published is None else frozenset(published)
+        self.prefixes = [(int(p.netmask), int(p.network_address)) for p in prefixes]
+        self.owned = frozenset(a.packed for a in owned)
+        self._orphan: dict[bytes, bool] = {}  # address -> in a prefix and not owned (memo: few distinct)
+
+    def _is_orphan(self, addr: bytes) -> bool:
+        found = self._orphan.get(addr)
+        if found is None:
+            value = int.from_bytes(addr, "big")
+            found = addr not in self.owned and any(value & mask == net for mask, net in self.prefixes)
+            self._orphan[addr] = found
+        return found
+
+    def condemns(self, addrs: list[bytes], mapping_id: int) -> bool:
+        """`addrs`: a half's key and value addresses; `mapping_id`: its mapping (DNAT/hairpin), else 0."""
+        if mapping_id and (mapping_id in self.mapping_ids
+                           or (self.published is not None and mapping_id not in self.published)):
+            return True
+        if any(a in self.addresses for a in addrs):
+            return True
+        return bool(self.prefixes) and any(self._is_orphan(a) for a in addrs)
+
+
 class ConntrackTable:
     """One conntrack table (answered flows, or unreplied ones): reads its
     pairs and expires them (both halves together; a pair lives in one table)."""
@@ -582,6 +615,35 @@ class ConntrackTable:
             snat_ports={p: len(ports) for p, ports in snat.items()},
         )
 
+    def forget(self, rule: _ForgetRule) -> int:
+        """Remove every pair one of whose halves `rule` condemns, both halves (a lone half too);
+        returns the pairs removed. Decodes only the addresses and the mapping of each half, from the
+        batch buffers."""
+        ks, vs = self.raw.key_size, self.raw.value_size
+        e, k = layout.RawCtEntry, layout.RawCtKey
+        fields = [slice(k.saddr.offset, k.saddr.offset + 16), slice(k.daddr.offset, k.daddr.offset + 16)]
+        values = [slice(e.saddr.offset, e.saddr.offset + 16), slice(e.daddr.offset, e.daddr.offset + 16)]
+        kind_at, id_at = e.kind.offset, slice(e.mapping_id.offset, e.mapping_id.offset + 4)
+        e_sport, e_dport = slice(e.sport.offset, e.sport.offset + 2), slice(e.dport.offset, e.dport.offset + 2)
+        k_tail = slice(k.proto.offset, ks)
+        doomed: set[bytes] = set()
+        pairs = 0
+        for keys, vals, n in self.raw.batches():
+            for i in range(n):
+                key, value = keys[i * ks:(i + 1) * ks], vals[i * vs:(i + 1) * vs]
+                if key in doomed:
+                    continue
+                addrs = [key[f] for f in fields] + [value[f] for f in values]
+                mapping_id = int.from_bytes(value[id_at], "little") if value[kind_at] in rule.mapped_kinds else 0
+                if not rule.condemns(addrs, mapping_id):
+                    continue
+                mirror = value[values[1]] + value[values[0]] + value[e_dport] + value[e_sport] + key[k_tail]
+                pairs += 1
+                doomed.update((key, mirror))
+        for kb in doomed:
+            self.raw.delete(layout.RawCtKey.from_buffer_copy(kb))
+        return pairs
+
     def gc(self, now_ns: int | None = None) -> int:
         """Remove pairs idle longer than their timeout, both halves together
         (a lone half too); returns the number of pairs removed."""
@@ -642,3 +704,20 @@ class Conntrack:
 
     def gc(self, now_ns: int | None = None) -> int:
         return sum(table.gc(now_ns) for table in self.tables)
+
+    def forget(self, addresses: Iterable[IPv6Address] = (), mapping_ids: Iterable[int] = (), *,
+               prefixes: Iterable[IPv6Network] = (), owned: Iterable[IPv6Address] = (),
+               published: Iterable[int] | None = None) -> int:
+        """Remove the flows (both halves, both tables) that must not outlive what Docker removed:
+        every pair one of whose halves has one of `addresses` as key or translated source or
+        destination; every DNAT/hairpin pair of a mapping in `mapping_ids`, or, with `published`,
+        of a mapping not in it; with `prefixes`, every pair with an address in one of them that is
+        not in `owned` (a resync's sweep for orphans). One batch read of each table; returns the
+        number of pairs removed."""
+        rule = _ForgetRule(addresses, mapping_ids, prefixes, owned, published)
+        if not (rule.addresses or rule.mapping_ids or rule.prefixes or rule.published is not None):
+            return 0
+        removed = sum(table.forget(rule) for table in self.tables)
+        if removed:
+            log.debug("conntrack: forgot %d pairs", removed)
+        return removed

@@ -126,6 +126,9 @@ def snapshot_metrics(snap: Snapshot, mapping_samples: bool = True) -> Iterator[M
     )
     yield CounterMetricFamily("v6nat_conntrack_gc_runs_total", "Conntrack GC passes.", value=c.gc_runs)
     yield CounterMetricFamily("v6nat_conntrack_gc_removed_flows_total", "Flows removed by conntrack GC.", value=c.gc_removed)
+    yield CounterMetricFamily("v6nat_conntrack_forgotten_flows_total",
+                              "Flows removed with the container address or published mapping they belonged to.",
+                              value=c.flows_forgotten)
     attached = GaugeMetricFamily(
         "v6nat_interface_attached", "1 if our programs are attached to the interface, 0 if expected but missing.", labels=["interface", "role"]
     )

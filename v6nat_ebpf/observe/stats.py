@@ -133,6 +133,7 @@ class ControlPlaneView:
     map_write_errors: int
     gc_runs: int
     gc_removed: int
+    flows_forgotten: int
     mappings: Mapping[int, MappingLabels]
     mapping_series: MappingSeries
 
@@ -155,6 +156,7 @@ class ControlPlaneStats:
         self._map_write_errors = 0
         self._gc_runs = 0
         self._gc_removed = 0
+        self._flows_forgotten = 0
         self._mappings: dict[int, MappingLabels] = {}
         self._mapping_series: MappingSeries | None = None  # of _mappings; worked out at the first view after a change
 
@@ -196,6 +198,11 @@ class ControlPlaneStats:
             self._gc_runs += 1
             self._gc_removed += removed
 
+    def flows_forgotten(self, removed: int) -> None:
+        """The reconciler removed `removed` flows of containers or mappings Docker removed (or orphans at a resync)."""
+        with self._lock:
+            self._flows_forgotten += removed
+
     def set_mappings(self, mappings: Mapping[int, MappingLabels]) -> None:
         """The published mappings now in the datapath: mapping_id -> labels (replaces the set).
 
@@ -220,6 +227,7 @@ class ControlPlaneStats:
                 map_write_errors=self._map_write_errors,
                 gc_runs=self._gc_runs,
                 gc_removed=self._gc_removed,
+                flows_forgotten=self._flows_forgotten,
                 mappings=self._mappings,  # replaced, never mutated, by set_mappings
                 mapping_series=self._mapping_series,
             )
