@@ -94,7 +94,7 @@ class Plan:
     lead_s: float = 1.5          # flood before the during-flood measurement starts
     idle: int = 20
     after_wait_s: float = 0.5    # between the flood's end and the checks after it
-    server_drops_flood: bool = False  # control: the server's netns drops the flood, so it stays unreplied
+    server_drops_flood: bool = False  # control: the server's netns drops the flood, so it stays unassured
     connections: int = 16
     busy_interval_s: float = 0.005
     max_run_s: int = 280         # SIGALRM: the whole run, lab included
@@ -293,7 +293,7 @@ class Flood:
 
 def drop_flood_in_server(s: V6nat) -> None:
     """Control: the server container's netns drops TCP from anyone but the lab's client (the flood's
-    sources), so the flood gets no SYN-ACK and its flows stay unreplied."""
+    sources), so the flood gets no SYN-ACK and its flows stay unassured."""
     s.server.reload()
     pid = s.server.attrs["State"]["Pid"]
     rules = (f"table ip6 bench_flood {{\n chain input {{\n type filter hook input priority 0; policy accept;\n"
@@ -424,7 +424,7 @@ def idle_halves(dp: Any, s: V6nat, ports: list[int]) -> dict[str, int]:
 
 def table_fill(dp: Any) -> dict[str, Any]:
     fill = dp.map_fill()
-    return {name: {"entries": fill[name][0], "capacity": fill[name][1]} for name in ("conntrack", "ct_unreplied")}
+    return {name: {"entries": fill[name][0], "capacity": fill[name][1]} for name in ("conntrack", "ct_unassured")}
 
 
 def counter_delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -680,7 +680,7 @@ def table(res: Result) -> str:
         t = res.tables.get(when)
         if t:
             lines.append(f"tables {when:<14} conntrack {t['conntrack']['entries']:>7,}/{t['conntrack']['capacity']:,}"
-                         f"   ct_unreplied {t['ct_unreplied']['entries']:>6,}/{t['ct_unreplied']['capacity']:,}")
+                         f"   ct_unassured {t['ct_unassured']['entries']:>6,}/{t['ct_unassured']['capacity']:,}")
     if res.counters.get("during_flood"):
         lines.append("counters during the flood: " + ", ".join(f"{k} {v:,}" for k, v in
                                                                res.counters["during_flood"].items()))

@@ -72,7 +72,7 @@ static __always_inline int flow_translate(struct __sk_buff *skb, __u32 hook, str
 		return v6nat_drop(hook, reason);
 	if (nat_rewrite(skb, pkt, e))
 		return v6nat_drop(hook, V6NAT_DROP_REWRITE_FAILED);
-	if (!(e->tcp_flags & CT_F_UNREPLIED))
+	if (!(e->tcp_flags & CT_F_UNASSURED))
 		frag_remember(pkt); /* answered flows only: no flood of first fragments */
 	mapping_account(skb, e->mapping_id);
 	v6nat_count(hook, action);

@@ -31,12 +31,14 @@
 #define V6NAT_HOST_ADDRS_MAX 1024
 #define V6NAT_FRAGS_MAX 8192
 #define V6NAT_MAPPINGS_MAX V6NAT_DNAT_MAX
-/* Flows that have seen no reply yet live in a table of their own, so that a
- * flood of them (spoofed SYNs, one-way datagrams) can only evict each other,
- * never an answered flow (the role of Linux's early_drop). The loader passes
- * layout.ct_unreplied_max(V6NAT_CT_MAX), the same quarter. */
-#ifndef V6NAT_CT_UNREPLIED_MAX
-#define V6NAT_CT_UNREPLIED_MAX (V6NAT_CT_MAX / 4)
+/* Flows that are not assured (both ends have not yet taken part: no TCP
+ * handshake completed) and closed TCP flows live in a table of their own, so
+ * that a flood of them (spoofed SYNs, one-way datagrams) or the churn of short
+ * connections can only evict each other, never an idle live flow (what Linux
+ * protects as IPS_ASSURED). The loader passes layout.ct_unassured_max(
+ * V6NAT_CT_MAX), the same quarter. */
+#ifndef V6NAT_CT_UNASSURED_MAX
+#define V6NAT_CT_UNASSURED_MAX (V6NAT_CT_MAX / 4)
 #endif
 #define V6NAT_VETHS_MAX 4096
 #define V6NAT_VETH_ADDRS 4
@@ -65,7 +67,7 @@
 	X(REDIRECT_PEER, redirect_peer) /* fast path: straight into the container */ \
 	X(FIB_MISS, fib_miss)         /* fast path: no usable route, to stack */ \
 	X(TO_STACK, to_stack)         /* fast path declined: left to the stack */ \
-	X(CT_PROMOTED, ct_promoted)   /* a flow's first reply: out of the unreplied table */ \
+	X(CT_PROMOTED, ct_promoted)   /* a flow assured: out of ct_unassured */ \
 	X(CT_RESTARTED, ct_restarted) /* a SYN on a closed tuple: a new flow */
 
 /* Why a packet was dropped. Every TC_ACT_SHOT goes through v6nat_drop(). */
@@ -207,7 +209,7 @@ enum ct_tcp_state {
 #define CT_F_STACK_IN 0x8    /* a packet toward the container left the stack (bridge egress) */
 #define CT_F_STACK_OUT 0x10  /* a packet from the container left the stack (public egress) */
 #define CT_F_CONFIRMED (CT_F_STACK_IN | CT_F_STACK_OUT) /* the fast path may carry it */
-#define CT_F_UNREPLIED 0x20  /* the pair lives in ct_unreplied */
+#define CT_F_UNASSURED 0x20  /* the pair lives in ct_unassured */
 
 /* ct_entry.td_known (per half, not kept equal) */
 #define TD_SEQ_KNOWN 0x1 /* td_end */

@@ -5,8 +5,10 @@
  * halves; the GC (Python) expires a pair by the later last_seen of the two.
  *
  * Two tables: a new pair is claimed (BPF_NOEXIST, never over another flow's
- * half) in ct_unreplied and moves to conntrack on its first reply. A flood of
- * flows that get no answer therefore evicts only its own kind. */
+ * half) in ct_unassured, moves to conntrack once both ends took part in it
+ * (ct_assured_by) and back when a TCP flow closes. A flood of flows that a
+ * forger cannot complete, and the churn of closed flows, therefore evict only
+ * their own kind, never an idle live flow. */
 #ifndef V6NAT_CONNTRACK_H
 #define V6NAT_CONNTRACK_H
 
@@ -30,19 +32,19 @@ static __always_inline struct ct_entry *ct_lookup(const struct ct_key *key)
 {
 	struct ct_entry *e = conntrack.lookup((struct ct_key *)key);
 
-	return e ? e : ct_unreplied.lookup((struct ct_key *)key);
+	return e ? e : ct_unassured.lookup((struct ct_key *)key);
 }
 
-/* Claim `key` for a half in the table `unreplied` says; fails (non-zero)
+/* Claim `key` for a half in the table `unassured` says; fails (non-zero)
  * when any flow holds the key in either table. */
-static __always_inline int ct_claim(struct ct_key *key, struct ct_entry *e, int unreplied)
+static __always_inline int ct_claim(struct ct_key *key, struct ct_entry *e, int unassured)
 {
-	if (unreplied) {
+	if (unassured) {
 		if (conntrack.lookup(key))
 			return -1;
-		return ct_unreplied.insert(key, e);
+		return ct_unassured.insert(key, e);
 	}
-	if (ct_unreplied.lookup(key))
+	if (ct_unassured.lookup(key))
 		return -1;
 	return conntrack.insert(key, e);
 }
@@ -50,7 +52,7 @@ static __always_inline int ct_claim(struct ct_key *key, struct ct_entry *e, int 
 static __always_inline void ct_delete(struct ct_key *key)
 {
 	conntrack.delete(key);
-	ct_unreplied.delete(key);
+	ct_unassured.delete(key);
 }
 
 static __always_inline void ct_key_of_pkt(struct ct_key *key, const struct v6nat_pkt *pkt)
@@ -190,33 +192,64 @@ static __always_inline void tcp_track(struct ct_entry *e, const struct v6nat_pkt
 	e->td_known |= TD_SEQ_KNOWN;
 }
 
-/* The first reply: the pair moves from ct_unreplied to conntrack. Returns the
- * half of `key` in its new place, or 0 when another flow holds either key
- * there (the pair is then given up). */
-static __always_inline struct ct_entry *ct_promote(struct ct_key *key, struct ct_entry *e,
-						   struct ct_key *peer_key, struct ct_entry *peer)
+/* Is the pair assured by this packet, i.e. did both ends take part in it?
+ * TCP: the original side acknowledged the other's SYN (a blind forger of
+ * the original side cannot: it never sees the SYN-ACK); UDP: the original
+ * side spoke again after a reply; echo: the reply. As Linux's IPS_ASSURED. */
+static __always_inline int ct_assured_by(const struct ct_entry *e, const struct ct_entry *peer, __u8 state,
+					 __u8 flags, const struct v6nat_pkt *pkt)
 {
-	e->tcp_flags &= ~CT_F_UNREPLIED;
-	peer->tcp_flags &= ~CT_F_UNREPLIED;
-	if (conntrack.insert(peer_key, peer))
+	if (pkt->proto == IPPROTO_TCP)
+		return e->dir == CT_DIR_ORIGINAL && state == CT_TCP_ESTABLISHED &&
+		       (pkt->tcp_flags & TCP_FLAG_ACK) && (peer->td_known & TD_SEQ_KNOWN) &&
+		       seq_between(pkt->tcp_ack, peer->td_end - V6NAT_RST_WINDOW, peer->td_end);
+	if (pkt->proto == IPPROTO_UDP)
+		return e->dir == CT_DIR_ORIGINAL && (flags & CT_F_REPLY_SEEN);
+	return e->dir == CT_DIR_REPLY;
+}
+
+/* Move the pair (key, e) and (peer_key, peer) to the other table: into
+ * conntrack once assured, back into ct_unassured once a TCP flow closed (so
+ * closed flows churn there instead of pushing idle live ones out of the
+ * LRU). Returns the half of `key` in its new place, or 0 when another flow
+ * holds either key there (the pair is then given up). */
+static __always_inline int ct_table_insert(struct ct_key *key, struct ct_entry *e, int assured)
+{
+	return assured ? conntrack.insert(key, e) : ct_unassured.insert(key, e);
+}
+
+static __always_inline void ct_table_delete(struct ct_key *key, int assured)
+{
+	if (assured)
+		conntrack.delete(key);
+	else
+		ct_unassured.delete(key);
+}
+
+static __always_inline struct ct_entry *ct_move(struct ct_key *key, struct ct_entry *e, struct ct_key *peer_key,
+						struct ct_entry *peer, int to_assured)
+{
+	e->tcp_flags = (e->tcp_flags & ~CT_F_UNASSURED) | (to_assured ? 0 : CT_F_UNASSURED);
+	peer->tcp_flags = e->tcp_flags;
+	if (ct_table_insert(peer_key, peer, to_assured))
 		goto clash;
-	if (conntrack.insert(key, e)) {
-		conntrack.delete(peer_key);
+	if (ct_table_insert(key, e, to_assured)) {
+		ct_table_delete(peer_key, to_assured);
 		goto clash;
 	}
-	ct_unreplied.delete(key);
-	ct_unreplied.delete(peer_key);
-	return conntrack.lookup(key);
+	ct_table_delete(key, !to_assured);
+	ct_table_delete(peer_key, !to_assured);
+	return to_assured ? conntrack.lookup(key) : ct_unassured.lookup(key);
 clash:
-	ct_unreplied.delete(key);
-	ct_unreplied.delete(peer_key);
+	ct_table_delete(key, !to_assured);
+	ct_table_delete(peer_key, !to_assured);
 	return 0;
 }
 
 /* Account a packet on half *ep at `hook`: sequence window, TCP state and the
  * stack's verdicts kept equal in both halves, the other half rebuilt when LRU
  * eviction took it (only where no other flow holds its key: a port is never
- * handed to two flows), and the pair promoted on its first reply. Looking the
+ * handed to two flows), and the pair moved between the tables (ct_move). Looking the
  * other half up on every packet also keeps it recently used, so a one-way
  * stream does not lose its quiet half. Returns 0 or a drop reason; *ep then
  * points to the half in its current table. */
@@ -226,8 +259,8 @@ static __always_inline int ct_account(struct __sk_buff *skb, __u32 hook, struct 
 	struct ct_entry *e = *ep;
 	struct ct_key peer_key;
 	struct ct_entry *peer, *moved;
-	__u8 state = e->tcp_state, flags = e->tcp_flags;
-	int unreplied = flags & CT_F_UNREPLIED;
+	__u8 e_state = e->tcp_state, state = e_state, flags = e->tcp_flags;
+	int unassured = flags & CT_F_UNASSURED;
 
 	ct_key_mirror(&peer_key, e, key->proto);
 	peer = ct_lookup(&peer_key);
@@ -252,7 +285,7 @@ static __always_inline int ct_account(struct __sk_buff *skb, __u32 hook, struct 
 		if (!peer)
 			return V6NAT_DROP_CT_FULL;
 		ct_entry_mirror(peer, key, e);
-		if (ct_claim(&peer_key, peer, unreplied))
+		if (ct_claim(&peer_key, peer, unassured))
 			return V6NAT_DROP_CT_CLASH;
 		v6nat_count(hook, V6NAT_ACT_CT_REBUILT);
 		peer = ct_lookup(&peer_key);
@@ -261,12 +294,16 @@ static __always_inline int ct_account(struct __sk_buff *skb, __u32 hook, struct 
 	}
 	peer->tcp_state = state;
 	peer->tcp_flags = flags;
-	if (!unreplied || e->dir != CT_DIR_REPLY)
+	if (unassured && ct_assured_by(e, peer, state, flags, pkt)) {
+		moved = ct_move(key, e, &peer_key, peer, 1);
+		v6nat_count(hook, V6NAT_ACT_CT_PROMOTED);
+	} else if (!unassured && state == CT_TCP_CLOSED && e_state != CT_TCP_CLOSED) {
+		moved = ct_move(key, e, &peer_key, peer, 0);
+	} else {
 		return 0;
-	moved = ct_promote(key, e, &peer_key, peer);
+	}
 	if (!moved)
 		return V6NAT_DROP_CT_CLASH;
-	v6nat_count(hook, V6NAT_ACT_CT_PROMOTED);
 	*ep = moved;
 	return 0;
 }

@@ -25,8 +25,8 @@ BPF_TABLE_PINNED("hash", struct host_addr_key, struct host_addr_info, host_addrs
 		 V6NAT_HOST_ADDRS_MAX, V6NAT_PIN(host_addrs));
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, conntrack, V6NAT_CT_MAX,
 		 V6NAT_PIN(conntrack));
-BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, ct_unreplied, V6NAT_CT_UNREPLIED_MAX,
-		 V6NAT_PIN(ct_unreplied));
+BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, ct_unassured, V6NAT_CT_UNASSURED_MAX,
+		 V6NAT_PIN(ct_unassured));
 BPF_TABLE_PINNED("hash", __u32, struct veth_info, veths, V6NAT_VETHS_MAX, V6NAT_PIN(veths));
 BPF_TABLE_PINNED("lru_hash", struct frag_key, struct frag_ports, fragments, V6NAT_FRAGS_MAX,
 		 V6NAT_PIN(fragments));

@@ -85,7 +85,7 @@ static __always_inline int port_owned_by_host(struct __sk_buff *skb, const struc
  * Only ports of the range (kept out of the host's ephemeral ports and
  * reserved for us) are ever used, so the host can never pick a port a flow
  * holds. A candidate is free when no host socket owns it, no published port
- * uses it, and claiming the reply half (BPF_NOEXIST in ct_unreplied, absent
+ * uses it, and claiming the reply half (BPF_NOEXIST in ct_unassured, absent
  * from conntrack) succeeds: that insert is the atomic claim. 0 or -1. */
 static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *reply,
 					  struct ct_entry *reply_entry, __be16 preferred)
@@ -117,7 +117,7 @@ static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *
 }
 
 /* Create both halves for the packet with tuple `key`, translated as `orig`
- * says, in ct_unreplied. Each half is claimed, never written over another
+ * says, in ct_unassured. Each half is claimed, never written over another
  * flow's: a new packet whose reply tuple is a live flow's (a forger's SYN
  * with a live client's address and port toward another host address) is a
  * clash, as in Linux. With claim_port, orig->sport is only preferred: the
@@ -137,7 +137,7 @@ static __always_inline int ct_create_pair(struct __sk_buff *skb, struct ct_key *
 	orig->created_ns = v6nat_now();
 	orig->last_seen_ns = orig->created_ns;
 	orig->tcp_state = key->proto == IPPROTO_TCP ? CT_TCP_SYN_SENT : CT_TCP_NONE;
-	orig->tcp_flags = CT_F_UNREPLIED;
+	orig->tcp_flags = CT_F_UNASSURED;
 	ct_key_mirror(&reply_key, orig, key->proto);
 	ct_entry_mirror(reply, key, orig);
 	if (claim_port) {
@@ -150,7 +150,7 @@ static __always_inline int ct_create_pair(struct __sk_buff *skb, struct ct_key *
 	if (ct_claim(key, orig, 1) == 0)
 		return 0;
 	/* Another CPU created this flow meanwhile: give our claim back. */
-	ct_unreplied.delete(&reply_key);
+	ct_unassured.delete(&reply_key);
 	winner = ct_lookup(key);
 	if (!winner)
 		return V6NAT_DROP_CT_FULL;

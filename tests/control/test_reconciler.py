@@ -265,7 +265,7 @@ def test_veth_entries_are_written_before_the_program_and_removed_when_stale(
 
 def _ct_pair(dp: Datapath, table: int, kind: str, orig: tuple[str, int, str, int],
              new: tuple[str, int, str, int], mapping_id: int = 0) -> tuple[layout.RawCtKey, layout.RawCtKey]:
-    """Write a conntrack pair (proto TCP) into table 0 (answered) or 1 (unreplied): the original
+    """Write a conntrack pair (proto TCP) into table 0 (assured) or 1 (unassured): the original
     direction's tuple `orig` (saddr, sport, daddr, dport) translated to `new`; returns both keys."""
     h = layout.header()
 

@@ -41,8 +41,9 @@ def eth(l3: Packet) -> Packet:
     return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / l3
 
 
-def tcp(src: str, dst: str, sport: int, dport: int, flags: str = "S", payload: bytes = b"") -> Packet:
-    return eth(IPv6(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=1000) / payload)
+def tcp(src: str, dst: str, sport: int, dport: int, flags: str = "S", payload: bytes = b"", ack: int = 0) -> Packet:
+    """Every side starts at sequence 1000: the answer to a SYN or SYN-ACK acknowledges 1001."""
+    return eth(IPv6(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=1000, ack=ack) / payload)
 
 
 def udp(src: str, dst: str, sport: int, dport: int, payload: bytes = b"hello") -> Packet:

@@ -81,7 +81,7 @@ def test_gc_removes_expired_pairs_whole_and_keeps_live_ones(dp: Datapath) -> Non
     assert dp.gc(now_ns() + 3 * S) == 1  # the UDP flow
     assert dp.gc(now_ns() + 61 * S) == 1  # the established TCP
     fill = dp.map_fill()
-    assert fill["conntrack"][0] == fill["ct_unreplied"][0] == 0  # both halves of every pair went, in both tables
+    assert fill["conntrack"][0] == fill["ct_unassured"][0] == 0  # both halves of every pair went, in both tables
 
 
 def test_gc_uses_the_later_half_of_a_pair(dp: Datapath) -> None:
@@ -131,6 +131,7 @@ def test_summary_counts_pairs_lone_halves_and_snat_ports_like_flows(dp: Datapath
     published(dp)
     go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "S"))
     go(dp, PUBLIC_EGRESS, tcp(C1, CLIENT, 80, 40000, "SA"))
+    go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "A", ack=1001))  # the handshake completes: assured
     go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 61555, 443))
     go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 61555, 444))  # the same public (HOST, 61555): one port in use
     go(dp, PUBLIC_EGRESS, udp(C1, OTHER, 5000, 53))
@@ -146,9 +147,9 @@ def test_summary_counts_pairs_lone_halves_and_snat_ports_like_flows(dp: Datapath
         (58, "snat", "none"): 1,
     }
     assert summary.snat_ports == {6: 1, 17: 1, 58: 1}
-    # The answered DNAT flow's half is in conntrack, the unanswered flows' halves in ct_unreplied.
+    # The assured DNAT flow's half is in conntrack, the other flows' halves in ct_unassured.
     fill = dp.map_fill()
-    assert (fill["conntrack"][0], fill["ct_unreplied"][0]) == (1, 7)
+    assert (fill["conntrack"][0], fill["ct_unassured"][0]) == (1, 7)
     assert summary.entries == 8
     by_flows: dict[tuple[int, str, str], int] = {}
     for f in dp.flows():

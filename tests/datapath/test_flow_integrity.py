@@ -15,7 +15,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
-from v6nat_ebpf.datapath.layout import ct_unreplied_max
+from v6nat_ebpf.datapath.layout import ct_unassured_max
 from dp_packets import (
     BRIDGE_INGRESS, C1, C2, CLIENT, HOST, HOST2, INTERNAL1, LO_IFINDEX, NET, OTHER, PUBLIC_EGRESS,
     PUBLIC_INGRESS, SHOT, addr, assert_translated, assert_untouched, eth, go, rewritten,
@@ -171,19 +171,41 @@ def test_a_flood_of_unanswered_flows_leaves_answered_flows_alone(dp: Datapath) -
     established(dp)
     answered = halves(dp)
     assert dp.map_fill()["conntrack"][0] == 2
-    capacity = ct_unreplied_max(TEST_CONFIG.conntrack_max)  # halves
+    capacity = ct_unassured_max(TEST_CONFIG.conntrack_max)  # halves
     flood = capacity  # spoofed SYNs to the published port, each a pair: twice the table's halves
     for i in range(flood):
         go(dp, PUBLIC_INGRESS, eth(IPv6(src=OTHER, dst=HOST) / TCP(sport=1024 + i, dport=8080, flags="S")))
     fill = dp.map_fill()
     # Every SYN made its pair (evicting older unanswered ones: the table holds half of them at most).
-    assert dp.counters()["new_flow"] == 1 + flood and fill["ct_unreplied"][0] <= capacity
+    assert dp.counters()["new_flow"] == 1 + flood and fill["ct_unassured"][0] <= capacity
     assert fill["conntrack"][0] == 2
     still = halves(dp)
     for key, value in answered.items():
         assert still[key] == value  # the idle answered flow: not evicted, not touched
     data = seg(CLIENT, HOST, 40000, 8080, "A", CLIENT_SEQ + 1, SERVER_SEQ + 1, payload=b"x")
     assert_translated(go(dp, PUBLIC_INGRESS, data), rewritten(data, dst=C1, dport=80))
+
+
+def test_answered_spoofed_syns_stay_unassured_and_closed_flows_move_back(dp: Datapath) -> None:
+    """A forger's SYNs that the server answers (a listening port, syncookies) are not assured: the forger
+    never sees the SYN-ACK, so never acknowledges it. A flow that completes its handshake is; once closed,
+    it goes back to the evictable table, so the churn of short connections cannot push idle ones out."""
+    published(dp)
+    for i in range(8):
+        go(dp, PUBLIC_INGRESS, seg(OTHER, HOST, 2000 + i, 8080, "S", CLIENT_SEQ))
+        go(dp, PUBLIC_EGRESS, seg(C1, OTHER, 80, 2000 + i, "SA", SERVER_SEQ, CLIENT_SEQ + 1))
+        # a blind guess of the acknowledgement does not assure it either
+        go(dp, PUBLIC_INGRESS, seg(OTHER, HOST, 2000 + i, 8080, "A", CLIENT_SEQ + 1, SERVER_SEQ + 70000 + i))
+    assert (dp.map_fill()["conntrack"][0], dp.counters()["ct_promoted"]) == (0, 0)
+    established(dp)
+    assert (dp.map_fill()["conntrack"][0], dp.counters()["ct_promoted"]) == (2, 1)
+    go(dp, PUBLIC_INGRESS, seg(CLIENT, HOST, 40000, 8080, "FA", CLIENT_SEQ + 1, SERVER_SEQ + 1))
+    go(dp, PUBLIC_EGRESS, seg(C1, CLIENT, 80, 40000, "FA", SERVER_SEQ + 1, CLIENT_SEQ + 2))
+    [closed] = [f for f in dp.flows() if f.original.sport == 40000]
+    assert closed.state == "closed" and dp.map_fill()["conntrack"][0] == 0
+    last_ack = seg(CLIENT, HOST, 40000, 8080, "A", CLIENT_SEQ + 2, SERVER_SEQ + 2)
+    assert_translated(go(dp, PUBLIC_INGRESS, last_ack), rewritten(last_ack, dst=C1, dport=80))
+    assert dp.map_fill()["conntrack"][0] == 0  # the last ACK does not assure a closed flow again
 
 
 # -- sources no outside host has --------------------------------------------------------------------------
@@ -240,4 +262,4 @@ def test_a_syn_on_a_closed_flows_tuple_starts_a_new_flow(dp: Datapath) -> None:
     assert dp.counters()["ct_restarted"] == 1
     [flow] = dp.flows()
     assert flow.state == "syn_sent" and flow.translated.daddr == addr(C2)
-    assert dp.map_fill()["conntrack"][0] == 0  # a new, unanswered flow: back in ct_unreplied
+    assert dp.map_fill()["conntrack"][0] == 0  # a new, unanswered flow: back in ct_unassured

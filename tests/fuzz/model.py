@@ -12,11 +12,21 @@ the input with one of them applied, byte for byte, except:
     the same amount; UDP checksum 0 stays 0 and a nonzero one never becomes 0;
   * MACs and the hop limit (-1), with a redirect verdict only.
 Untouched output is always a translation the model allows; the invariants
-(no ULA source leaves public egress, nothing from outside reaches a NAT'd
-or internal prefix, icc=false) then decide whether it may pass.
+then decide whether it may pass: no ULA source leaves public egress; nothing
+from outside reaches a NAT'd or internal prefix; and under the strict rules:
+no forged source passes public ingress, a container's port passes only its
+container's sources, within its network (ICC by MAC, the gateway, internal
+networks kept in), a bridge only its own network's sources.
 
-The rules that differ between the datapath on main and the security target
-of issue 12 are data (RULES_*), selected by name: adjust them there.
+The rules that differ between the datapath before issue 12 (`lenient`) and
+issue 12's target, which main implements (`strict`, the default), are data
+(RULES_*), selected by name: adjust them there.
+
+Not modelled: the per-flow state the datapath keeps beyond the halves'
+translations (TCP state, sequence windows, fast-path confirmation, route and
+delivery caches). Drops (a RST outside the window) and redirects the model
+allows either way; a SYN on a flow may start it anew (a restart, after a RST
+or FINs earlier in the sweep), with a new port where one is claimed.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ class Rules:
         "bridge_ingress": {(CT_HAIRPIN, ORIG): "any", (CT_HAIRPIN, REPLY): "any",
                            (CT_DNAT, REPLY): "redirect", (CT_SNAT, ORIG): "redirect"},
         "veth_ingress": {(CT_DNAT, REPLY): "redirect", (CT_SNAT, ORIG): "redirect"},
+        "bridge_egress": {},  # never translates, never drops
     })
     # Hooks whose ICMPv6 errors about a flow may be translated.
     icmp_error_hooks: frozenset = frozenset(("public_ingress", "public_egress", "bridge_ingress"))
@@ -52,49 +63,94 @@ class Rules:
     keep_port_outside_range: bool = True
     # A new DNAT pair may replace a live half (insert-or-update).
     dnat_may_overwrite: bool = True
-    # A new flow (any hook) needs a valid L4 checksum on its first packet, at these hooks.
+    # A new flow (any hook) needs a valid L4 checksum on its first packet, at these hooks
+    # (UDP checksum 0 is no checksum: not valid over IPv6, RFC 8200 8.1); so does a
+    # TCP SYN, FIN or RST that changes a known flow's state there.
     new_flow_valid_csum_hooks: frozenset = frozenset()
-    # Public ingress must drop bogon sources (fc00::/7, managed prefixes, host addresses, ...).
+    # Public ingress must drop forged sources (FORGED: ours or impossible) unless
+    # they hit a flow, and ULA sources that would start a DNAT flow or reach a
+    # managed prefix.
     ingress_drops_bogon_sources: bool = False
-    # Containers of an internal network may hairpin to published ports.
+    # Containers of an internal network may hairpin to published ports; containers
+    # of a network without ICC may hairpin to a port published by their own network.
     hairpin_from_internal: bool = True
-    # Maps holding conntrack halves (the harness restores and sweeps them).
-    ct_maps: tuple = ("conntrack",)
+    hairpin_icc_bypass: bool = True
+    # The veth program enforces its veths entry (source, ICC by MAC, isolation between
+    # networks, internal networks) and drops packets of a veth without an entry;
+    # bridge ingress drops a managed network's source arriving on another bridge.
+    port_isolation: bool = False
+    # An ICMPv6 error about a flow sent by someone inside who is neither the flow's
+    # endpoint nor the network's gateway may be translated (issue 12 point 10).
+    icmp_error_from_anyone: bool = True
+    # Maps holding conntrack halves: the harness restores and sweeps those the datapath has (the
+    # first is required; the second table is ct_unassured, ct_unreplied in early v5).
+    ct_maps: tuple = ("conntrack", "ct_unassured", "ct_unreplied")
 
 
-RULES_MAIN = Rules("main")
-# Issue 12's target: what the hardened datapath must do (extend as it lands).
+# The datapath before issue 12 (a4e70e9): the rules it was measured against.
+RULES_LENIENT = Rules("lenient")
+# Issue 12's target, which main implements (datapath v5): the default.
 RULES_STRICT = replace(
-    RULES_MAIN, name="strict", keep_port_outside_range=False, dnat_may_overwrite=False,
+    RULES_LENIENT, name="strict", keep_port_outside_range=False, dnat_may_overwrite=False,
     new_flow_valid_csum_hooks=frozenset(("public_ingress",)), ingress_drops_bogon_sources=True,
-    hairpin_from_internal=False,
+    hairpin_from_internal=False, hairpin_icc_bypass=False, port_isolation=True, icmp_error_from_anyone=False,
 )
-RULESETS = {r.name: r for r in (RULES_MAIN, RULES_STRICT)}
+RULESETS = {r.name: r for r in (RULES_STRICT, RULES_LENIENT)}
+DEFAULT_RULES = RULES_STRICT.name
 
 # Violation categories the datapath on main is known to have: the short run
 # (make test) reports them as an expected failure instead of failing, every
 # other category fails it. Remove an entry when its fix lands.
-KNOWN_GAPS = {
-    "ula_leak_icmp_error": "issue 12 point 10: an ICMPv6 error from a container quoting another "
-                           "container's flow leaves with its ULA source",
-    "csum_broken_rh_segments_left": "fuzz finding: a packet whose routing header has segments left is "
-                                    "translated; its L4 checksum covers the final destination, not the "
-                                    "rewritten IPv6 destination",
-    "csum_error_changed_rh_segments_left": "the same, for a packet whose checksum was already wrong",
-    "translated_by_other_hooks_half": "fuzz finding: flow_start's race fallback (insert of the original half "
-                                      "fails) translates by whatever half holds the key, without ct_allowed: "
-                                      "a masqueraded packet with a hairpin half's tuple leaves public egress "
-                                      "translated by the hairpin half",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
-# Sources public ingress must drop under the strict rules (with the managed
-# prefixes and host addresses). Not link-local (NDP, RAs) and not :: (DAD).
-BOGONS = [IPv6Network(n) for n in ("fc00::/7", "::1/128", "ff00::/8", "::ffff:0:0/96")]
+# Sources no packet from outside carries (with the managed prefixes and host
+# addresses): public ingress drops them under the strict rules. Not link-local
+# (NDP, RAs) and not :: (DAD). ULA sources (fc00::/7) may be a site's own
+# routers: they are bogons only for what would reach a container (a new DNAT
+# flow, a managed prefix).
+FORGED = [IPv6Network(n) for n in ("::1/128", "ff00::/8", "::ffff:0:0/96")]
+ULA = IPv6Network("fc00::/7")
+
+
+def is_forged_source(addr: bytes) -> bool:
+    ip = IPv6Address(addr)
+    return any(ip in n for n in FORGED) or addr in W.HOST_ADDRS or W.network_of(addr) is not None
 
 
 def is_bogon_source(addr: bytes) -> bool:
-    ip = IPv6Address(addr)
-    return any(ip in n for n in BOGONS) or addr in W.HOST_ADDRS or W.network_of(addr) is not None
+    """A source that may not start a flow to a container from outside."""
+    return is_forged_source(addr) or IPv6Address(addr) in ULA
+
+
+def is_link_local(addr: bytes) -> bool:
+    return addr[0] == 0xFE and addr[1] & 0xC0 == 0x80
+
+
+def veth_violation(name: str, inp: bytes, v: P.DpView) -> tuple[str, str] | None:
+    """What a container's port must drop (issue 12 points 2-4), for an IPv6
+    packet that passed the veth program on port `name`: the category, or None."""
+    entry = W.veth_entry(name)
+    if entry is None:
+        return ("veth_unknown_passed", f"a packet of veth {name}, which has no veths entry, passed")
+    src, dst = IPv6Address(v.src), IPv6Address(v.dst)
+    if not (is_link_local(v.src) or src == IPv6Address(0) or src in entry.addrs):
+        return ("veth_spoofed_source", f"source {src} passed the port of {entry.addrs[0]}")
+    if not entry.icc and not inp[0] & 1 and inp[0:6] != entry.bridge_mac:
+        return ("icc_bypass", f"a unicast frame to {inp[0:6].hex(':')} (not the bridge) passed, icc=false")
+    if is_link_local(v.dst) or v.dst[0] == 0xFF:
+        return None
+    net = W.network_of(v.dst)
+    if net is not None:
+        if net.entry.gateway is not None and dst == net.entry.gateway:
+            return None
+        if net.entry.network_id != entry.network_id:
+            return ("isolation_bypass", f"network {entry.network_id} reached {dst} of network {net.entry.network_id}")
+        if not entry.icc:
+            return ("icc_bypass", f"container to container {dst} passed, icc=false")
+        return None
+    if entry.internal and v.dst not in W.HOST_ADDRS:
+        return ("internal_escape", f"an internal network's packet to {dst} passed")
+    return None
 
 
 @dataclass(frozen=True)
@@ -118,10 +174,12 @@ def decode_half(value: bytes) -> Half:
 
 
 class FlowState:
-    """The conntrack halves before fuzzing: key bytes -> Half (and raw value)."""
+    """The conntrack halves before fuzzing: key bytes -> Half (and raw value,
+    and the table that holds it: an index into Rules.ct_maps)."""
 
-    def __init__(self, items: list[tuple[bytes, bytes]]) -> None:
+    def __init__(self, items: list[tuple[bytes, bytes]], tables: dict[bytes, int] | None = None) -> None:
         self.raw = dict(items)
+        self.table = tables or {k: 0 for k in self.raw}
         self.halves = {k: decode_half(v) for k, v in items}
         self.by_addrs: dict[tuple[bytes, bytes, int], list[Half]] = {}
         for k, h in self.halves.items():
@@ -199,7 +257,19 @@ class Model:
                          check=lambda i, o: l4_checksum_check(i, o, v),
                          needs_redirect=self._half_ok(hook, h) == "redirect")
 
-    def _port_rule(self, proto: int, nat_addr: bytes, kept: int, out_tuple_reply_key):
+    @staticmethod
+    def _bad_csum(v: P.DpView, inp: bytes) -> str | None:
+        """Why the packet's own L4 checksum is wrong, or None (not checkable:
+        fragments, whose checksum covers the whole datagram)."""
+        cv = P.rfc_checksum_view(inp)
+        if cv is None or not v.csum_off or v.frag != P.FRAG_NONE:
+            return None
+        if v.proto == P.UDP and inp[v.csum_off:v.csum_off + 2] == b"\0\0":
+            return "UDP checksum 0"
+        r = P.residual(cv.src, cv.final_dst, v.proto, v.end - v.l4_off, inp[v.l4_off:v.end])
+        return None if r == 0xFFFF else f"a wrong checksum ({r:#06x})"
+
+    def _port_rule(self, proto: int, nat_addr: bytes, kept: int, out_tuple_reply_key, own=frozenset()):
         rules = self.rules
 
         def pred(value: int, out: bytes) -> str | None:
@@ -211,12 +281,16 @@ class Model:
                     return f"port {value} is held by a host socket"
                 if W.dnat_lookup(proto, nat_addr, value):
                     return f"port {value} is a published port"
-            if out_tuple_reply_key(out) in self.flows.halves:
+            rk = out_tuple_reply_key(out)
+            if rk in self.flows.halves and rk not in own:
                 return "the new reply half overwrote a live half"
             return None
         return pred
 
-    def _new_flow(self, hook: str, v: P.DpView, inp: bytes) -> Candidate | None:
+    def _new_flow(self, hook: str, v: P.DpView, inp: bytes, restart: Half | None = None
+                  ) -> Candidate | None:
+        """A new flow's first packet; `restart`: the live half of its tuple,
+        whose pair a SYN on a closed TCP flow replaces (not a take-over)."""
         rules = self.rules
         syn_only = v.proto == P.TCP and (v.tcp_flags & (P.TH_SYN | P.TH_ACK | P.TH_RST)) == P.TH_SYN
         pre: list = []
@@ -225,6 +299,9 @@ class Model:
             o = P.dp_parse(out)
             return ct_key(o.dst, o.src, o.dport, o.sport, v.proto)
         in_key = ct_key(v.src, v.dst, v.sport, v.dport, v.proto)
+        own = set()
+        if restart is not None:
+            own = {in_key, ct_key(restart.daddr, restart.saddr, restart.dport, restart.sport, v.proto)}
 
         if hook == "public_ingress":
             if not (syn_only or v.proto == P.UDP) or v.dst not in W.HOST_ADDRS:
@@ -236,7 +313,7 @@ class Model:
             if rules.ingress_drops_bogon_sources and is_bogon_source(v.src):
                 pre.append(("new_flow_bogon_source", "a new DNAT flow from a bogon source"))
             rk = ct_key(taddr, v.src, tport, v.sport, v.proto)
-            if not rules.dnat_may_overwrite and (rk in self.flows.halves or in_key in self.flows.halves):
+            if not rules.dnat_may_overwrite and ({rk, in_key} - own) & self.flows.halves.keys():
                 pre.append(("new_flow_overwrote_live_half", "a new DNAT pair replaced a live half"))
             fixed = {P.OFF_DST: taddr, P.OFF_SRC: v.src}
             fixed.update(_port_fields(v, v.sport, tport))
@@ -249,7 +326,7 @@ class Model:
                 return None
             snat = net.entry.snat_addr.packed if net.entry.snat_addr else W.PUBLIC_IFACES[W.PUB_IF]
             fixed = {P.OFF_SRC: snat, P.OFF_DST: v.dst}
-            pred = self._port_rule(v.proto, snat, v.sport, reply_key)
+            pred = self._port_rule(v.proto, snat, v.sport, reply_key, own)
             if v.proto == P.ICMPV6:
                 free = {v.l4_off + 4: pred}
             else:
@@ -268,18 +345,20 @@ class Model:
             if net.entry.internal and not rules.hairpin_from_internal:
                 pre.append(("hairpin_from_internal", "an internal network's container reached a published port"))
             taddr, tport, _ = target
+            tnet = W.network_of(taddr)
+            if (not net.entry.icc and tnet is not None and tnet.entry.network_id == net.entry.network_id
+                    and not rules.hairpin_icc_bypass):
+                pre.append(("hairpin_icc_bypass", "a container of an icc=false network reached a sibling "
+                                                  "through a published port"))
             fixed = {P.OFF_SRC: v.dst, P.OFF_DST: taddr, v.l4_off + 2: struct.pack("!H", tport)}
-            free = {v.l4_off: self._port_rule(v.proto, v.dst, v.sport, reply_key)}
+            free = {v.l4_off: self._port_rule(v.proto, v.dst, v.sport, reply_key, own)}
             label = "new_hairpin"
         else:
             return None
         if hook in rules.new_flow_valid_csum_hooks:
-            cv = P.rfc_checksum_view(inp)
-            if cv is not None and v.csum_off and v.frag == P.FRAG_NONE and not (
-                    v.proto == P.UDP and inp[v.csum_off:v.csum_off + 2] == b"\0\0"):
-                r = P.residual(cv.src, cv.final_dst, v.proto, v.end - v.l4_off, inp[v.l4_off:v.end])
-                if r != 0xFFFF:
-                    pre.append(("new_flow_bad_csum", f"a new flow from a packet with a wrong checksum ({r:#06x})"))
+            bad = self._bad_csum(v, inp)
+            if bad:
+                pre.append(("new_flow_bad_csum", f"a new flow from a packet with {bad}"))
 
         def creates(out: bytes) -> list[bytes]:
             return [in_key, reply_key(out)]
@@ -295,6 +374,12 @@ class Model:
         h = self.flows.halves.get(ct_key(q.dst, q.src, q.dport, q.sport, q.proto))
         if h is None or not self._half_ok(hook, h) or self._half_ok(hook, h) == "redirect":
             return None
+        pre = []
+        if not self.rules.icmp_error_from_anyone and hook != "public_ingress" and v.src != q.dst:
+            net = W.network_of(v.src)
+            if net is not None and not (net.entry.gateway and v.src == net.entry.gateway.packed):
+                pre.append(("icmp_error_foreign_translated", f"an error about {IPv6Address(q.dst)}'s flow "
+                                                              f"from {IPv6Address(v.src)} was translated"))
         fixed = {q.ip_off + 8: h.daddr, q.ip_off + 24: h.saddr, P.OFF_DST: h.daddr,
                  P.OFF_SRC: h.saddr if v.src == q.dst else v.src}
         if q.proto == P.ICMPV6:
@@ -329,7 +414,7 @@ class Model:
                 if qin != qout:
                     bad.append(("csum_quote_broken", f"quoted L4 residual {qin:#06x} -> {qout:#06x}"))
             return bad
-        return Candidate("icmp_error", fixed, {}, csums, check=check)
+        return Candidate("icmp_error", fixed, {}, csums, check=check, pre_violations=pre)
 
     def _later_fragment(self, hook: str, v: P.DpView) -> list[Candidate]:
         out = []
@@ -344,7 +429,21 @@ class Model:
         if v.result == P.TUPLE:
             h = self.flows.halves.get(ct_key(v.src, v.dst, v.sport, v.dport, v.proto))
             if h is not None and self._half_ok(hook, h):
-                return [self._flow_candidate(hook, v, h, "flow")]
+                c = self._flow_candidate(hook, v, h, "flow")
+                tcp = v.tcp_flags if v.proto == P.TCP else 0
+                if (hook in self.rules.new_flow_valid_csum_hooks and tcp & (P.TH_SYN | P.TH_FIN | P.TH_RST)
+                        and (bad := self._bad_csum(v, inp))):
+                    c.pre_violations.append(("flow_changed_by_bad_csum",
+                                             f"a TCP SYN/FIN/RST with {bad} changed a flow"))
+                out = [c]
+                # A pure SYN in a flow's original direction on a closed flow (a RST
+                # or FINs earlier in this sweep) starts the flow anew.
+                if h.dir == ORIG and v.proto == P.TCP and tcp & (P.TH_SYN | P.TH_ACK | P.TH_RST) == P.TH_SYN:
+                    n = self._new_flow(hook, v, inp, restart=h)
+                    if n is not None:
+                        n.label = "restarted"
+                        out.append(n)
+                return out
             c = self._new_flow(hook, v, inp)
             return [c] if c else []
         if v.result == P.ICMP_ERROR:
@@ -356,10 +455,16 @@ class Model:
 
     # -- invariants ------------------------------------------------------------
 
-    def invariants(self, hook: str, v: P.DpView, inp: bytes, out: bytes, verdict: int) -> list[tuple[str, str]]:
+    def _flow_hit(self, hook: str, v: P.DpView) -> bool:
+        h = self.flows.halves.get(ct_key(v.src, v.dst, v.sport, v.dport, v.proto)) if v.result == P.TUPLE else None
+        return h is not None and self._half_ok(hook, h) is not None
+
+    def invariants(self, hook: str, iface: str, v: P.DpView, inp: bytes, out: bytes, verdict: int
+                   ) -> list[tuple[str, str]]:
         bad = []
         if verdict == SHOT:
             return bad
+        rules = self.rules
         if hook == "public_egress" and P.is_ipv6(out):
             net = W.network_of(out[P.OFF_SRC:P.OFF_SRC + 16])
             if net and (net.entry.masquerade or net.entry.internal):
@@ -367,28 +472,47 @@ class Model:
                 bad.append((cat, f"source {IPv6Address(out[P.OFF_SRC:P.OFF_SRC + 16])} left public egress"))
         if hook == "public_ingress" and P.is_ipv6(inp):
             net = W.network_of(v.dst)
-            if net and (net.entry.masquerade or net.entry.internal):
+            # Link-local and unspecified sources are never forwarded by the stack (ip6_forward:
+            # RFC 4291 2.5.6), nor translated: the datapath leaves them (NDP, MLD) to it.
+            crosses = not (is_link_local(v.src) or v.src == bytes(16))
+            if net and (net.entry.masquerade or net.entry.internal) and crosses:
                 bad.append(("direct_ula_delivered", f"outside packet to {IPv6Address(v.dst)} not dropped"))
-            if self.rules.ingress_drops_bogon_sources and is_bogon_source(v.src):
-                bad.append(("bogon_source_delivered", f"source {IPv6Address(v.src)} from outside not dropped"))
+            if rules.ingress_drops_bogon_sources and not self._flow_hit(hook, v):
+                if is_forged_source(v.src):
+                    bad.append(("bogon_source_delivered", f"source {IPv6Address(v.src)} from outside not dropped"))
+                elif net and IPv6Address(v.src) in ULA:
+                    bad.append(("bogon_source_delivered", f"ULA source {IPv6Address(v.src)} to a managed prefix"))
         if hook == "veth_ingress" and P.is_ipv6(inp):
-            src, dst = W.network_of(v.src), W.network_of(v.dst)
-            ndp = v.proto == P.ICMPV6 and 133 <= v.icmp_type <= 137
-            if (src and dst and src.entry.network_id == dst.entry.network_id and not src.entry.icc
-                    and not (src.entry.gateway and v.dst == src.entry.gateway.packed) and not ndp):
-                bad.append(("icc_bypass", "container to container on an icc=false network passed"))
+            if rules.port_isolation:
+                viol = veth_violation(iface, inp, v)
+                if viol:
+                    bad.append(viol)
+            else:
+                src, dst = W.network_of(v.src), W.network_of(v.dst)
+                ndp = v.proto == P.ICMPV6 and 133 <= v.icmp_type <= 137
+                if (src and dst and src.entry.network_id == dst.entry.network_id and not src.entry.icc
+                        and not (src.entry.gateway and v.dst == src.entry.gateway.packed) and not ndp):
+                    bad.append(("icc_bypass", "container to container on an icc=false network passed"))
+        if hook == "bridge_ingress" and P.is_ipv6(inp) and rules.port_isolation:
+            net = W.network_of(v.src)
+            if net is not None and W.bridge_name(net) != iface:
+                bad.append(("bridge_spoofed_source", f"source {IPv6Address(v.src)} of {W.bridge_name(net)} "
+                                                     f"passed {iface}"))
         return bad
 
     # -- the check ---------------------------------------------------------------
 
-    def judge(self, prog: str, inp: bytes, out: bytes, verdict: int) -> Verdict:
+    def judge(self, prog: str, iface: str, inp: bytes, out: bytes, verdict: int) -> Verdict:
         hook = W.HOOK_OF[prog]
         if verdict not in self.rules.verdicts:
             return Verdict("bad_verdict", [("bad_verdict", f"verdict {verdict}")], [])
+        if hook == "bridge_egress" and (verdict != UNSPEC or out != inp):
+            return Verdict("bad_verdict", [("bridge_egress_acted", f"verdict {verdict}, "
+                                                                   f"{'changed' if out != inp else 'untouched'}")], [])
         v = P.dp_parse(inp)
         if verdict == SHOT:
             return Verdict("dropped", [], [])
-        inv = self.invariants(hook, v, inp, out, verdict)
+        inv = self.invariants(hook, iface, v, inp, out, verdict)
         if len(out) != len(inp):
             return Verdict("resized", [("length_changed", f"{len(inp)} -> {len(out)}")] + inv, [])
         if out == inp:

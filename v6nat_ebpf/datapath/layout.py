@@ -217,8 +217,8 @@ class MapSpec:
         return self.type in (PERCPU_HASH, PERCPU_ARRAY)
 
 
-def ct_unreplied_max(ct_max: int) -> int:
-    """The unreplied flows' table: V6NAT_CT_UNREPLIED_MAX of bpf/v6nat.h."""
+def ct_unassured_max(ct_max: int) -> int:
+    """The unassured flows' table: V6NAT_CT_UNASSURED_MAX of bpf/v6nat.h."""
     return max(1, ct_max // 4)
 
 
@@ -233,7 +233,7 @@ def map_specs(ct_max: int, dnat_max: int) -> dict[str, MapSpec]:
         MapSpec("public_ifaces", HASH, u32, RawPublicIface, h.const("V6NAT_PUBLIC_IFACES_MAX")),
         MapSpec("host_addrs", HASH, RawHostAddrKey, RawHostAddrInfo, h.const("V6NAT_HOST_ADDRS_MAX")),
         MapSpec("conntrack", LRU_HASH, RawCtKey, RawCtEntry, ct_max),
-        MapSpec("ct_unreplied", LRU_HASH, RawCtKey, RawCtEntry, ct_unreplied_max(ct_max)),
+        MapSpec("ct_unassured", LRU_HASH, RawCtKey, RawCtEntry, ct_unassured_max(ct_max)),
         MapSpec("veths", HASH, u32, RawVethInfo, h.const("V6NAT_VETHS_MAX")),
         MapSpec("fragments", LRU_HASH, RawFragKey, RawFragPorts, h.const("V6NAT_FRAGS_MAX")),
         MapSpec("counters", PERCPU_ARRAY, u32, u64, len(h.hooks) * len(h.counters)),

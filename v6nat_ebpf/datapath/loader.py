@@ -97,7 +97,7 @@ def compile_programs(pins: Path, config: DatapathConfig) -> Any:
         f'-DV6NAT_PIN_DIR="{pins}"',
         f"-DV6NAT_CT_MAX={config.conntrack_max}",
         f"-DV6NAT_DNAT_MAX={config.dnat_max}",
-        f"-DV6NAT_CT_UNREPLIED_MAX={layout.ct_unreplied_max(config.conntrack_max)}",
+        f"-DV6NAT_CT_UNASSURED_MAX={layout.ct_unassured_max(config.conntrack_max)}",
     ]
     try:
         return BPF(text=program_source().encode(), cflags=cflags)
@@ -193,7 +193,7 @@ class Datapath:
         self.public_ifaces = PublicIfacesTable(maps["public_ifaces"])
         self.host_addrs = HostAddrsTable(maps["host_addrs"])
         self.veths = VethsTable(maps["veths"])
-        self.conntrack = Conntrack([maps["conntrack"], maps["ct_unreplied"]], maps["config"])
+        self.conntrack = Conntrack([maps["conntrack"], maps["ct_unassured"]], maps["config"])
 
     @classmethod
     def open(cls, pin_path: str | Path = DEFAULT_PIN_PATH, config: DatapathConfig | None = None,
@@ -343,7 +343,7 @@ class Datapath:
                 entries = spec.max_entries
             elif name == "conntrack" and conntrack_entries is not None:
                 # the summary counted both tables' halves
-                entries = conntrack_entries - self._maps["ct_unreplied"].count()
+                entries = conntrack_entries - self._maps["ct_unassured"].count()
             else:
                 entries = self._maps[name].count()
             out[name] = (entries, spec.max_entries)

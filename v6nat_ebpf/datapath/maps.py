@@ -515,7 +515,7 @@ class _ForgetRule:
 
 
 class ConntrackTable:
-    """One conntrack table (answered flows, or unreplied ones): reads its
+    """One conntrack table (assured flows, or not yet / no longer assured ones): reads its
     pairs and expires them (both halves together; a pair lives in one table)."""
 
     def __init__(self, raw: BpfMap, config: BpfMap) -> None:
@@ -666,7 +666,7 @@ class ConntrackTable:
 
 class Conntrack:
     """Both conntrack tables, read as one: `conntrack` (flows that saw a reply)
-    and `ct_unreplied` (flows that have not yet), see bpf/lib/conntrack.h."""
+    and `ct_unassured` (flows that have not yet), see bpf/lib/conntrack.h."""
 
     def __init__(self, tables: list[BpfMap], config: BpfMap) -> None:
         self.tables = [ConntrackTable(raw, config) for raw in tables]
