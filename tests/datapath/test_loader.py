@@ -43,8 +43,8 @@ def test_maps_survive_a_restart_and_are_adopted(pin_path: Path) -> None:
         assert reader.dnat.items() == [(key, target)]
         assert reader.config == SMALL
         fill = reader.map_fill()
-        # The flow's two halves: unanswered yet, so in ct_unreplied (a quarter of conntrack's size).
-        assert fill["ct_unreplied"] == (2, 256) and fill["conntrack"] == (0, 1024)
+        # The flow's two halves: not assured yet, so in ct_unassured (a quarter of conntrack's size).
+        assert fill["ct_unassured"] == (2, 256) and fill["conntrack"] == (0, 1024)
 
 
 def test_a_pinned_map_of_another_shape_is_refused(pin_path: Path) -> None:
