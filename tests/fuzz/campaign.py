@@ -5,9 +5,11 @@ and judging each output with the model. The results are merged into one
 report (figures, violations with hex reproducers).
 
 Between packets the world is kept as the model knows it: the conntrack keys
-a new flow wrote are removed (or given their old value back), and every
-SWEEP packets the conntrack maps are swept (keys the model did not expect are
-removed and counted as strays) and the base flows written back.
+a new flow wrote are removed (or given their old value back, with their
+pair's other half), and every SWEEP packets both conntrack tables (answered
+or assured flows, and the others) are swept
+(keys the model did not expect, or in the other table, are removed and
+counted as strays) and the base flows written back to their tables.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from dataclasses import dataclass, field
 
 from . import packets as P
 from . import world as W
-from v6nat_ebpf.datapath.testrun import SkBuffCtx
+from v6nat_ebpf.lab.testrun import SkBuffCtx
 
 from .gen import Generator
-from .model import RULESETS, FlowState, Model
+from .model import DEFAULT_RULES, RULESETS, FlowState, Model, ct_key
 
 SWEEP = 256
 SAMPLES_PER_CATEGORY = 5
@@ -49,6 +51,7 @@ class Report:
     unrunnable: int = 0
     counters: dict = field(default_factory=dict)  # hook -> Counter(counter)
     base_halves: int = 0
+    base_not_in_first: int = 0  # base halves outside `conntrack` (in the unassured/unreplied table)
 
     def merge(self, o: "Report") -> None:
         self.packets += o.packets
@@ -70,6 +73,7 @@ class Report:
         self.strays += o.strays
         self.unrunnable += o.unrunnable
         self.base_halves = max(self.base_halves, o.base_halves)
+        self.base_not_in_first = max(self.base_not_in_first, o.base_not_in_first)
 
     @property
     def failures(self) -> int:
@@ -96,16 +100,31 @@ class World:
         except BaseException:
             self.close()
             raise
+        if self.rules.ct_maps[0] not in self.dp._maps:
+            raise RuntimeError(f"the datapath has no {self.rules.ct_maps[0]} map")
         self.ct_maps = [self.dp._maps[n] for n in self.rules.ct_maps if n in self.dp._maps]
-        self.flows = FlowState(self.ct_maps[0].items())
+        items, tables = [], {}
+        for i, m in enumerate(self.ct_maps):
+            for kb, vb in m.items():
+                items.append((kb, vb))
+                tables[kb] = i
+        self.flows = FlowState(items, tables)
         self.fds = {p: self.dp.prog_fd(p) for p in W.PROGRAMS}
         self.ctx = {}
-        for p in W.PROGRAMS:
+        for name, ifindex in W.IFINDEX.items():
             c = SkBuffCtx()
-            c.ifindex = W.ifindex_of(p)
-            self.ctx[p] = bytes(c) if c.ifindex != 1 else None
-        self._base_keys = b"".join(self.flows.raw)
-        self._base_values = b"".join(self.flows.raw.values())
+            c.ifindex = ifindex
+            self.ctx[name] = bytes(c) if ifindex != 1 else None
+        self._base = []  # per table: (keys, values, count) for a batch update
+        for i in range(len(self.ct_maps)):
+            keys = [k for k in self.flows.raw if self.flows.table[k] == i]
+            self._base.append((b"".join(keys), b"".join(self.flows.raw[k] for k in keys), len(keys)))
+        # each base half's pair: the other half's key
+        self._pair = {}
+        for k, h in self.flows.halves.items():
+            mk = ct_key(h.daddr, h.saddr, h.dport, h.sport, k[36])
+            if mk in self.flows.raw:
+                self._pair[k] = mk
 
     def close(self) -> None:
         if self.dp is not None:
@@ -114,21 +133,37 @@ class World:
         W.remove_pins(self.pin)
 
     def undo(self, keys: list[bytes]) -> None:
+        """Remove what a new flow wrote; a base key it took (a restarted flow)
+        gets its pair back, in its own table."""
+        restore = set()
         for kb in keys:
-            for m in self.ct_maps:
-                if kb in self.flows.raw:
+            if kb in self.flows.raw:
+                restore.add(kb)
+                if kb in self._pair:
+                    restore.add(self._pair[kb])
+            else:
+                for m in self.ct_maps:
+                    m.delete(_kbuf(kb))
+        for kb in restore:
+            home = self.flows.table[kb]
+            for i, m in enumerate(self.ct_maps):
+                if i == home:
                     m.update(_kbuf(kb), self.flows.raw[kb])
                 else:
                     m.delete(_kbuf(kb))
 
     def sweep(self) -> int:
         strays = 0
-        for m in self.ct_maps:
+        for i, m in enumerate(self.ct_maps):
             for kb, _ in m.items():
                 if kb not in self.flows.raw:
-                    m.delete(_kbuf(kb))
                     strays += 1
-        self.ct_maps[0].update_batch(self._base_keys, self._base_values, len(self.flows.raw))
+                    m.delete(_kbuf(kb))
+                elif self.flows.table[kb] != i:  # a restarted base flow, not yet answered
+                    m.delete(_kbuf(kb))
+        for m, (keys, values, n) in zip(self.ct_maps, self._base):
+            if n:
+                m.update_batch(keys, values, n)
         return strays
 
 
@@ -149,6 +184,7 @@ def run_worker(index: int, seed: int, packets: int, rules_name: str, deadline_s:
     try:
         rep.setup_s = time.monotonic() - started
         rep.base_halves = len(world.flows.raw)
+        rep.base_not_in_first = sum(1 for t in world.flows.table.values() if t)
         model = Model(world.rules, world.flows)
         gen = Generator(seed, world.flows)
         per_prog = {p: Counter() for p in W.PROGRAMS}
@@ -159,25 +195,25 @@ def run_worker(index: int, seed: int, packets: int, rules_name: str, deadline_s:
                 rep.strays += world.sweep()
                 if deadline_s is not None and time.monotonic() - t0 > deadline_s:
                     break
-            prog, buf, family, tags = gen.next()
+            prog, buf, family, tags, iface = gen.next()
             rep.packets += 1
             rep.tags.update(tags)
             if not runnable(buf):
                 rep.unrunnable += 1
                 continue
             try:
-                res = prog_test_run(world.fds[prog], buf, world.ctx[prog])
+                res = prog_test_run(world.fds[prog], buf, world.ctx[iface])
             except OSError as exc:
                 rep.errors[f"{prog}: {exc}"] += 1
-                _sample(rep, "test_run_error", prog, family, tags, None, buf, b"", str(exc))
+                _sample(rep, "test_run_error", prog, family, tags, None, buf, b"", str(exc), iface)
                 continue
-            v = model.judge(prog, buf, res.data, res.retval)
+            v = model.judge(prog, iface, buf, res.data, res.retval)
             per_prog[prog][v.outcome] += 1
             per_family.setdefault(family, Counter())[v.outcome] += 1
             rep.csum_checked += v.csum_checked
             for cat, detail in v.violations:
                 rep.violations[cat] += 1
-                _sample(rep, cat, prog, family, tags, res.retval, buf, res.data, detail)
+                _sample(rep, cat, prog, family, tags, res.retval, buf, res.data, detail, iface)
             if v.created:
                 world.undo(v.created)
         rep.elapsed_s = time.monotonic() - t0
@@ -202,11 +238,11 @@ def runnable(buf: bytes) -> bool:
 
 
 def _sample(rep: Report, cat: str, prog: str, family: str, tags: list, verdict, inp: bytes, out: bytes,
-            detail: str) -> None:
+            detail: str, iface: str) -> None:
     s = rep.samples.setdefault(cat, [])
     if len(s) < SAMPLES_PER_CATEGORY:
-        s.append({"prog": prog, "family": family, "tags": tags, "verdict": verdict, "detail": detail,
-                  "in": inp.hex(), "out": out.hex()})
+        s.append({"prog": prog, "iface": iface, "family": family, "tags": tags, "verdict": verdict,
+                  "detail": detail, "in": inp.hex(), "out": out.hex()})
 
 
 def _worker_entry(args) -> Report:
@@ -218,7 +254,7 @@ def _worker_entry(args) -> Report:
         return rep
 
 
-def run_campaign(packets: int, jobs: int | None = None, seed: int = 1, rules: str = "main",
+def run_campaign(packets: int, jobs: int | None = None, seed: int = 1, rules: str = DEFAULT_RULES,
                  deadline_s: float | None = None) -> Report:
     """Split `packets` over `jobs` forked workers; every worker removes its pins."""
     jobs = jobs or os.cpu_count() or 1
@@ -244,7 +280,8 @@ def format_report(rep: Report) -> str:
     add(f"fuzz: {rep.packets:,} packets, {rep.workers} workers, rules '{rep.rules}', "
         f"{rep.elapsed_s:.1f} s elapsed (setup {rep.setup_s:.1f} s), "
         f"{rep.packets / max(rep.elapsed_s, 1e-9):,.0f} packets/s")
-    add(f"base flows: {rep.base_halves} conntrack halves; strays swept: {rep.strays}; "
+    add(f"base flows: {rep.base_halves} conntrack halves ({rep.base_not_in_first} outside `conntrack`); "
+        f"strays swept: {rep.strays}; "
         f"not runnable (IPv6 frame < 54 B, refused by BPF_PROG_TEST_RUN): {rep.unrunnable}")
     add("per program (outcome by the model):")
     for prog in W.PROGRAMS:
@@ -274,7 +311,9 @@ def format_report(rep: Report) -> str:
     for cat, samples in sorted(rep.samples.items()):
         add(f"samples of {cat}:")
         for s in samples[:3]:
-            add(f"  {s['prog']} family={s['family']} tags={s['tags']} verdict={s['verdict']}: {s['detail']}")
+            add(f"  {s['prog']} on {s['iface']} family={s['family']} tags={s['tags']} verdict={s['verdict']}: "
+                f"{s['detail']}")
+            add(f"    (replay: python -m tests.fuzz.replay {s['prog']} <in> {rep.rules} {s['iface']})")
             add(f"    in  {s['in']}")
             add(f"    out {s['out']}")
     return "\n".join(lines)

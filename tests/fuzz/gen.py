@@ -7,6 +7,10 @@ fragments), new flows (published ports, masquerade, hairpin; spoofed and
 bogon sources), ICMPv6 errors (types 1-4) quoting real flows (full,
 truncated, with extension headers, from the quote's destination or a
 router) and fake ones, later fragments, packets that are not ours, garbage.
+Each packet arrives on an interface its program is attached to: pub0, its
+source's (bridge ingress) or destination's (bridge egress) bridge, its source
+container's port (veth ingress), or now and then another bridge or port (or
+one without a veths entry), so spoofing and isolation are fuzzed too.
 Mutations: extension-header chains of 0-8 headers (hop-by-hop, destination
 options, routing types 0/2/4 with and without segments left, fragment, AH),
 truncation at every layer boundary (payload length kept or fixed), byte
@@ -23,7 +27,9 @@ from . import packets as P
 from . import world as W
 from .model import CT_DNAT, CT_HAIRPIN, CT_SNAT, ORIG, REPLY, FlowState, Half
 
-# Which programs see a half's packets (the hook that translates it).
+# Which programs see a half's packets (the hook that translates it). Bridge
+# egress sees the packets toward a container after their translation: the
+# mirror of the container's outward half (DNAT reply, SNAT original).
 HOOKS_OF_HALF = {
     (CT_DNAT, ORIG): [W.PUBLIC_INGRESS],
     (CT_SNAT, REPLY): [W.PUBLIC_INGRESS],
@@ -44,6 +50,7 @@ TCP_FLAGS = [P.TH_ACK, P.TH_ACK | P.TH_PSH, P.TH_SYN, P.TH_SYN | P.TH_ACK, P.TH_
 
 FAMILIES = ("flow", "new_flow", "icmp_error", "later_fragment", "not_ours", "garbage")
 WEIGHTS = (34, 22, 22, 8, 11, 3)
+OUTWARD = ((CT_DNAT, REPLY), (CT_SNAT, ORIG))
 
 
 class Generator:
@@ -222,6 +229,10 @@ class Generator:
         elif p < 0.24 and len(b) >= 54:
             b[18:20] = struct.pack("!H", r.randint(0, len(b)))
             tags.append("payload_len")
+        elif p < 0.27:  # to a sibling's MAC (not the bridge's), or multicast
+            b[0:6] = r.choice((bytes.fromhex("02000000000a"), P.MAC_SRC, bytes.fromhex("333300000001"),
+                               bytes.fromhex("3333ff000002")))
+            tags.append("dst_mac")
         return bytes(b), tags
 
     # -- templates --------------------------------------------------------------------
@@ -236,6 +247,9 @@ class Generator:
         sport, dport = struct.unpack_from("!HH", k, 32)
         progs = HOOKS_OF_HALF[(h.kind, h.dir)]
         prog = r.choice(progs) if r.random() < 0.85 else r.choice(W.PROGRAMS)
+        if (h.kind, h.dir) in OUTWARD and r.random() < 0.3:  # an inward packet, translated, at bridge egress
+            prog = W.BRIDGE_EGRESS
+            src, dst, sport, dport = dst, src, dport, sport
         if r.random() < 0.1:
             ident = r.getrandbits(32)
             chain = [(P.FRAGMENT, lambda nh, i=ident: P.ext_fragment(nh, 0, True, i))]
@@ -246,17 +260,40 @@ class Generator:
             chain = self.ext_chain(proto)
         return prog, self.packet(src, dst, proto, self.l4_for(proto, sport, dport), chain)
 
+    def takeover_packet(self) -> tuple[str, bytes] | None:
+        """A new DNAT flow whose reply tuple is a live flow's: a live client's
+        address and port toward the other host address of the same published
+        port (the forger's SYN of issue 12): a clash, never a take-over."""
+        r = self.r
+        dnat = [(k, h, proto) for k, h, proto in self.keys if (h.kind, h.dir) == (CT_DNAT, ORIG)]
+        if not dnat:
+            return None
+        k, h, proto = r.choice(dnat)
+        client, host = k[:16], k[16:32]
+        cport, hport = struct.unpack_from("!HH", k, 32)
+        others = [a for a in W.HOST_ADDRS if a != host]
+        dst = r.choice(others) if others and r.random() < 0.9 else host
+        l4 = self.l4_for(proto, cport, hport)
+        if proto == P.TCP:
+            l4 = l4[:13] + bytes((P.TH_SYN,)) + l4[14:]
+        return W.PUBLIC_INGRESS, self.packet(client, dst, proto, l4, self.ext_chain(proto) if r.random() < 0.2 else [])
+
     def new_flow_packet(self) -> tuple[str, bytes]:
         r = self.r
         which = r.random()
         proto = r.choice((P.TCP, P.TCP, P.UDP, P.UDP, P.ICMPV6))
+        if which < 0.05:
+            got = self.takeover_packet()
+            if got is not None:
+                return got
         if which < 0.35:  # from outside to a published (or any) port
             prog = W.PUBLIC_INGRESS
             src = r.choice(W.OUTSIDE) if r.random() < 0.75 else self.rand_addr()
             dst = r.choice(W.HOST_ADDRS) if r.random() < 0.9 else self.rand_addr()
             sport, dport = self.rand_port(), self.rand_port()
         elif which < 0.75:  # a container to the outside
-            prog = W.PUBLIC_EGRESS if r.random() < 0.7 else r.choice((W.VETH_INGRESS, W.BRIDGE_INGRESS))
+            prog = W.PUBLIC_EGRESS if r.random() < 0.7 else r.choice((W.VETH_INGRESS, W.BRIDGE_INGRESS,
+                                                                       W.BRIDGE_EGRESS))
             src = r.choice(list(W.CONTAINERS)) if r.random() < 0.8 else self.rand_addr()
             dst = r.choice(W.OUTSIDE) if r.random() < 0.7 else self.rand_addr()
             sport, dport = self.rand_port(), self.rand_port()
@@ -373,15 +410,30 @@ class Generator:
                 b[14] = 0x60 | (b[14] & 0x0F)
         return r.choice(W.PROGRAMS), bytes(b)
 
-    def next(self) -> tuple[str, bytes, str, list[str]]:
+    def iface(self, prog: str, buf: bytes) -> str:
+        """The interface the skb is on: mostly the packet's own (world.default_iface)."""
+        r = self.r
+        if prog in (W.PUBLIC_INGRESS, W.PUBLIC_EGRESS):
+            return "pub0"
+        if prog == W.VETH_INGRESS and buf[22:38] not in W.VETH_OF:  # another source: a known port's spoof
+            return r.choice(W.VETHS)
+        if r.random() < 0.9:
+            return W.default_iface(prog, buf)
+        return r.choice(W.VETHS if prog == W.VETH_INGRESS else W.BRIDGES)
+
+    def next(self) -> tuple[str, bytes, str, list[str], str]:
         x = self.r.random() * self.total
         i = 0
         while x >= self.cum[i]:
             i += 1
         family = FAMILIES[i]
         prog, buf = getattr(self, f"{family}_packet")()
+        iface = self.iface(prog, buf)
         proto = P.dp_parse(buf).proto
         if family in ("garbage",):
-            return prog, buf, family, []
+            return prog, buf, family, [], iface
         buf, tags = self.mutate(buf, proto)
-        return prog, buf, family, tags
+        if prog == W.VETH_INGRESS and self.r.random() < 0.15:  # to a sibling (ICC is judged by MAC)
+            buf = self.r.choice((bytes.fromhex("02000000000a"), P.MAC_SRC)) + buf[6:]
+            tags.append("sibling_mac")
+        return prog, buf, family, tags, iface

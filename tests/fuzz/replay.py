@@ -2,7 +2,10 @@
 freshly built fuzz world and show input and output with scapy, checksums
 verified by scapy (which uses a routing header's final destination):
 
-    python -m tests.fuzz.replay v6nat_public_ingress 0200...
+    python -m tests.fuzz.replay v6nat_public_ingress 0200... [rules [interface]]
+
+The interface is the one the report names (a bridge brN, a port vc1...; by
+default the packet's own, world.default_iface).
 
 Base flows are created as in a campaign (a SNAT flow whose port had to be
 chosen at random gets another port each time: replays of such flows differ)."""
@@ -17,11 +20,11 @@ import scapy.layers.inet6  # noqa: F401
 from scapy.layers.l2 import Ether
 
 from v6nat_ebpf.datapath.bpfsys import prog_test_run
-from v6nat_ebpf.datapath.testrun import SkBuffCtx
+from v6nat_ebpf.lab.testrun import SkBuffCtx
 
 from . import world as W
 from .campaign import World
-from .model import Model
+from .model import DEFAULT_RULES, Model
 
 
 def scapy_checksums_ok(raw: bytes) -> str:
@@ -48,17 +51,18 @@ def scapy_checksums_ok(raw: bytes) -> str:
 
 def main(argv: list[str]) -> int:
     prog, hexdata = argv[0], argv[1]
-    rules = argv[2] if len(argv) > 2 else "main"
+    rules = argv[2] if len(argv) > 2 else DEFAULT_RULES
     inp = bytes.fromhex(hexdata)
     W.enter_private_netns()
     socks = W.open_host_sockets()
     world = World(f"replay-{os.getpid()}", rules)
     try:
+        iface = argv[3] if len(argv) > 3 else W.default_iface(prog, inp)
         c = SkBuffCtx()
-        c.ifindex = W.ifindex_of(prog)
+        c.ifindex = W.IFINDEX[iface]
         res = prog_test_run(world.fds[prog], inp, bytes(c))
-        v = Model(world.rules, world.flows).judge(prog, inp, res.data, res.retval)
-        print(f"{prog}: verdict {res.retval}, model: {v.outcome} {v.violations}")
+        v = Model(world.rules, world.flows).judge(prog, iface, inp, res.data, res.retval)
+        print(f"{prog} on {iface}: verdict {res.retval}, model: {v.outcome} {v.violations}")
         print("in: ", scapy_checksums_ok(inp))
         Ether(inp).show2()
         print("out:", scapy_checksums_ok(res.data))

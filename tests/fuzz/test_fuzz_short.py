@@ -1,9 +1,11 @@
 """The short fuzz run of `make test` (the full one is `make fuzz`): a few
 hundred thousand generated and mutated packets through every TC program,
-judged by the model (tests/fuzz/model.py). Fails on any test-run error and on
-any violation outside model.KNOWN_GAPS; known gaps make it an expected
-failure that names them. Coverage is asserted too, so a harness that stops
-reaching the translations fails instead of passing quietly."""
+judged by the model (tests/fuzz/model.py) under its default rules (`strict`:
+issue 12's target, which the datapath on main implements). Fails on any
+test-run error and on any violation outside model.KNOWN_GAPS (empty on main:
+then it simply passes or fails); known gaps make it an expected failure that
+names them. Coverage is asserted too, so a harness that stops reaching the
+translations fails instead of passing quietly."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from .model import KNOWN_GAPS
 
 PACKETS = int(os.environ.get("V6NAT_FUZZ_SHORT_PACKETS", "500000"))
 SEED = int(os.environ.get("V6NAT_FUZZ_SEED", "12"))
-DEADLINE_S = 45.0  # per worker, after setup: the run stays short on a loaded machine
+DEADLINE_S = 35.0  # per worker, after setup: the run stays under a minute on a loaded machine
 
 
 def test_short_fuzz_run_finds_no_violation() -> None:
@@ -31,7 +33,11 @@ def test_short_fuzz_run_finds_no_violation() -> None:
     for needed in ("flow", "new_dnat", "new_snat", "new_hairpin", "icmp_error", "fragment", "dropped", "untouched"):
         assert needed in outcomes, f"no packet was {needed}: the harness lost coverage\n{text}"
     for prog, c in rep.per_prog.items():
-        assert sum(c.values()) > rep.packets // 10, f"{prog} got too few packets\n{text}"
+        assert sum(c.values()) > rep.packets // 20, f"{prog} got too few packets\n{text}"
+    actions = {k for c in rep.counters.values() for k in c}
+    for needed in ("redirect", "redirect_peer", "drop_spoofed_source", "drop_bogon_source", "drop_bad_checksum",
+                   "drop_icmp_foreign", "drop_isolation", "drop_icc_blocked", "drop_veth_unknown"):
+        assert needed in actions, f"no packet counted {needed}: the harness lost coverage\n{text}"
     unknown = {k: n for k, n in rep.violations.items() if k not in KNOWN_GAPS}
     assert not unknown, f"violations {unknown}\n{text}"
     if rep.violations:

@@ -1,7 +1,10 @@
 """The fuzzer's small world: host addresses, published ports, networks
 (masquerade, internal, routed, one without ICC and with its own SNAT
 address), host sockets that SNAT must avoid, and established flows created
-by real packets (SYN, then the reply) before fuzzing starts.
+by real packets (SYN, the translated SYN through bridge egress, then the
+reply: answered and confirmed both ways, so the fast path carries them)
+before fuzzing starts. Every container has a port (a veth with a veths
+entry); one more port has none.
 
 Each worker runs in its own network namespace (the host sockets and the
 socket lookups of the SNAT port claim then see only this world) with its own
@@ -20,7 +23,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry
-from v6nat_ebpf.datapath.testrun import run
+from v6nat_ebpf.datapath.maps import VethEntry
+from v6nat_ebpf.lab.datapath import clear
+from v6nat_ebpf.lab.testrun import run
 
 from . import packets as P
 
@@ -35,12 +40,14 @@ ROUTER = a("2001:db8:3::1")
 OTHER, OTHER2 = a("2001:db8:9::1"), a("2001:db8:9::2")
 LO = 1
 # Interfaces of the worker's namespace (set by enter_private_netns): the skb of
-# each test run is put on the interface its program is attached to, so the
-# fast path's FIB lookups succeed and packets are redirected.
+# each test run is put on an interface its program is attached to (the
+# generator picks which: a packet's own bridge or veth mostly, another one
+# sometimes), so the fast path's FIB lookups succeed and packets are redirected.
 PUB_IF = LO
-BRIDGE_IF = LO
-VETH_IF = LO
 PUB_MAC = bytes.fromhex("020000000002")  # = packets.MAC_DST: frames to us are PACKET_HOST
+# The bridges' MAC as the veths map holds it: the MAC generated frames are sent to.
+BRIDGE_MAC = bytes.fromhex("020000000002")
+IFINDEX: dict[str, int] = {"lo": LO}  # interface name -> ifindex in the worker's namespace
 NEXT_HOP = "fe80::1"
 
 NET = IPv6Network("fd00:1::/64")
@@ -87,15 +94,58 @@ HOST_SOCKETS = [(P.UDP, 5555), (P.UDP, 61010), (P.TCP, 61011), (P.TCP, 5001)]
 CONTAINERS = {  # address -> network prefix
     C1: NET, C2: NET, C3: NET, I1: NET_INTERNAL, R1: NET_ROUTED, N1: NET_NOICC, N2: NET_NOICC,
 }
+# Each container's port (the host side of its veth), with a veths entry; "vx"
+# is a veth the control plane has not described (every packet dropped).
+VETH_OF = {C1: "vc1", C2: "vc2", C3: "vc3", I1: "vi1", R1: "vr1", N1: "vn1", N2: "vn2"}
+VETH_UNKNOWN = "vx"
+VETHS = list(VETH_OF.values()) + [VETH_UNKNOWN]
 OUTSIDE = [CLIENT, CLIENT2, ROUTER, OTHER, OTHER2]
 
 PUBLIC_INGRESS = "v6nat_public_ingress"
 PUBLIC_EGRESS = "v6nat_public_egress"
 BRIDGE_INGRESS = "v6nat_bridge_ingress"
+BRIDGE_EGRESS = "v6nat_bridge_egress"
 VETH_INGRESS = "v6nat_veth_ingress"
-PROGRAMS = (PUBLIC_INGRESS, PUBLIC_EGRESS, BRIDGE_INGRESS, VETH_INGRESS)
+PROGRAMS = (PUBLIC_INGRESS, PUBLIC_EGRESS, BRIDGE_INGRESS, BRIDGE_EGRESS, VETH_INGRESS)
 HOOK_OF = {PUBLIC_INGRESS: "public_ingress", PUBLIC_EGRESS: "public_egress",
-           BRIDGE_INGRESS: "bridge_ingress", VETH_INGRESS: "veth_ingress"}
+           BRIDGE_INGRESS: "bridge_ingress", BRIDGE_EGRESS: "bridge_egress", VETH_INGRESS: "veth_ingress"}
+
+
+def bridge_name(net: "Net") -> str:
+    return f"br{net.entry.network_id}"
+
+
+BRIDGES = ["br1", "br2", "br3", "br4"]
+
+
+def net_by_bridge(name: str) -> "Net | None":
+    for n in NETWORKS:
+        if bridge_name(n) == name:
+            return n
+    return None
+
+
+def veth_entry(name: str) -> VethEntry | None:
+    """The veths entry of a port (None: the unknown one)."""
+    for c, port in VETH_OF.items():
+        if port == name:
+            n = network_of(c)
+            return VethEntry(n.entry.network_id, n.entry.bridge_ifindex, n.entry.masquerade, n.entry.icc,
+                             n.entry.internal, (IPv6Address(c),), BRIDGE_MAC)
+    return None
+
+
+def default_iface(prog: str, buf: bytes) -> str:
+    """Where a packet of `prog` arrives when nothing else is said: a public
+    packet on pub0; at a bridge the bridge of its source's (ingress) or
+    destination's (egress) network; at a veth its source container's port."""
+    src, dst = buf[22:38], buf[38:54]
+    if prog in (PUBLIC_INGRESS, PUBLIC_EGRESS):
+        return "pub0"
+    if prog == VETH_INGRESS:
+        return VETH_OF.get(src, VETH_UNKNOWN)
+    net = network_of(src if prog == BRIDGE_INGRESS else dst)
+    return bridge_name(net) if net else "br1"
 
 
 def network_of(addr: bytes) -> Net | None:
@@ -113,8 +163,8 @@ def dnat_lookup(proto: int, addr: bytes, port: int) -> tuple[bytes, int, int] | 
 
 # --- the flows that exist before fuzzing: (program, packet) sent in order ----
 
-def _t(src, dst, sp, dp_, flags, payload=b"") -> bytes:
-    return P.eth(P.ip6(src, dst, P.TCP, P.with_checksum(src, dst, P.TCP, P.tcp(sp, dp_, flags, payload))))
+def _t(src, dst, sp, dp_, flags, payload=b"", seq=1000, ack=0) -> bytes:
+    return P.eth(P.ip6(src, dst, P.TCP, P.with_checksum(src, dst, P.TCP, P.tcp(sp, dp_, flags, payload, seq, ack))))
 
 
 def _u(src, dst, sp, dp_, payload=b"x") -> bytes:
@@ -125,17 +175,33 @@ def _e(src, dst, ident, request=True) -> bytes:
     return P.eth(P.ip6(src, dst, P.ICMPV6, P.with_checksum(src, dst, P.ICMPV6, P.echo(request, ident))))
 
 
-S, SA = P.TH_SYN, P.TH_SYN | P.TH_ACK
+S, SA, A = P.TH_SYN, P.TH_SYN | P.TH_ACK, P.TH_ACK
 
 
 def setup_flows(dp: Datapath) -> None:
     """Create the base flows with real packets, each followed by its reply
-    (as translated: the reply is sent to what the first packet became)."""
+    (as translated: the reply is sent to what the first packet became) and
+    for TCP and UDP by one more packet of the original side (the ACK of the
+    SYN-ACK, a second datagram), so every pair is assured both ways and lives
+    in `conntrack` whichever packet the datapath moves it there on."""
+
+    def again(prog: str, proto: int, src, dst, sport, dport) -> None:
+        if proto == P.TCP:  # the SYN (seq 1000) and the SYN-ACK (seq 1000) each took one
+            go(prog, _t(src, dst, sport, dport, A, seq=1001, ack=1001))
+        elif proto == P.UDP:
+            go(prog, _u(src, dst, sport, dport))
+
     def go(prog: str, pkt: bytes) -> bytes:
-        r = run(dp.prog_fd(prog), pkt, ifindex=ifindex_of(prog))
+        r = run(dp.prog_fd(prog), pkt, ifindex=IFINDEX[default_iface(prog, pkt)])
         if r.verdict == P_SHOT:
             raise RuntimeError(f"setup packet dropped by {prog}: {pkt.hex()}")
         return r.raw
+
+    def inward(raw: bytes) -> None:
+        """The translated packet toward a container leaves the stack by its
+        bridge: bridge egress confirms that direction (the fast path needs
+        both). Frames from the stack carry the bridge's MACs (not checked)."""
+        go(BRIDGE_EGRESS, raw)
 
     def tup(raw: bytes):
         v = P.dp_parse(raw)
@@ -148,9 +214,12 @@ def setup_flows(dp: Datapath) -> None:
         (P.TCP, CLIENT2, 40004, HOST2, 8081), (P.TCP, CLIENT, 40005, HOST, 61500),
     ]:
         first = _t(client, host, cport, hport, S) if proto == P.TCP else _u(client, host, cport, hport)
-        s, d, sp, dp_ = tup(go(PUBLIC_INGRESS, first))
+        translated = go(PUBLIC_INGRESS, first)
+        inward(translated)
+        s, d, sp, dp_ = tup(translated)
         reply = _t(d, s, dp_, sp, SA) if proto == P.TCP else _u(d, s, dp_, sp)
         go(PUBLIC_EGRESS, reply)
+        again(PUBLIC_INGRESS, proto, client, host, cport, hport)
     # SNAT: container -> outside, reply to the translated source.
     for proto, c, sport, remote, rport in [
         (P.TCP, C1, 5000, OTHER, 443), (P.TCP, C2, 5000, OTHER, 443),  # the second needs a new port
@@ -166,16 +235,18 @@ def setup_flows(dp: Datapath) -> None:
             first = _e(c, remote, sport)
         s, d, sp, dp_ = tup(go(PUBLIC_EGRESS, first))
         if proto == P.TCP:
-            go(PUBLIC_INGRESS, _t(d, s, dp_, sp, SA))
+            inward(go(PUBLIC_INGRESS, _t(d, s, dp_, sp, SA)))
         elif proto == P.UDP:
-            go(PUBLIC_INGRESS, _u(d, s, dp_, sp))
+            inward(go(PUBLIC_INGRESS, _u(d, s, dp_, sp)))
         else:
-            go(PUBLIC_INGRESS, _e(d, s, sp, request=False))
+            inward(go(PUBLIC_INGRESS, _e(d, s, sp, request=False)))
+        again(PUBLIC_EGRESS, proto, c, remote, sport, rport)
     # Hairpin: container -> host:published, reply from the target.
     for proto, c, sport, host, hport in [(P.TCP, C2, 7000, HOST, 8080), (P.UDP, N2, 7001, HOST, 5353)]:
         first = _t(c, host, sport, hport, S) if proto == P.TCP else _u(c, host, sport, hport)
         s, d, sp, dp_ = tup(go(BRIDGE_INGRESS, first))
         go(BRIDGE_INGRESS, _t(d, s, dp_, sp, SA) if proto == P.TCP else _u(d, s, dp_, sp))
+        again(BRIDGE_INGRESS, proto, c, host, sport, hport)
 
 
 P_SHOT = 2
@@ -183,7 +254,7 @@ ICMPV6_ECHO = P.ICMPV6
 
 
 def configure(dp: Datapath) -> None:
-    dp.clear()
+    clear(dp)
     dp.set_config(CONFIG)
     for h in HOST_ADDRS:
         dp.host_addrs.put(IPv6Address(h), PUB_IF)
@@ -194,6 +265,8 @@ def configure(dp: Datapath) -> None:
     for (proto, host, port), (target, tport, mid) in PUBLISHED.items():
         dp.dnat.put(DnatKey(proto, IPv6Address(host) if host else None, port),
                     DnatTarget(IPv6Address(target), tport, mid))
+    for name in VETH_OF.values():
+        dp.veths.put(IFINDEX[name], veth_entry(name))
 
 
 CONFIG = DatapathConfig(conntrack_max=16384, dnat_max=4096, snat_port_min=SNAT_MIN, snat_port_max=SNAT_MAX)
@@ -221,9 +294,10 @@ def enter_private_netns() -> None:
     interfaces there (nothing of the root namespace is touched): pub0, the
     public interface (host addresses, a default route); a dummy "bridge" per
     network with its prefix and permanent neighbours for most containers (with
-    the MAC their frames carry, so the veth program believes them); veth1, a
-    container port. Forwarding is on in this namespace only."""
-    global PUB_IF, BRIDGE_IF, VETH_IF, PUBLIC_IFACES
+    the MAC their frames carry, so the veth program believes them); a port
+    per container (VETH_OF) and one unknown to the datapath (VETH_UNKNOWN).
+    Forwarding is on in this namespace only."""
+    global PUB_IF, PUBLIC_IFACES
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNET) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
@@ -243,18 +317,14 @@ def enter_private_netns() -> None:
             if prefix == n.prefix and c != C3:  # C3: no neighbour (bpf_redirect_neigh)
                 _ip("-6", "neigh", "add", str(IPv6Address(c)), "lladdr", P.MAC_SRC.hex(":"), "dev", name,
                     "nud", "permanent")
-    _link("veth1")
+    for name in VETHS:
+        _link(name)
     with open("/proc/sys/net/ipv6/conf/all/forwarding", "w") as f:  # this namespace's
         f.write("1")
     PUB_IF = socket.if_nametoindex("pub0")
-    BRIDGE_IF = NETWORKS[0].entry.bridge_ifindex
-    VETH_IF = socket.if_nametoindex("veth1")
     PUBLIC_IFACES = {PUB_IF: HOST}
-
-
-def ifindex_of(prog: str) -> int:
-    return {PUBLIC_INGRESS: PUB_IF, PUBLIC_EGRESS: PUB_IF, BRIDGE_INGRESS: BRIDGE_IF,
-            VETH_INGRESS: VETH_IF}[prog]
+    for name in ["pub0", *BRIDGES, *VETHS]:
+        IFINDEX[name] = socket.if_nametoindex(name)
 
 
 def open_host_sockets() -> list[socket.socket]:
