@@ -329,6 +329,9 @@ def test_flows_do_not_outlive_their_container_or_mapping(dp: Datapath) -> None:
     # a gone: its lone half too
     assert reconciler.apply(state({"id-c": b}, ()), reread=False).flows_forgotten == 1
     assert present() == {bytes(k) for k in gateway}
+    # a prefix shorter than a byte (every address a candidate), and owned addresses kept
+    assert dp.conntrack.forget(prefixes=[IPv6Network("fc00::/7")], owned=[IPv6Address("fd00:1::1")]) == 0
+    assert dp.conntrack.forget(prefixes=[IPv6Network("fc00::/7")]) == 1 and present() == set()
 
 
 def test_host_source_names_a_containers_namespace_as_its_veths_peer(lab: Lab) -> None:

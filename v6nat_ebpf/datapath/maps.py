@@ -16,7 +16,7 @@ import struct
 import time
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
-from typing import Generic, Iterable, Mapping, TypeVar
+from typing import Generic, Iterable, Iterator, Mapping, TypeVar
 
 from v6nat_ebpf.constants import CONNTRACK_MAX, CONNTRACK_MAX_FLOOR, SNAT_PORT_FLOOR, SNAT_PORT_MAX, SNAT_PORT_MIN
 from v6nat_ebpf.datapath import layout
@@ -481,37 +481,71 @@ def _mirror_key(entry: layout.RawCtEntry, proto: int) -> bytes:
     return bytes(layout.RawCtKey(entry.daddr, entry.saddr, entry.dport, entry.sport, proto))
 
 
+def _records_with(buf: bytes, needle: bytes, stride: int, offsets: tuple[int, ...]) -> Iterator[tuple[int, int]]:
+    """(record index, offset) of each place `needle` starts at one of `offsets` of the `stride`-byte records
+    packed in `buf`: bytes.find does the walking, Python sees only the hits."""
+    start = buf.find(needle)
+    while start != -1:
+        index, at = divmod(start, stride)
+        if at in offsets:
+            yield index, start
+        start = buf.find(needle, start + 1)
+
+
 class _ForgetRule:
-    """Which conntrack halves Conntrack.forget condemns, on raw 16-byte addresses."""
+    """Which conntrack halves Conntrack.forget condemns, found in the raw batch buffers."""
 
     def __init__(self, addresses: Iterable[IPv6Address], mapping_ids: Iterable[int],
                  prefixes: Iterable[IPv6Network], owned: Iterable[IPv6Address],
                  published: Iterable[int] | None) -> None:
         h = layout.header()
-        self.mapped_kinds = frozenset((h.const("CT_KIND_DNAT"), h.const("CT_KIND_HAIRPIN")))
+        self.mapped_kinds = (h.const("CT_KIND_DNAT"), h.const("CT_KIND_HAIRPIN"))
         self.addresses = frozenset(a.packed for a in addresses)
         self.mapping_ids = frozenset(mapping_ids)
         self.published = None if published is None else frozenset(published)
-        self.prefixes = [(int(p.netmask), int(p.network_address)) for p in prefixes]
+        # (the prefix's whole leading bytes: what a match starts with, mask, network)
+        self.prefixes = [(p.network_address.packed[:p.prefixlen // 8], int(p.netmask), int(p.network_address))
+                         for p in prefixes]
         self.owned = frozenset(a.packed for a in owned)
         self._orphan: dict[bytes, bool] = {}  # address -> in a prefix and not owned (memo: few distinct)
+        e, k = layout.RawCtEntry, layout.RawCtKey
+        self.key_addrs = (k.saddr.offset, k.daddr.offset)
+        self.value_addrs = (e.saddr.offset, e.daddr.offset)
+        self.kind_at, self.id_at = e.kind.offset, e.mapping_id.offset
+
+    @property
+    def empty(self) -> bool:
+        return not (self.addresses or self.mapping_ids or self.prefixes or self.published is not None)
 
     def _is_orphan(self, addr: bytes) -> bool:
         found = self._orphan.get(addr)
         if found is None:
             value = int.from_bytes(addr, "big")
-            found = addr not in self.owned and any(value & mask == net for mask, net in self.prefixes)
+            found = addr not in self.owned and any(value & mask == net for _, mask, net in self.prefixes)
             self._orphan[addr] = found
         return found
 
-    def condemns(self, addrs: list[bytes], mapping_id: int) -> bool:
-        """`addrs`: a half's key and value addresses; `mapping_id`: its mapping (DNAT/hairpin), else 0."""
-        if mapping_id and (mapping_id in self.mapping_ids
-                           or (self.published is not None and mapping_id not in self.published)):
-            return True
-        if any(a in self.addresses for a in addrs):
-            return True
-        return bool(self.prefixes) and any(self._is_orphan(a) for a in addrs)
+    def condemned(self, keys: bytes, values: bytes, n: int, ks: int, vs: int) -> set[int]:
+        """The indexes of the halves of one batch (`n` keys and values packed end to end) to forget."""
+        hits: set[int] = set()
+        for buf, stride, offsets in ((keys, ks, self.key_addrs), (values, vs, self.value_addrs)):
+            for addr in self.addresses:
+                hits.update(i for i, _ in _records_with(buf, addr, stride, offsets))
+            for lead, _, _ in self.prefixes:
+                if lead:
+                    candidates: Iterable[tuple[int, int]] = _records_with(buf, lead, stride, offsets)
+                else:  # a prefix shorter than a byte: every address is a candidate
+                    candidates = ((i, i * stride + at) for i in range(n) for at in offsets)
+                hits.update(i for i, at in candidates if i not in hits and self._is_orphan(buf[at:at + 16]))
+        if self.mapping_ids or self.published is not None:
+            kinds = values[self.kind_at::vs]
+            for kind in self.mapped_kinds:
+                for i, _ in _records_with(kinds, bytes((kind,)), 1, (0,)):
+                    mapping_id = int.from_bytes(values[i * vs + self.id_at:i * vs + self.id_at + 4], "little")
+                    if mapping_id in self.mapping_ids or (self.published is not None
+                                                          and mapping_id not in self.published):
+                        hits.add(i)
+        return hits
 
 
 class ConntrackTable:
@@ -617,29 +651,21 @@ class ConntrackTable:
 
     def forget(self, rule: _ForgetRule) -> int:
         """Remove every pair one of whose halves `rule` condemns, both halves (a lone half too);
-        returns the pairs removed. Decodes only the addresses and the mapping of each half, from the
-        batch buffers."""
+        returns the pairs removed."""
         ks, vs = self.raw.key_size, self.raw.value_size
         e, k = layout.RawCtEntry, layout.RawCtKey
-        fields = [slice(k.saddr.offset, k.saddr.offset + 16), slice(k.daddr.offset, k.daddr.offset + 16)]
-        values = [slice(e.saddr.offset, e.saddr.offset + 16), slice(e.daddr.offset, e.daddr.offset + 16)]
-        kind_at, id_at = e.kind.offset, slice(e.mapping_id.offset, e.mapping_id.offset + 4)
+        e_saddr, e_daddr = slice(e.saddr.offset, e.saddr.offset + 16), slice(e.daddr.offset, e.daddr.offset + 16)
         e_sport, e_dport = slice(e.sport.offset, e.sport.offset + 2), slice(e.dport.offset, e.dport.offset + 2)
         k_tail = slice(k.proto.offset, ks)
         doomed: set[bytes] = set()
         pairs = 0
-        for keys, vals, n in self.raw.batches():
-            for i in range(n):
-                key, value = keys[i * ks:(i + 1) * ks], vals[i * vs:(i + 1) * vs]
-                if key in doomed:
+        for keys, values, n in self.raw.batches():
+            for i in sorted(rule.condemned(keys, values, n, ks, vs)):
+                key, value = keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs]
+                if key in doomed:  # the other half of a pair already condemned
                     continue
-                addrs = [key[f] for f in fields] + [value[f] for f in values]
-                mapping_id = int.from_bytes(value[id_at], "little") if value[kind_at] in rule.mapped_kinds else 0
-                if not rule.condemns(addrs, mapping_id):
-                    continue
-                mirror = value[values[1]] + value[values[0]] + value[e_dport] + value[e_sport] + key[k_tail]
                 pairs += 1
-                doomed.update((key, mirror))
+                doomed.update((key, value[e_daddr] + value[e_saddr] + value[e_dport] + value[e_sport] + key[k_tail]))
         for kb in doomed:
             self.raw.delete(layout.RawCtKey.from_buffer_copy(kb))
         return pairs
@@ -715,7 +741,7 @@ class Conntrack:
         not in `owned` (a resync's sweep for orphans). One batch read of each table; returns the
         number of pairs removed."""
         rule = _ForgetRule(addresses, mapping_ids, prefixes, owned, published)
-        if not (rule.addresses or rule.mapping_ids or rule.prefixes or rule.published is not None):
+        if rule.empty:
             return 0
         removed = sum(table.forget(rule) for table in self.tables)
         if removed:
