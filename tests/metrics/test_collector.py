@@ -61,7 +61,8 @@ def test_counters_are_exact_for_known_packets(datapath: Datapath) -> None:
     assert samples[("v6nat_mapping_bytes_total", labels)] == sum(len(p) for p in syns)
     assert samples[("v6nat_conntrack_flows", (("kind", "dnat"), ("protocol", "tcp"), ("state", "syn_sent")))] == 7
     assert samples[("v6nat_conntrack_created_flows_total", ())] == 7
-    assert samples[("v6nat_map_entries", (("map", "conntrack"),))] == 14, "two halves per flow"
+    assert samples[("v6nat_map_entries", (("map", "ct_unassured"),))] == 14, "two halves per flow, none assured"
+    assert samples[("v6nat_map_entries", (("map", "conntrack"),))] == 0
     assert samples[("v6nat_map_entries", (("map", "dnat"),))] == 1
     assert samples[("v6nat_snat_pool_ports", ())] == 65535 - 61000 + 1
 
@@ -118,13 +119,14 @@ def test_removed_mappings_leave_no_stats_behind(datapath: Datapath) -> None:
 def test_snat_allocation_tries_histogram_is_exact(datapath: Datapath) -> None:
     stats = ControlPlaneStats()
     publish_world(datapath, stats)
-    # A one-port SNAT range: the first claim keeps its own port (1 try); the second finds it taken and
-    # gets the range's port (2 tries); the third finds both taken: exhausted, an observation past 16.
+    # A one-port SNAT range: the first claim keeps its own port, which lies in the range (1 try); the second
+    # asks for a port outside the range, so it is not tried: the range's port, to another server port
+    # (2 tries); the third finds the range's only port taken: exhausted, an observation past 16.
     datapath.set_config(replace(datapath.config, snat_port_min=61000, snat_port_max=61000))
     first, second = ULA[2], ULA[3]
-    assert public_egress(datapath, outbound_syn(first, 5555)).packet[TCP].sport == 5555
-    assert public_egress(datapath, outbound_syn(second, 5555)).packet[TCP].sport == 61000
-    assert public_egress(datapath, outbound_syn(first, 61000)).verdict == TC_ACT_SHOT
+    assert public_egress(datapath, outbound_syn(first, 61000)).packet[TCP].sport == 61000
+    assert public_egress(datapath, outbound_syn(second, 5555, dport=444)).packet[TCP].sport == 61000
+    assert public_egress(datapath, outbound_syn(second, 61000)).verdict == TC_ACT_SHOT
 
     samples = scrape(datapath, stats)
     buckets = {dict(labels)["le"]: v for (n, labels), v in samples.items() if n == "v6nat_snat_allocation_tries_bucket"}
