@@ -152,6 +152,9 @@ class World:
                 else:
                     m.delete(_kbuf(kb))
 
+    def present(self, kb: bytes) -> bool:
+        return any(m.lookup(_kbuf(kb)) is not None for m in self.ct_maps)
+
     def sweep(self) -> int:
         strays = 0
         for i, m in enumerate(self.ct_maps):
@@ -216,6 +219,14 @@ def run_worker(index: int, seed: int, packets: int, rules_name: str, deadline_s:
                 _sample(rep, cat, prog, family, tags, res.retval, buf, res.data, detail, iface)
             if v.created:
                 world.undo(v.created)
+            keep = model.must_keep(prog, buf)
+            if keep and not all(world.present(k) for k in keep):
+                cat = "closed_flow_deleted_by_bad_csum"
+                rep.violations[cat] += 1
+                _sample(rep, cat, prog, family, tags, res.retval, buf, res.data,
+                        "a TCP packet with a wrong checksum removed a live flow's pair (the flow was closed by FINs "
+                        "or a RST earlier in this sweep: replay those first)", iface)
+                world.undo(keep)
         rep.elapsed_s = time.monotonic() - t0
         rep.per_prog = {p: c for p, c in per_prog.items()}
         rep.per_family = per_family
