@@ -39,7 +39,7 @@ bench-flood: setup
 # The datapath fuzzer (tests/fuzz/): FUZZ_PACKETS generated and mutated packets through every
 # TC program with BPF_PROG_TEST_RUN, judged by a model of what may be translated; one worker
 # per core, each in its own network namespace and pin path. Prints the figures; exits 1 on
-# any violation or error (--allow-known-gaps: not for those in tests/fuzz/model.py KNOWN_GAPS).
+# any violation or error.
 # FUZZ_ARGS e.g. "--rules strict --seed 7 --json fuzz.json".
 # About 1-2 min for 1,000,000 packets on 2 cores. The short run is part of `make test`.
 FUZZ_PACKETS ?= 1000000

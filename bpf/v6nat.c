@@ -105,18 +105,26 @@ static __always_inline int pkt_changes_flow(const struct v6nat_pkt *pkt)
 	return pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST));
 }
 
-/* The half of a packet's tuple that this hook translates, or 0. A pure SYN
- * on a closed flow's tuple is a new connection: the old pair goes, and the
- * packet starts a flow as if none had been (with the mapping of now). */
-static __always_inline struct ct_entry *flow_of(__u32 hook, struct ct_key *key, const struct v6nat_pkt *pkt)
+/* The half of a packet's tuple that this hook translates (*ep, or 0), and 0
+ * or a drop reason. From outside, a packet that would change the flow (SYN,
+ * FIN, RST) must have a right L4 checksum first. A pure SYN on a closed
+ * flow's tuple is a new connection: the old pair goes, and the packet starts
+ * a flow as if none had been (with the mapping of now). */
+static __always_inline int flow_of(struct __sk_buff *skb, __u32 hook, struct ct_key *key,
+				   const struct v6nat_pkt *pkt, struct ct_entry **ep)
 {
 	struct ct_key peer_key;
 	struct ct_entry *e = ct_lookup(key);
 
+	*ep = 0;
 	if (!e || !ct_allowed(hook, e))
 		return 0;
-	if (!ct_tcp_reopens(e, pkt) || e->tcp_state != CT_TCP_CLOSED)
-		return e;
+	if (hook == V6NAT_HOOK_PUBLIC_INGRESS && pkt_changes_flow(pkt) && !l4_csum_valid(skb, pkt))
+		return V6NAT_DROP_BAD_CHECKSUM;
+	if (!ct_tcp_reopens(e, pkt) || e->tcp_state != CT_TCP_CLOSED) {
+		*ep = e;
+		return 0;
+	}
 	ct_key_mirror(&peer_key, e, key->proto);
 	ct_delete(&peer_key);
 	ct_delete(key);
@@ -249,7 +257,7 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 	struct ct_key key;
 	struct ct_entry *e;
 	struct network_info *net;
-	int r;
+	int r, reason;
 	struct v6nat_pkt *pkt = hook_parse(skb, &r);
 
 	if (r == PARSE_NOT_IPV6)
@@ -259,12 +267,11 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 	 * began, so a hit needs no more lookups. */
 	if (r == PARSE_TUPLE) {
 		ct_key_of_pkt(&key, pkt);
-		e = flow_of(hook, &key, pkt);
-		if (e) {
-			if (pkt_changes_flow(pkt) && !l4_csum_valid(skb, pkt))
-				return v6nat_drop(hook, V6NAT_DROP_BAD_CHECKSUM);
+		reason = flow_of(skb, hook, &key, pkt, &e);
+		if (reason)
+			return v6nat_drop(hook, reason);
+		if (e)
 			return flow_forward(skb, hook, pkt, &key, e);
-		}
 	}
 	/* Link-local and unspecified sources (NDP, MLD) never cross the host. */
 	if (addr_is_link_local(pkt->saddr) || addr_is_zero(pkt->saddr))
@@ -320,7 +327,7 @@ int v6nat_public_egress(struct __sk_buff *skb)
 		return unparsed_verdict(hook, r, masquerade);
 
 	ct_key_of_pkt(&key, pkt);
-	e = flow_of(hook, &key, pkt);
+	flow_of(skb, hook, &key, pkt, &e); /* no checksum check here: no drop */
 	if (e)
 		return flow_translate(skb, hook, pkt, &key, e, flow_action(e));
 
@@ -370,7 +377,7 @@ int v6nat_bridge_ingress(struct __sk_buff *skb)
 	if (!is_host_addr(pkt->daddr))
 		return container_outbound(skb, hook, pkt, &key, 0);
 
-	e = flow_of(hook, &key, pkt);
+	flow_of(skb, hook, &key, pkt, &e); /* no checksum check here: no drop */
 	if (e)
 		return flow_translate(skb, hook, pkt, &key, e, flow_action(e));
 

@@ -263,3 +263,13 @@ def test_a_syn_on_a_closed_flows_tuple_starts_a_new_flow(dp: Datapath) -> None:
     [flow] = dp.flows()
     assert flow.state == "syn_sent" and flow.translated.daddr == addr(C2)
     assert dp.map_fill()["conntrack"][0] == 0  # a new, unanswered flow: back in ct_unassured
+
+
+def test_a_bad_checksum_syn_does_not_restart_a_closed_flow(dp: Datapath) -> None:
+    """Found by the fuzzer: the restart once came before the checksum check."""
+    established(dp)
+    go(dp, PUBLIC_INGRESS, seg(CLIENT, HOST, 40000, 8080, "R", CLIENT_SEQ + 1))
+    before = halves(dp)
+    assert go(dp, PUBLIC_INGRESS, seg(CLIENT, HOST, 40000, 8080, "S", 9000, chksum=0x1234)).verdict == SHOT
+    assert dp.counters()["drop_bad_checksum"] == 1 and dp.counters()["ct_restarted"] == 0
+    assert halves(dp) == before

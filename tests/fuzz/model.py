@@ -101,11 +101,6 @@ DEFAULT_RULES = RULES_STRICT.name
 # Violation categories the datapath on main is known to have: the short run
 # (make test) reports them as an expected failure instead of failing, every
 # other category fails it. Remove an entry when its fix lands.
-KNOWN_GAPS: dict[str, str] = {
-    "closed_flow_deleted_by_bad_csum": "public ingress: flow_of() deletes a CLOSED flow's pair for a restart before "
-                                       "the L4 checksum check, so a pure SYN with a wrong checksum deletes it, then "
-                                       "is dropped bad_checksum (found on datapath v5 at bc8249f)",
-}
 
 # Sources no packet from outside carries (with the managed prefixes and host
 # addresses): public ingress drops them under the strict rules. Not link-local
