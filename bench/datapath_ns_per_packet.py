@@ -29,7 +29,7 @@ from scapy.layers.inet import TCP, UDP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
-from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry  # noqa: E402
+from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry, VethEntry  # noqa: E402
 from v6nat_ebpf.datapath import layout  # noqa: E402
 from v6nat_ebpf.lab.testrun import run  # noqa: E402
 from v6nat_ebpf.lab.datapath import clear  # noqa: E402
@@ -87,16 +87,19 @@ def single(dp: Datapath, prog: str, pkt: bytes, runs: int, reset) -> float:
 
 
 def setup(dp: Datapath) -> None:
+    """Every interface is lo (ifindex 1), where BPF_PROG_TEST_RUN runs packets: the public interface, the
+    network's bridge, and the containers' veth (both containers' addresses on it)."""
     clear(dp)
     dp.host_addrs.put(IPv6Address(HOST), 1)
     dp.public_ifaces.put(1, IPv6Address(HOST))
-    dp.networks.put(IPv6Network("fd00:1::/64"), NetworkEntry(1, 10, True, True, False, None))
+    dp.networks.put(IPv6Network("fd00:1::/64"), NetworkEntry(1, 1, True, True, False, None))
+    dp.veths.put(1, VethEntry(1, 1, True, True, False, (IPv6Address(CONTAINER), IPv6Address(CONTAINER2)),
+                              bytes.fromhex("020000000002")))
 
 
 def forget_flows(dp: Datapath) -> None:
-    m = dp.conntrack.tables[0].raw
-    for k in m.keys():
-        m.delete(layout.RawCtKey.from_buffer_copy(k))
+    for kb in dp.conntrack.halves():
+        dp.conntrack.delete_half(layout.RawCtKey.from_buffer_copy(kb))
 
 
 def measure(dp: Datapath, repeat: int, runs: int, dnat_entries: int) -> list[tuple[str, str, float]]:
@@ -116,6 +119,8 @@ def measure(dp: Datapath, repeat: int, runs: int, dnat_entries: int) -> list[tup
                  repeated(dp, bi, tcp(CONTAINER, REMOTE, 5555, 443), repeat)))
     rows.append(("veth ingress: container to outside, no flow", "repeat",
                  repeated(dp, "v6nat_veth_ingress", tcp(CONTAINER, REMOTE, 5555, 443), repeat)))
+    rows.append(("bridge egress: toward a container, no flow", "repeat",
+                 repeated(dp, "v6nat_bridge_egress", tcp(REMOTE, CONTAINER, 443, 5555), repeat)))
     rows.append(("public ingress: isolation drop", "repeat",
                  repeated(dp, pi, tcp(CLIENT, CONTAINER, 40000, 80), repeat)))
 
@@ -132,9 +137,9 @@ def measure(dp: Datapath, repeat: int, runs: int, dnat_entries: int) -> list[tup
     rows.append(("public ingress: new DNAT flow (SYN)", "single",
                  single(dp, pi, tcp(CLIENT, HOST, 40000, 8080, "S"), runs, reset)))
     rows.append(("public egress: new SNAT flow (SYN, port kept)", "single",
-                 single(dp, pe, tcp(CONTAINER, REMOTE, 5555, 443, "S"), runs, reset)))
+                 single(dp, pe, tcp(CONTAINER, REMOTE, 61500, 443, "S"), runs, reset)))
     rows.append(("bridge ingress: new hairpin flow (SYN)", "single",
-                 single(dp, bi, tcp(CONTAINER2, HOST, 5555, 8080, "S"), runs, reset)))
+                 single(dp, bi, tcp(CONTAINER2, HOST, 61500, 8080, "S"), runs, reset)))
     return rows
 
 

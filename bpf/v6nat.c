@@ -88,7 +88,7 @@ static __always_inline int flow_start(struct __sk_buff *skb, __u32 hook, struct 
 
 	if (reason)
 		return v6nat_drop(hook, reason);
-	e = ct_lookup(key);
+	e = ct_lookup_in(key, orig->tcp_flags & CT_F_UNASSURED); /* ours, or a racing CPU's */
 	if (!e)
 		return v6nat_drop(hook, V6NAT_DROP_CT_FULL);
 	if (!ct_allowed(hook, e)) /* the key is another kind of flow's */

@@ -35,6 +35,13 @@ static __always_inline struct ct_entry *ct_lookup(const struct ct_key *key)
 	return e ? e : ct_unassured.lookup((struct ct_key *)key);
 }
 
+/* The half of `key` in the table a pair's CT_F_UNASSURED names: one lookup
+ * where the pair's table is known (a cold hash bucket costs on new flows). */
+static __always_inline struct ct_entry *ct_lookup_in(struct ct_key *key, int unassured)
+{
+	return unassured ? ct_unassured.lookup(key) : conntrack.lookup(key);
+}
+
 /* Claim `key` for a half in the table `unassured` says; fails (non-zero)
  * when any flow holds the key in either table. */
 static __always_inline int ct_claim(struct ct_key *key, struct ct_entry *e, int unassured)
@@ -263,7 +270,7 @@ static __always_inline int ct_account(struct __sk_buff *skb, __u32 hook, struct 
 	int unassured = flags & CT_F_UNASSURED;
 
 	ct_key_mirror(&peer_key, e, key->proto);
-	peer = ct_lookup(&peer_key);
+	peer = ct_lookup_in(&peer_key, unassured);
 	if (key->proto == IPPROTO_TCP && pkt->frag != FRAG_LATER) {
 		if ((pkt->tcp_flags & TCP_FLAG_RST) && !tcp_rst_in_window(e, peer, pkt))
 			return V6NAT_DROP_TCP_WINDOW;
@@ -288,7 +295,7 @@ static __always_inline int ct_account(struct __sk_buff *skb, __u32 hook, struct 
 		if (ct_claim(&peer_key, peer, unassured))
 			return V6NAT_DROP_CT_CLASH;
 		v6nat_count(hook, V6NAT_ACT_CT_REBUILT);
-		peer = ct_lookup(&peer_key);
+		peer = ct_lookup_in(&peer_key, unassured);
 		if (!peer)
 			return V6NAT_DROP_CT_FULL;
 	}
