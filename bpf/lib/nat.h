@@ -147,7 +147,9 @@ static __always_inline int ct_create_pair(struct __sk_buff *skb, struct ct_key *
 	} else if (ct_claim(&reply_key, reply, 1)) {
 		return V6NAT_DROP_CT_CLASH;
 	}
-	if (ct_claim(key, orig, 1) == 0)
+	/* The caller just missed `key` in both tables: only the insert can
+	 * still fail (another CPU's same new flow), no conntrack lookup needed. */
+	if (ct_unassured.insert(key, orig) == 0)
 		return 0;
 	/* Another CPU created this flow meanwhile: give our claim back. */
 	ct_unassured.delete(&reply_key);
