@@ -3,8 +3,7 @@
 What lives here: one job, the "Performance stays" flood figure of issue 12. In ONE
 lab (the bench's own: client netns, host netns with dockerd and v6nat, the nginx
 server container published on 8080, as bench/systems.py builds it), v6nat runs
-with a small conntrack (`--conntrack-max`, or a wrapper giving DatapathConfig a
-smaller capacity while `v6nat run` has no such flag), then:
+with a small conntrack (`--conntrack-max`), then:
 
   1. `--idle` TCP connections to the published port each get one answer, then stay
      idle until the flood is over;
@@ -113,30 +112,6 @@ def _alarm(signum: int, frame: Any) -> None:
 
 # ---------------------------------------------------------------- the system
 
-class SmallTableDaemon(LabDaemon):
-    """`v6nat run` with a small conntrack: `--conntrack-max` when the command has it, else the same
-    command through a wrapper that gives DatapathConfig a smaller default capacity (as
-    tests/security/conftest.py does)."""
-
-    def __init__(self, lab: Any, conntrack_max: int, **kw: Any) -> None:
-        help_text = subprocess.run([V6NAT, "run", "--help"], capture_output=True, text=True, timeout=60).stdout
-        self.has_flag = "--conntrack-max" in help_text
-        self.conntrack_max = conntrack_max
-        extra = tuple(kw.pop("extra", ()))
-        if self.has_flag:
-            extra += (f"--conntrack-max={conntrack_max}",)
-        super().__init__(lab, extra=extra, **kw)
-
-    def argv(self) -> list[str]:
-        argv = super().argv()
-        if self.has_flag:
-            return argv
-        wrapper = ("import functools, sys, v6nat_ebpf.datapath as d; "
-                   f"d.DatapathConfig = functools.partial(d.DatapathConfig, conntrack_max={self.conntrack_max}); "
-                   "from v6nat_ebpf.cli import main; sys.exit(main(sys.argv[1:]))")
-        return [sys.executable, "-c", wrapper, *argv[1:]]
-
-
 class FloodedV6nat(V6nat):
     """bench.systems.V6nat, its daemon with a small conntrack."""
 
@@ -145,8 +120,8 @@ class FloodedV6nat(V6nat):
     def before_server(self) -> None:
         if not Path(V6NAT).exists():
             raise FloodError(f"{V6NAT} is missing (run scripts/setup)")
-        self.daemon = SmallTableDaemon(self.lab, self.conntrack_max, log_level="info",
-                                       log_dir=self.conf_dir.parent)
+        self.daemon = LabDaemon(self.lab, extra=(f"--conntrack-max={self.conntrack_max}",), log_level="info",
+                                log_dir=self.conf_dir.parent)
         self.stack.callback(self.daemon.close)
         self.daemon.start(wait_ready=False)
 
@@ -439,7 +414,6 @@ class Result:
     started: str
     lab: str | None = None
     conntrack_max: int | None = None
-    conntrack_max_via: str | None = None
     phases: dict[str, Any] = field(default_factory=dict)
     flood: dict[str, Any] = field(default_factory=dict)
     idle: dict[str, Any] = field(default_factory=dict)
@@ -501,14 +475,12 @@ def _measure(plan: Plan, res: Result, stack: ExitStack, workdir: Path) -> None:
     t_lab = time.monotonic()
     s.start(stack)
     res.lab = s.lab.name
-    assert isinstance(s.daemon, SmallTableDaemon)
-    res.conntrack_max_via = "--conntrack-max" if s.daemon.has_flag else "DatapathConfig wrapper"
     dp = stack.enter_context(Datapath.open_pinned(s.lab.pin_path))
     res.conntrack_max = dp.config.conntrack_max
     if res.conntrack_max != plan.conntrack_max:
         raise FloodError(f"v6nat runs with conntrack_max {res.conntrack_max}, not {plan.conntrack_max}")
-    log.info("lab %s up in %.1f s, v6nat conntrack_max %d (%s)", s.lab.name, time.monotonic() - t_lab,
-             res.conntrack_max, res.conntrack_max_via)
+    log.info("lab %s up in %.1f s, v6nat conntrack_max %d", s.lab.name, time.monotonic() - t_lab,
+             res.conntrack_max)
     host, port = str(s.lab.host_addr), HTTP_HOST_PORT
 
     # The flood's frames, built now (seconds) so that the flood starts at full speed.
@@ -674,7 +646,7 @@ def table(res: Result) -> str:
     if res.flood:
         f = res.flood
         lines.append(f"flood: {f['sent']:,} spoofed SYNs in {f['seconds']:.1f} s ({f['pps']:,}/s, "
-                     f"{f['x_conntrack_max']}x conntrack_max {res.conntrack_max:,} via {res.conntrack_max_via}), "
+                     f"{f['x_conntrack_max']}x conntrack_max {res.conntrack_max:,}), "
                      f"{f['send_errors']} send errors")
     for when in ("start", "after_no_flood", "before_flood", "flood_alone", "during", "after_flood", "end"):
         t = res.tables.get(when)

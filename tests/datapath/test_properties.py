@@ -20,7 +20,7 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 ports = st.integers(1, 65535)
 payloads = st.binary(max_size=300)
 protos = st.sampled_from(["tcp", "udp"])
-outside = st.integers(1, 2**64 - 1).map(lambda n: str(IPv6Address(f"2001:db8:77::") + n))
+outside = st.integers(1, 2**64 - 1).map(lambda n: str(IPv6Address("2001:db8:77::") + n))
 containers = st.integers(2, 2**64 - 1).map(lambda n: str(IPv6Address("fd00:1::") + n))
 
 

@@ -5,27 +5,16 @@
 
 from __future__ import annotations
 
-import time
+import sys
 from ipaddress import IPv6Address
-from typing import Any, Callable, TypeVar
+from typing import Any
+
+from polling import eventually
 
 from v6nat_ebpf.lab import Lab, LabConfig
 from v6nat_ebpf.lab.daemon import V6NAT, LabDaemon as V6nat
 
 __all__ = ["V6NAT", "V6nat", "address_in", "eventually", "lab_config", "tcp_echo_server", "udp_echo_server", "udp_ask"]
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], timeout: float = 10, interval: float = 0.05, what: str = "") -> T:
-    """The first truthy result of check() within timeout, else AssertionError with the last one."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what or check} never became true within {timeout} s (last: {result!r})")
-        time.sleep(interval)
 
 
 def lab_config(**kw: Any) -> LabConfig:
@@ -38,9 +27,24 @@ def tcp_echo_server(port: int = 80) -> list[str]:
     return ["socat", f"TCP6-LISTEN:{port},fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"]
 
 
+# Answers every datagram at once with its sender's address, from one socket. Not socat's
+# UDP6-RECVFROM,fork + SYSTEM:echo: its child for a datagram gives the shell only socat's half-close
+# time (-t, 0.5 s) to print the address, then exits without answering, which a loaded machine
+# exceeds; and it drops datagrams from a peer while that peer's child lives.
+UDP_PEER_ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", int(sys.argv[1])))
+while True:
+    data, peer = s.recvfrom(4096)
+    s.sendto(peer[0].encode() + b"\\n", peer)
+"""
+
+
 def udp_echo_server(port: int = 53) -> list[str]:
-    """A container command answering every UDP datagram with the peer address it saw."""
-    return ["socat", f"UDP6-RECVFROM:{port},fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"]
+    """A command answering every UDP datagram with the peer address it saw (in a container: the
+    host's python3, which the lab image sees through its /usr mount)."""
+    return ["python3", "-S", "-c", UDP_PEER_ECHO, str(port)]
 
 
 def address_in(text: str) -> IPv6Address | None:
@@ -51,8 +55,32 @@ def address_in(text: str) -> IPv6Address | None:
         return None
 
 
-def udp_ask(lab: Lab, ns: str, addr: Any, port: int, timeout_s: float = 2) -> IPv6Address | None:
-    """Send one datagram from netns `ns`; the address the echo server saw (None: no answer)."""
-    result = lab.exec(ns, ["socat", f"-T{timeout_s:g}", "-", f"UDP6:[{addr}]:{port}"], input="who\n", check=False,
+# One socket, so one flow, that sends "who" again (after 0.25, 0.5, then every 1 s) until the answer
+# comes or the deadline passes: a first datagram may find the server not bound yet (ICMP port
+# unreachable) or be dropped while the daemon has not yet described the container's veth. (socat
+# -T2 waited only its half-close time, 0.5 s, for the answer, and sent once.)
+UDP_ASK = """
+import socket, sys, time
+addr, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.connect((addr, port))
+deadline, wait = time.monotonic() + timeout, 0.25
+while (left := deadline - time.monotonic()) > 0:
+    try:
+        s.send(b"who\\n")
+        s.settimeout(min(wait, left))
+        print(s.recv(4096).decode().strip())
+        break
+    except TimeoutError:
+        wait = min(2 * wait, 1.0)
+    except ConnectionRefusedError:  # Port Unreachable for an earlier datagram
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+"""
+
+
+def udp_ask(lab: Lab, ns: str, addr: Any, port: int, timeout_s: float = 5) -> IPv6Address | None:
+    """Ask [addr]:port from netns `ns` (one socket) until it answers or `timeout_s` passed: the address
+    the echo server saw (None: no answer)."""
+    result = lab.exec(ns, [sys.executable, "-c", UDP_ASK, str(addr), str(port), f"{timeout_s:g}"], check=False,
                       timeout=timeout_s + 10)
     return address_in(result.stdout)

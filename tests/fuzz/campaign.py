@@ -22,7 +22,6 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import packets as P
 from . import world as W
 from v6nat_ebpf.lab.testrun import SkBuffCtx
 

@@ -13,7 +13,7 @@ loop), one's complement checksums, and two parsers of the same bytes:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ETH_P_IPV6 = 0x86DD
 ETH_HLEN = 14

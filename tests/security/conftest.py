@@ -23,14 +23,11 @@ container's network namespace (secsupport.in_netns): network-wise the same as a 
 
 from __future__ import annotations
 
-import functools
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -39,10 +36,7 @@ from docker.models.networks import Network
 
 from secsupport import Ns, eventually
 from v6nat_ebpf.lab import Lab, LabConfig
-try:  # the lab as a subpackage (v6nat_ebpf/lab/daemon.py), or the flat modules of before
-    from v6nat_ebpf.lab.daemon import V6NAT, LabDaemon
-except ImportError:
-    from v6nat_ebpf.lab_daemon import V6NAT, LabDaemon
+from v6nat_ebpf.lab.daemon import LabDaemon
 
 pytestmark = pytest.mark.lab
 
@@ -160,26 +154,6 @@ class World:
         self._ns_cache.clear()
 
 
-class SmallTableDaemon(LabDaemon):
-    """`v6nat run` with a small conntrack: `--conntrack-max` when the command has it, else (today) the
-    same command started through a wrapper that gives DatapathConfig a smaller default capacity."""
-
-    def __init__(self, lab: Lab, conntrack_max: int, extra: tuple[str, ...]) -> None:
-        self.has_flag = "--conntrack-max" in subprocess.run([V6NAT, "run", "--help"], capture_output=True,
-                                                             text=True).stdout
-        self.conntrack_max = conntrack_max
-        super().__init__(lab, extra=extra + ((f"--conntrack-max={conntrack_max}",) if self.has_flag else ()))
-
-    def argv(self) -> list[str]:
-        argv = super().argv()
-        if self.has_flag:
-            return argv
-        wrapper = ("import functools, sys, v6nat_ebpf.datapath as d; "
-                   f"d.DatapathConfig = functools.partial(d.DatapathConfig, conntrack_max={self.conntrack_max}); "
-                   "from v6nat_ebpf.cli import main; sys.exit(main(sys.argv[1:]))")
-        return [sys.executable, "-c", wrapper, *argv[1:]]
-
-
 def _build_world(backend: str, lab: Lab, daemon: LabDaemon | None) -> World:
     lab.exec(lab.host_ns, ["ip", "-6", "addr", "add", f"{HOST_ADDR2}/64", "dev", lab.public_iface, "nodad"])
     nets = {name: lab.create_network(name, subnet, options=opts, internal=internal)
@@ -210,8 +184,8 @@ def world(request: pytest.FixtureRequest) -> Iterator[World]:
         daemon: LabDaemon | None = None
         try:
             if backend == "v6nat":
-                daemon = SmallTableDaemon(lab, CONNTRACK_MAX, extra=(
-                    "--gc-interval", str(GC_INTERVAL_S),
+                daemon = LabDaemon(lab, extra=(
+                    f"--conntrack-max={CONNTRACK_MAX}", "--gc-interval", str(GC_INTERVAL_S),
                     "--conntrack-timeouts", f"tcp-transitory={TRANSITORY_S}")).start()
             else:
                 # The same short close timeout for Linux conntrack (per netns), so both backends are

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
+from polling import eventually  # noqa: F401 (the tests take it from here)
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
@@ -56,17 +57,6 @@ def in_netns(path: str, fn: Callable[[], T]) -> T:
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-
-def eventually(check: Callable[[], T], timeout: float = 10, interval: float = 0.1, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what or check} never became true within {timeout} s (last: {result!r})")
-        time.sleep(interval)
 
 
 @dataclass
