@@ -110,9 +110,18 @@ def test_demo_shows_the_internal_address_and_leaves_nothing() -> None:
         assert leftovers_of(name) == []
 
 
+def sigint_as_in_a_terminal() -> None:
+    """In the demo's child before exec: SIGINT at its default, as for a command typed at a terminal.
+    A run started in the background (`make test &`, nohup, CI runners) inherits SIGINT ignored,
+    and Python keeps an ignored SIGINT ignored: the demo would never see the test's Ctrl-C and
+    would finish with 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.lab
 def test_demo_interrupted_by_ctrl_c_exits_130_and_tears_down() -> None:
-    proc = subprocess.Popen([V6NAT, "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([V6NAT, "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     assert proc.stdout is not None
     name = None
     for line in proc.stdout:

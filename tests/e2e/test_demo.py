@@ -35,8 +35,17 @@ def test_demo_shows_the_client_address_and_the_host_address() -> None:
         assert left_by(name) == []
 
 
+def sigint_as_in_a_terminal() -> None:
+    """In the demo's child before exec: SIGINT at its default, as for a command typed at a terminal.
+    A run started in the background (`make test &`, nohup, CI runners) inherits SIGINT ignored,
+    and Python keeps an ignored SIGINT ignored: the demo would never see the test's Ctrl-C and
+    would finish with 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_while_v6nat_runs_tears_down() -> None:
-    proc = subprocess.Popen([V6NAT, "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([V6NAT, "demo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     assert proc.stdout is not None
     name = None
     for line in proc.stdout:
