@@ -105,51 +105,15 @@ static __always_inline int pkt_changes_flow(const struct v6nat_pkt *pkt)
 	return pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST));
 }
 
-/* Does the published port of a DNAT or hairpin half still lead where it did? */
-static __always_inline int ct_mapping_current(const struct ct_key *key, const struct ct_entry *e)
-{
-	struct dnat_target *target;
-
-	if (e->kind == CT_KIND_SNAT)
-		return 1; /* the NAT's own port: nothing was published */
-	target = dnat_lookup(key->proto, key->daddr, key->dport);
-	return target && addr_equal(target->addr, e->daddr) && target->port == e->dport &&
-	       target->mapping_id == e->mapping_id;
-}
-
-/* A pure SYN on a closed flow's tuple is a new connection. Where the tuple
- * still maps where it did, the pair starts over in place and keeps what it
- * learned of the way (route cache, the way into the container: clients reuse
- * ports all the time); else the old pair goes and the packet starts a flow
- * with the mapping of now (returns 0). Either way nothing of the old flow's
- * confirmation stays: the stack judges the new connection's first packets. */
-static __always_inline struct ct_entry *ct_restart(__u32 hook, struct ct_key *key, struct ct_entry *e)
-{
-	struct ct_key peer_key;
-	struct ct_entry *peer;
-	__u8 unassured = e->tcp_flags & CT_F_UNASSURED;
-
-	v6nat_count(hook, V6NAT_ACT_CT_RESTARTED);
-	ct_key_mirror(&peer_key, e, key->proto);
-	peer = ct_lookup_in(&peer_key, unassured);
-	if (peer && ct_mapping_current(key, e)) {
-		e->tcp_state = peer->tcp_state = CT_TCP_SYN_SENT;
-		e->tcp_flags = peer->tcp_flags = unassured;
-		e->td_known = peer->td_known = 0;
-		return e;
-	}
-	ct_delete(&peer_key);
-	ct_delete(key);
-	return 0;
-}
-
 /* The half of a packet's tuple that this hook translates (*ep, or 0), and 0
  * or a drop reason. From outside, a packet that would change the flow (SYN,
  * FIN, RST) must have a right L4 checksum first. A pure SYN on a closed
- * flow's tuple restarts it (ct_restart). */
+ * flow's tuple is a new connection: the old pair goes, and the packet starts
+ * a flow as if none had been (with the mapping of now). */
 static __always_inline int flow_of(struct __sk_buff *skb, __u32 hook, struct ct_key *key,
 				   const struct v6nat_pkt *pkt, struct ct_entry **ep)
 {
+	struct ct_key peer_key;
 	struct ct_entry *e = ct_lookup(key);
 
 	*ep = 0;
@@ -157,7 +121,14 @@ static __always_inline int flow_of(struct __sk_buff *skb, __u32 hook, struct ct_
 		return 0;
 	if (hook == V6NAT_HOOK_PUBLIC_INGRESS && pkt_changes_flow(pkt) && !l4_csum_valid(skb, pkt))
 		return V6NAT_DROP_BAD_CHECKSUM;
-	*ep = ct_tcp_reopens(e, pkt) && e->tcp_state == CT_TCP_CLOSED ? ct_restart(hook, key, e) : e;
+	if (!ct_tcp_reopens(e, pkt) || e->tcp_state != CT_TCP_CLOSED) {
+		*ep = e;
+		return 0;
+	}
+	ct_key_mirror(&peer_key, e, key->proto);
+	ct_delete(&peer_key);
+	ct_delete(key);
+	v6nat_count(hook, V6NAT_ACT_CT_RESTARTED);
 	return 0;
 }
 

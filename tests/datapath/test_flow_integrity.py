@@ -15,7 +15,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.packet import Packet
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
-from v6nat_ebpf.datapath.layout import RawCtEntry, ct_unassured_max, header
+from v6nat_ebpf.datapath.layout import ct_unassured_max
 from dp_packets import (
     BRIDGE_INGRESS, C1, C2, CLIENT, HOST, HOST2, INTERNAL1, LO_IFINDEX, NET, OTHER, PUBLIC_EGRESS,
     PUBLIC_INGRESS, SHOT, addr, assert_translated, assert_untouched, eth, go, rewritten,
@@ -263,21 +263,6 @@ def test_a_syn_on_a_closed_flows_tuple_starts_a_new_flow(dp: Datapath) -> None:
     [flow] = dp.flows()
     assert flow.state == "syn_sent" and flow.translated.daddr == addr(C2)
     assert dp.map_fill()["conntrack"][0] == 0  # a new, unanswered flow: back in ct_unassured
-
-
-def test_a_syn_on_a_closed_tuple_with_the_same_mapping_restarts_in_place_unconfirmed(dp: Datapath) -> None:
-    """Clients reuse ports: the pair starts over where it is, keeping its learned way, but nothing of the old
-    connection's confirmation: the new connection's packets take the stack until both directions passed it."""
-    established(dp)
-    go(dp, PUBLIC_INGRESS, seg(CLIENT, HOST, 40000, 8080, "R", CLIENT_SEQ + 1))
-    keys = set(halves(dp))
-    syn = seg(CLIENT, HOST, 40000, 8080, "S", 9000)
-    assert_translated(go(dp, PUBLIC_INGRESS, syn), rewritten(syn, dst=C1, dport=80))
-    assert dp.counters()["ct_restarted"] == 1 and set(halves(dp)) == keys
-    [flow] = dp.flows()
-    assert flow.state == "syn_sent"
-    confirmed = header().const("CT_F_STACK_IN") | header().const("CT_F_STACK_OUT")
-    assert all(not (RawCtEntry.from_buffer_copy(v).tcp_flags & confirmed) for v in halves(dp).values())
 
 
 def test_a_bad_checksum_syn_does_not_restart_a_closed_flow(dp: Datapath) -> None:
