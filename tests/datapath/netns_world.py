@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from ipaddress import IPv6Address
 from typing import Iterator
 
+from peer_echo import UDP_PEER_ECHO
+
 from v6nat_ebpf.datapath import Datapath
 from v6nat_ebpf.datapath.maps import VethEntry
 
@@ -58,18 +60,6 @@ class World:
                 return str(IPv6Address(r.stdout.strip().strip("[]")))
             time.sleep(0.1)
         raise AssertionError(f"no answer from {target} in {ns}: {r.stderr}")
-
-
-# Answers every datagram with its sender's address. (socat's UDP6-RECVFROM,fork loses datagrams that
-# arrive while the child for an earlier one from the same peer is still alive.)
-UDP_PEER_ECHO = """
-import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.bind(("::", int(sys.argv[1])))
-while True:
-    data, peer = s.recvfrom(4096)
-    s.sendto(peer[0].encode() + b"\\n", peer)
-"""
 
 
 def peer_echo(proto: str, port: int) -> list[str]:

@@ -10,6 +10,7 @@ from ipaddress import IPv6Address
 from typing import Any
 
 from polling import eventually
+from peer_echo import UDP_PEER_ECHO
 
 from v6nat_ebpf.lab import Lab, LabConfig
 from v6nat_ebpf.lab.daemon import V6NAT, LabDaemon as V6nat
@@ -25,20 +26,6 @@ def lab_config(**kw: Any) -> LabConfig:
 def tcp_echo_server(port: int = 80) -> list[str]:
     """A container command answering every TCP connection with the peer address it saw."""
     return ["socat", f"TCP6-LISTEN:{port},fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"]
-
-
-# Answers every datagram at once with its sender's address, from one socket. Not socat's
-# UDP6-RECVFROM,fork + SYSTEM:echo: its child for a datagram gives the shell only socat's half-close
-# time (-t, 0.5 s) to print the address, then exits without answering, which a loaded machine
-# exceeds; and it drops datagrams from a peer while that peer's child lives.
-UDP_PEER_ECHO = """
-import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.bind(("::", int(sys.argv[1])))
-while True:
-    data, peer = s.recvfrom(4096)
-    s.sendto(peer[0].encode() + b"\\n", peer)
-"""
 
 
 def udp_echo_server(port: int = 53) -> list[str]:
