@@ -32,7 +32,7 @@ from scapy.layers.l2 import Ether  # noqa: E402
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry, VethEntry  # noqa: E402
 from v6nat_ebpf.datapath import layout  # noqa: E402
 from v6nat_ebpf.lab.testrun import run  # noqa: E402
-from v6nat_ebpf.lab.datapath import clear  # noqa: E402
+from v6nat_ebpf.lab.datapath import clear, ct_delete_half, ct_halves  # noqa: E402
 
 HOST, CLIENT, REMOTE = "2001:db8:1::1", "2001:db8:2::99", "2001:db8:9::1"
 CONTAINER, CONTAINER2 = "fd00:1::2", "fd00:1::3"
@@ -98,8 +98,8 @@ def setup(dp: Datapath) -> None:
 
 
 def forget_flows(dp: Datapath) -> None:
-    for kb in dp.conntrack.halves():
-        dp.conntrack.delete_half(layout.RawCtKey.from_buffer_copy(kb))
+    for kb in ct_halves(dp):
+        ct_delete_half(dp, layout.RawCtKey.from_buffer_copy(kb))
 
 
 def measure(dp: Datapath, repeat: int, runs: int, dnat_entries: int) -> list[tuple[str, str, float]]:

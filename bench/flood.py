@@ -63,6 +63,7 @@ from typing import Any
 from bench import load
 from bench.systems import HTTP_HOST_PORT, NGINX_CONF, REPO, V6nat, write_configs
 from v6nat_ebpf.lab.daemon import V6NAT, LabDaemon
+from v6nat_ebpf.lab.datapath import ct_half
 
 log = logging.getLogger("bench.flood")
 
@@ -389,8 +390,8 @@ def idle_halves(dp: Any, s: V6nat, ports: list[int]) -> dict[str, int]:
     and both, in either table (lookups from user space do not refresh an LRU entry)."""
     out = {"client_half": 0, "server_half": 0, "both": 0}
     for p in ports:
-        c_half = dp.conntrack.half(ct_key(s.lab.client_addr, s.lab.host_addr, p, HTTP_HOST_PORT)) is not None
-        s_half = dp.conntrack.half(ct_key(s.server_addr, s.lab.client_addr, 80, p)) is not None
+        c_half = ct_half(dp, ct_key(s.lab.client_addr, s.lab.host_addr, p, HTTP_HOST_PORT)) is not None
+        s_half = ct_half(dp, ct_key(s.server_addr, s.lab.client_addr, 80, p)) is not None
         out["client_half"] += c_half
         out["server_half"] += s_half
         out["both"] += c_half and s_half

@@ -28,6 +28,7 @@ from v6nat_ebpf.model import (
     docker_state_from_inspect,
 )
 from v6nat_ebpf.reconciler import Reconciler
+from v6nat_ebpf.lab.datapath import ct_delete_half, ct_halves
 
 pytestmark = pytest.mark.lab
 T = TypeVar("T")
@@ -307,11 +308,11 @@ def test_flows_do_not_outlive_their_container_or_mapping(dp: Datapath) -> None:
     snat_b = _ct_pair(dp, 1, "SNAT", (b, 4001, remote, 443), (public, 61001, remote, 443))
     orphan = _ct_pair(dp, 1, "SNAT", ("fd00:1::9", 4002, remote, 443), (public, 61002, remote, 443))
     stale_map = _ct_pair(dp, 0, "DNAT", (client, 5556, public, 9090), (client, 5556, a, 90), 12345)
-    dp.conntrack.delete_half(snat_a[0])  # a lone reply half (its original evicted) is still A's
+    ct_delete_half(dp, snat_a[0])  # a lone reply half (its original evicted) is still A's
     gateway = _ct_pair(dp, 0, "SNAT", ("fd00:1::1", 4003, remote, 443), (public, 61003, remote, 443))
 
     def present() -> set[bytes]:
-        return set(dp.conntrack.halves())
+        return set(ct_halves(dp))
 
     reconciler = Reconciler(dp)
     first = reconciler.apply(state({"id-a": a, "id-b": b}, (web,)))  # start-up: a full pass, orphans go

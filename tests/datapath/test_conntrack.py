@@ -10,6 +10,7 @@ from scapy.layers.inet6 import IPv6
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget
 from v6nat_ebpf.datapath.layout import RawCtEntry, RawCtKey
+from v6nat_ebpf.lab.datapath import ct_delete_half, ct_halves
 from dp_packets import (
     C1, CLIENT, HOST, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, addr, assert_translated, eth, go, ping, rewritten, tcp,
     udp,
@@ -97,7 +98,7 @@ def test_gc_uses_the_later_half_of_a_pair(dp: Datapath) -> None:
 
 
 def _raw_values(dp: Datapath) -> list[bytes]:
-    return [bytes(half) for half in dp.conntrack.halves().values()]
+    return [bytes(half) for half in ct_halves(dp).values()]
 
 
 def _delete_half(dp: Datapath, saddr: str, daddr: str, sport: int, dport: int, proto: int) -> None:
@@ -107,7 +108,7 @@ def _delete_half(dp: Datapath, saddr: str, daddr: str, sport: int, dport: int, p
     key.sport = int.from_bytes(sport.to_bytes(2, "big"), "little")
     key.dport = int.from_bytes(dport.to_bytes(2, "big"), "little")
     key.proto = proto
-    assert dp.conntrack.delete_half(key)
+    assert ct_delete_half(dp, key)
 
 
 def test_a_half_lost_to_eviction_is_rebuilt_from_the_other(dp: Datapath) -> None:

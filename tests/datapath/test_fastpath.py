@@ -25,7 +25,7 @@ import pytest
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
 from v6nat_ebpf.datapath import layout
 from v6nat_ebpf.datapath import tc as tcmod
-from v6nat_ebpf.lab.datapath import in_netns
+from v6nat_ebpf.lab.datapath import ct_half, in_netns
 from netns_world import World, describe_veth, link_mac, namespaces, peer_echo, sh
 
 HOST, CLIENT = "2001:db8:1::1", "2001:db8:1::42"  # not dp_packets.HOST2: a host address there
@@ -162,7 +162,7 @@ def test_a_cached_route_gives_way_to_a_route_change(dp: Datapath, world) -> None
         pub0, brv = t.ifindex("pub0"), t.ifindex("brv")
     key = layout.RawCtKey(layout.Addr(*IPv6Address(CLIENT).packed), layout.Addr(*IPv6Address(HOST).packed),
                           socket.htons(CLIENT_PORT), socket.htons(5353), 17)
-    half = hostdp.conntrack.half(key)
+    half = ct_half(hostdp, key)
     assert (half.fib_ifindex, half.fib_iif, IPv6Address(bytes(half.fib_nexthop))) == (brv, pub0, IPv6Address(CONTAINER))
     before = hostdp.counters_by_hook()["public_ingress"]
 
@@ -203,7 +203,7 @@ def test_the_way_into_a_container_is_learned_from_it_and_not_from_a_forger(dp: D
                           socket.htons(CLIENT_PORT), socket.htons(5353), 17)
 
     def delivery() -> tuple[int, bytes]:
-        half = hostdp.conntrack.half(key)
+        half = ct_half(hostdp, key)
         return half.peer_ifindex, bytes(half.peer_macs)
 
     bridge_mac = link_mac(w.host, "brv")

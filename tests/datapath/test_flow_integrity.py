@@ -16,6 +16,7 @@ from scapy.packet import Packet
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
 from v6nat_ebpf.datapath.layout import ct_unassured_max
+from v6nat_ebpf.lab.datapath import ct_halves
 from dp_packets import (
     BRIDGE_INGRESS, C1, C2, CLIENT, HOST, HOST2, INTERNAL1, LO_IFINDEX, NET, OTHER, PUBLIC_EGRESS,
     PUBLIC_INGRESS, SHOT, addr, assert_translated, assert_untouched, eth, go, rewritten,
@@ -46,7 +47,7 @@ def established(dp: Datapath, cport: int = 40000) -> None:
 
 
 def halves(dp: Datapath) -> dict[bytes, bytes]:
-    return {k: bytes(v) for k, v in dp.conntrack.halves().items()}
+    return {k: bytes(v) for k, v in ct_halves(dp).items()}
 
 
 def state(dp: Datapath) -> str:

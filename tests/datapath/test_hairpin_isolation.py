@@ -10,6 +10,7 @@ from scapy.layers.inet6 import ICMPv6MLReport2, ICMPv6ND_NS, ICMPv6ND_RA, IPv6, 
 from scapy.layers.l2 import ARP, Ether
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget
+from v6nat_ebpf.lab.datapath import ct_halves
 from dp_packets import (
     BRIDGE_INGRESS, C1, C2, CLIENT, HOST, INTERNAL1, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, ROUTED1, SHOT,
     addr, assert_translated, assert_untouched, eth, go, ping, rewritten, tcp, udp,
@@ -45,13 +46,13 @@ def test_hairpin_picks_another_source_port_when_taken(dp: Datapath) -> None:
 def test_hairpin_flows_are_not_translated_on_public_interfaces(dp: Datapath) -> None:
     dp.dnat.put(DnatKey(6, None, 8080), DnatTarget(addr(C2), 80, 5))
     go(dp, BRIDGE_INGRESS, tcp(C1, HOST, 61555, 8080))
-    before = {k: bytes(v) for k, v in dp.conntrack.halves().items()}
+    before = {k: bytes(v) for k, v in ct_halves(dp).items()}
     spoofed = tcp(C2, HOST, 80, 61555, "SA")  # a hairpin reply's tuple, arriving from outside
     assert go(dp, PUBLIC_INGRESS, spoofed).verdict == SHOT  # a managed network's source from outside
     c = dp.counters()
     assert (c["drop_bogon_source"], c["reverse"]) == (1, 0)
     # the hairpin flow is untouched (still waiting for its reply)
-    assert {k: bytes(v) for k, v in dp.conntrack.halves().items()} == before
+    assert {k: bytes(v) for k, v in ct_halves(dp).items()} == before
 
 
 def test_container_to_unpublished_host_port_and_to_outside_pass_the_bridge(dp: Datapath) -> None:

@@ -11,6 +11,7 @@ from scapy.layers.l2 import Ether
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget
 from v6nat_ebpf.datapath.layout import RawCtKey
+from v6nat_ebpf.lab.datapath import ct_delete_half, ct_halves
 from dp_packets import (
     BRIDGE_INGRESS, C1, HOST, LO_IFINDEX, PUBLIC_EGRESS, PUBLIC_INGRESS, SHOT, UNSPEC, eth, fresh, go, ping, tcp,
     udp,
@@ -31,8 +32,8 @@ def make(proto: str, src: str, dst: str, sport: int, dport: int, payload: bytes,
 
 
 def forget_flows(dp: Datapath) -> None:
-    for kb in dp.conntrack.halves():
-        dp.conntrack.delete_half(RawCtKey.from_buffer_copy(kb))
+    for kb in ct_halves(dp):
+        ct_delete_half(dp, RawCtKey.from_buffer_copy(kb))
 
 
 def tuple_of(raw: bytes) -> tuple[str, str, int, int]:

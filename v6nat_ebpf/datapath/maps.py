@@ -697,21 +697,6 @@ class Conntrack:
     def __init__(self, tables: list[BpfMap], config: BpfMap) -> None:
         self.tables = [ConntrackTable(raw, config) for raw in tables]
 
-    def halves(self) -> dict[bytes, layout.RawCtEntry]:
-        """Key bytes -> half, of both tables."""
-        return {kb: half for table in self.tables for kb, half in table._halves().items()}
-
-    def half(self, key: layout.RawCtKey) -> layout.RawCtEntry | None:
-        for table in self.tables:
-            raw = table.raw.lookup(key)
-            if raw is not None:
-                return layout.RawCtEntry.from_buffer_copy(raw)
-        return None
-
-    def delete_half(self, key: layout.RawCtKey) -> bool:
-        """Remove one half (tests: what LRU eviction does)."""
-        return any([table.raw.delete(key) for table in self.tables])
-
     def flows(self, now_ns: int | None = None) -> list[Flow]:
         return [flow for table in self.tables for flow in table.flows(now_ns)]
 

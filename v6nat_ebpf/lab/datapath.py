@@ -1,5 +1,5 @@
 """Test-only handles on a loaded `Datapath`: the same programs and maps attaching in another netns,
-and every map emptied. Used by tests/datapath and bench/; the daemon never needs either.
+every map emptied, and conntrack halves read and removed one by one (what LRU eviction does). Used by tests/datapath and bench/; the daemon never needs either.
 
 Imports: v6nat_ebpf.datapath (and reaches into a Datapath's maps, which is why it lives apart).
 """
@@ -33,3 +33,21 @@ def clear(dp: Datapath) -> None:
             continue
         for kb in m.keys():
             m.delete(spec.key.from_buffer_copy(kb))
+
+
+def ct_halves(dp: Datapath) -> dict[bytes, layout.RawCtEntry]:
+    """Key bytes -> half, of both conntrack tables."""
+    return {kb: half for table in dp.conntrack.tables for kb, half in table._halves().items()}
+
+
+def ct_half(dp: Datapath, key: layout.RawCtKey) -> layout.RawCtEntry | None:
+    for table in dp.conntrack.tables:
+        raw = table.raw.lookup(key)
+        if raw is not None:
+            return layout.RawCtEntry.from_buffer_copy(raw)
+    return None
+
+
+def ct_delete_half(dp: Datapath, key: layout.RawCtKey) -> bool:
+    """Remove one half, as LRU eviction does."""
+    return any([table.raw.delete(key) for table in dp.conntrack.tables])
