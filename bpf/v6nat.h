@@ -17,7 +17,7 @@
 #ifndef V6NAT_H
 #define V6NAT_H
 
-#define V6NAT_LAYOUT_VERSION 5
+#define V6NAT_LAYOUT_VERSION 6
 
 /* Map capacities: defaults, overridable with -D by the loader. */
 #ifndef V6NAT_CT_MAX
@@ -305,6 +305,43 @@ struct mapping_stat {
 	__u64 packets;
 	__u64 bytes;
 };
+
+/* ---- host-local access (bpf/sock.c, lib/sock.h): cgroup socket hooks ---- */
+
+/* Sockets whose published-address translation is remembered (LRU). */
+#define V6NAT_HOSTLOCAL_SOCKS_MAX 65536
+
+/* hostlocal_config: ARRAY of one record, written by the control plane. The
+ * socket hooks act only on sockets of the network namespace with this cookie
+ * (SO_NETNS_COOKIE); 0 = none, the hooks leave every socket alone. */
+struct hostlocal_config {
+	__u64 netns_cookie;
+};
+
+/* hostlocal_socks: what a socket asked for, written by connect6/sendmsg6 when
+ * they send it to a container, read by recvmsg6/getpeername6 to show the
+ * published address again. Keyed by the socket's cookie (never reused while
+ * the system runs) and the container's address and port. */
+struct hostlocal_sock_key {
+	__u64 sock_cookie;
+	__u8 addr[16]; /* the container's address */
+	__be16 port;
+	__u16 _pad[3];
+};
+
+struct hostlocal_published {
+	__u8 addr[16]; /* the address the socket asked for (a host address or ::1) */
+	__be16 port;
+	__u16 _pad[3];
+};
+
+/* hostlocal_stats: PERCPU_HASH, key __u32 mapping_id; created by the hooks,
+ * deleted by the control plane with the mapping's dnat entry. */
+struct hostlocal_stat {
+	__u64 connects; /* connect() (TCP, connected UDP) sent to the container */
+	__u64 sendmsgs; /* unconnected UDP datagrams sent to the container */
+};
+/* ---- end host-local access ---- */
 
 /* SNAT port allocation: candidates tried before giving up (exhaustion). */
 #define V6NAT_SNAT_TRIES 16

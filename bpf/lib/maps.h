@@ -35,5 +35,11 @@ BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, V6NAT_HOOK_MAX * V6NAT_
 BPF_TABLE_PINNED("percpu_hash", __u32, struct mapping_stat, mapping_stats, V6NAT_MAPPINGS_MAX,
 		 V6NAT_PIN(mapping_stats));
 BPF_TABLE_PINNED("percpu_array", __u32, __u64, snat_tries, V6NAT_TRIES_SLOTS, V6NAT_PIN(snat_tries));
+/* host-local access (lib/sock.h) */
+BPF_TABLE_PINNED("array", __u32, struct hostlocal_config, hostlocal_config, 1, V6NAT_PIN(hostlocal_config));
+BPF_TABLE_PINNED("lru_hash", struct hostlocal_sock_key, struct hostlocal_published, hostlocal_socks,
+		 V6NAT_HOSTLOCAL_SOCKS_MAX, V6NAT_PIN(hostlocal_socks));
+BPF_TABLE_PINNED("percpu_hash", __u32, struct hostlocal_stat, hostlocal_stats, V6NAT_MAPPINGS_MAX,
+		 V6NAT_PIN(hostlocal_stats));
 
 #endif

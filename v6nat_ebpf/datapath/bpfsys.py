@@ -112,6 +112,11 @@ def _libbpf() -> ct.CDLL:
         "bpf_map_delete_batch": ([ct.c_int, vp, u32p, vp], ct.c_int),
         "bpf_prog_test_run_opts": ([ct.c_int, vp], ct.c_int),
         "libbpf_num_possible_cpus": ([], ct.c_int),
+        # bpf_links (host-local access: cgroup attachments that outlive the process when pinned)
+        "bpf_obj_pin": ([ct.c_int, ct.c_char_p], ct.c_int),
+        "bpf_link_create": ([ct.c_int, ct.c_int, ct.c_int, vp], ct.c_int),
+        "bpf_link_update": ([ct.c_int, ct.c_int, vp], ct.c_int),
+        "bpf_link_detach": ([ct.c_int], ct.c_int),
     }
     for name, (argtypes, restype) in signatures.items():
         fn = getattr(lib, name)
@@ -153,6 +158,65 @@ def map_info(fd: int) -> MapInfo:
         raise V6natError(f"BPF_OBJ_GET_INFO_BY_FD failed: {os.strerror(_err(ret))}")
     info = _MapInfo.from_buffer(buf)
     return MapInfo(info.type, info.key_size, info.value_size, info.max_entries, info.map_flags)
+
+
+class _LinkInfo(ct.Structure):
+    # The head of struct bpf_link_info with its cgroup member (the union starts 8-aligned).
+    _fields_ = [
+        ("type", ct.c_uint32),
+        ("id", ct.c_uint32),
+        ("prog_id", ct.c_uint32),
+        ("_pad", ct.c_uint32),
+        ("cgroup_id", ct.c_uint64),
+        ("attach_type", ct.c_uint32),
+    ]
+
+
+@dataclass(frozen=True)
+class CgroupLinkInfo:
+    """What the kernel says about a cgroup bpf_link."""
+
+    prog_id: int
+    cgroup_id: int  # 0: the cgroup is gone or the link was detached
+    attach_type: int
+
+
+def obj_pin(fd: int, path: str) -> None:
+    ret = _libbpf().bpf_obj_pin(fd, path.encode())
+    if ret:
+        raise V6natError(f"cannot pin BPF object at {path}: {os.strerror(_err(ret))}")
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
+    """An fd for a new bpf_link of the program to the target (a cgroup's directory fd)."""
+    fd = _libbpf().bpf_link_create(prog_fd, target_fd, attach_type, None)
+    if fd < 0:
+        raise V6natError(f"BPF_LINK_CREATE (attach type {attach_type}) failed: {os.strerror(_err(fd))}")
+    return fd
+
+
+def link_update(link_fd: int, prog_fd: int) -> None:
+    """Replace the link's program atomically."""
+    ret = _libbpf().bpf_link_update(link_fd, prog_fd, None)
+    if ret:
+        raise V6natError(f"BPF_LINK_UPDATE failed: {os.strerror(_err(ret))}")
+
+
+def link_detach(link_fd: int) -> None:
+    """Detach the link now, whoever else holds it (a detached link stays, inert, until closed)."""
+    ret = _libbpf().bpf_link_detach(link_fd)
+    if ret:
+        raise V6natError(f"BPF_LINK_DETACH failed: {os.strerror(_err(ret))}")
+
+
+def cgroup_link_info(link_fd: int) -> CgroupLinkInfo:
+    buf = (ct.c_uint8 * 256)()
+    size = ct.c_uint32(ct.sizeof(buf))
+    ret = _libbpf().bpf_obj_get_info_by_fd(link_fd, buf, ct.byref(size))
+    if ret:
+        raise V6natError(f"BPF_OBJ_GET_INFO_BY_FD failed: {os.strerror(_err(ret))}")
+    info = _LinkInfo.from_buffer(buf)
+    return CgroupLinkInfo(info.prog_id, info.cgroup_id, info.attach_type)
 
 
 class BpfMap:

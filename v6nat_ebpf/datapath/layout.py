@@ -194,6 +194,22 @@ class RawMappingStat(ct.Structure):
     _fields_ = [("packets", u64), ("bytes", u64)]
 
 
+class RawHostlocalConfig(ct.Structure):
+    _fields_ = [("netns_cookie", u64)]
+
+
+class RawHostlocalSockKey(ct.Structure):
+    _fields_ = [("sock_cookie", u64), ("addr", Addr), ("port", u16), ("_pad", u16 * 3)]
+
+
+class RawHostlocalPublished(ct.Structure):
+    _fields_ = [("addr", Addr), ("port", u16), ("_pad", u16 * 3)]
+
+
+class RawHostlocalStat(ct.Structure):
+    _fields_ = [("connects", u64), ("sendmsgs", u64)]
+
+
 # bpf_map_type values used here (their one copy is in bpfsys).
 HASH, ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LPM_TRIE = (
     bpfsys.BPF_MAP_TYPE_HASH, bpfsys.BPF_MAP_TYPE_ARRAY, bpfsys.BPF_MAP_TYPE_PERCPU_HASH,
@@ -239,5 +255,10 @@ def map_specs(ct_max: int, dnat_max: int) -> dict[str, MapSpec]:
         MapSpec("counters", PERCPU_ARRAY, u32, u64, len(h.hooks) * len(h.counters)),
         MapSpec("mapping_stats", PERCPU_HASH, u32, RawMappingStat, dnat_max),
         MapSpec("snat_tries", PERCPU_ARRAY, u32, u64, h.const("V6NAT_TRIES_SLOTS")),
+        # host-local access (bpf/sock.c)
+        MapSpec("hostlocal_config", ARRAY, u32, RawHostlocalConfig, 1),
+        MapSpec("hostlocal_socks", LRU_HASH, RawHostlocalSockKey, RawHostlocalPublished,
+                h.const("V6NAT_HOSTLOCAL_SOCKS_MAX")),
+        MapSpec("hostlocal_stats", PERCPU_HASH, u32, RawHostlocalStat, dnat_max),
     ]
     return {s.name: s for s in specs}

@@ -11,7 +11,7 @@ Filters stay attached and maps stay pinned when the process exits: the
 datapath keeps translating established flows while the daemon restarts, and
 the next `Datapath.open` adopts the maps and atomically replaces the filters.
 
-Imports bcc, and datapath.{bpfsys,layout,maps,tc}.
+Imports bcc, and datapath.{bpfsys,hostlocal,layout,maps,tc}.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from v6nat_ebpf.constants import DEFAULT_PIN_PATH
-from v6nat_ebpf.datapath import bpfsys, layout, tc
+from v6nat_ebpf.datapath import bpfsys, hostlocal, layout, tc
 from v6nat_ebpf.datapath.maps import (
     Conntrack,
     ConntrackSummary,
@@ -41,6 +41,7 @@ from v6nat_ebpf.datapath.maps import (
     config_from_raw,
     read_config,
     read_counters,
+    read_hostlocal_stats,
     read_mapping_stats,
     read_snat_allocations,
     write_config,
@@ -66,10 +67,14 @@ def pin_dir(pin_path: str | Path) -> Path:
     return Path(pin_path) / f"v{layout_version()}"
 
 
+# The program files, compiled as one bcc module: the TC programs, then the socket hooks (host-local access).
+PROGRAM_FILES = ("v6nat.c", "sock.c")
+
+
 def program_source() -> str:
-    """bpf/v6nat.c with its quoted includes inlined (with #line markers, so
-    compiler messages name the real files): bcc rewrites map calls only in the
-    main file, and the programs' helpers live in headers."""
+    """The PROGRAM_FILES with their quoted includes inlined (with #line markers,
+    so compiler messages name the real files): bcc rewrites map calls only in
+    the main file, and the programs' helpers live in headers."""
     seen: set[Path] = set()
 
     def expand(path: Path) -> list[str]:
@@ -86,7 +91,7 @@ def program_source() -> str:
             lines.append(f'#line {number + 1} "{path}"')
         return lines
 
-    return "\n".join(expand(layout.BPF_DIR / "v6nat.c")) + "\n"
+    return "\n".join(line for name in PROGRAM_FILES for line in expand(layout.BPF_DIR / name)) + "\n"
 
 
 def compile_programs(pins: Path, config: DatapathConfig) -> Any:
@@ -188,7 +193,7 @@ class Datapath:
             for role in PROGRAMS.values():
                 for name in role.values():
                     self._prog_fds[name] = bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
-        self.dnat = DnatTable(maps["dnat"], maps["mapping_stats"])
+        self.dnat = DnatTable(maps["dnat"], [maps["mapping_stats"], maps["hostlocal_stats"]])
         self.networks = NetworksTable(maps["networks"])
         self.public_ifaces = PublicIfacesTable(maps["public_ifaces"])
         self.host_addrs = HostAddrsTable(maps["host_addrs"])
@@ -290,6 +295,40 @@ class Datapath:
         with tc.Tc(self.netns) as t:
             return {f.ifname: roles[f.name] for f in t.ours() if f.name in roles}
 
+    # host-local access (datapath/hostlocal.py)
+
+    def _sock_prog_fd(self, name: str, attach_type: int) -> int:
+        if name not in self._prog_fds:
+            if self._bpf is None:
+                raise V6natError(f"program {name} is not loaded (maps-only Datapath?)")
+            from bcc import BPF
+
+            try:
+                self._prog_fds[name] = self._bpf.load_func(name.encode(), BPF.CGROUP_SOCK_ADDR,
+                                                           attach_type=attach_type).fd
+            except Exception as exc:  # bcc raises bare Exception; the verifier's log went to stderr
+                raise V6natError(f"cannot load the socket hook {name}: {exc}") from exc
+        return self._prog_fds[name]
+
+    def attach_hostlocal(self, cgroup: str | Path, netns_cookie: int) -> None:
+        """Translate host-local connects and sends to published ports for sockets of the network
+        namespace with `netns_cookie`, in `cgroup` (a cgroup v2 directory) and below."""
+        hostlocal.check_cgroup(Path(cgroup))
+        hostlocal.write_netns_cookie(self._maps["hostlocal_config"], netns_cookie)
+        hostlocal.attach(pin_dir(self.pin_path), Path(cgroup), self._sock_prog_fd)
+
+    def detach_hostlocal(self) -> list[str]:
+        """Remove the socket hooks (no-op when there are none); what was removed."""
+        hostlocal.write_netns_cookie(self._maps["hostlocal_config"], 0)
+        return hostlocal.detach(pin_dir(self.pin_path))
+
+    def hostlocal_attachments(self) -> list[hostlocal.Attachment]:
+        return hostlocal.attachments(pin_dir(self.pin_path))
+
+    def hostlocal_stats(self) -> dict[int, tuple[int, int]]:
+        """mapping_id -> (connects, sendmsgs) translated by the socket hooks, over every CPU."""
+        return read_hostlocal_stats(self._maps["hostlocal_stats"])
+
     # maps
 
     def set_config(self, config: DatapathConfig) -> None:
@@ -363,6 +402,7 @@ class Datapath:
         if pin_path.is_dir():
             for entry in sorted(pin_path.iterdir()):
                 if entry.is_dir() and re.fullmatch(r"v\d+", entry.name):
+                    removed += hostlocal.detach(entry)  # detached even if a process still holds a link
                     shutil.rmtree(entry)
                     removed.append(f"pins {entry}")
             if not any(pin_path.iterdir()):

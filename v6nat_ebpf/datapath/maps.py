@@ -243,15 +243,16 @@ class _Table(Generic[K, V]):
 
 
 class DnatTable(_Table[DnatKey, DnatTarget]):
-    """Published ports. Deleting one also deletes its mapping_stats entry (ids
-    are 1:1 with keys), so the stats map does not keep every port ever
-    published and a mapping published again starts from zero. Adopting the
-    maps after a restart deletes nothing: counters survive the daemon."""
+    """Published ports. Deleting one also deletes its entries in the per-mapping
+    stats maps (mapping_stats, hostlocal_stats; ids are 1:1 with keys), so they
+    do not keep every port ever published and a mapping published again starts
+    from zero. Adopting the maps after a restart deletes nothing: counters
+    survive the daemon."""
 
     key_type = layout.RawDnatKey
     value_type = layout.RawDnatTarget
 
-    def __init__(self, raw: BpfMap, stats: BpfMap) -> None:
+    def __init__(self, raw: BpfMap, stats: list[BpfMap]) -> None:
         super().__init__(raw)
         self.stats = stats
 
@@ -271,7 +272,8 @@ class DnatTable(_Table[DnatKey, DnatTarget]):
     def _forget_stats(self, mapping_ids: list[int]) -> None:
         for mapping_id in mapping_ids:
             if mapping_id:
-                self.stats.delete(layout.u32(mapping_id))
+                for stats in self.stats:
+                    stats.delete(layout.u32(mapping_id))
 
     def _key(self, key: DnatKey) -> layout.RawDnatKey:
         return layout.RawDnatKey(_addr_bytes(key.host_addr), _be16(key.host_port), key.proto, 0)
@@ -460,6 +462,11 @@ def read_counters(raw: BpfMap) -> dict[str, dict[str, int]]:
 def read_mapping_stats(raw: BpfMap) -> dict[int, tuple[int, int]]:
     """mapping_id -> (packets, bytes), summed over CPUs."""
     return {key: (packets, nbytes) for key, (packets, nbytes) in _read_percpu(raw, 2).items()}
+
+
+def read_hostlocal_stats(raw: BpfMap) -> dict[int, tuple[int, int]]:
+    """mapping_id -> (connects, sendmsgs) translated by the socket hooks, summed over CPUs."""
+    return {key: (connects, sendmsgs) for key, (connects, sendmsgs) in _read_percpu(raw, 2).items()}
 
 
 def read_snat_allocations(raw: BpfMap) -> SnatAllocations:
