@@ -68,6 +68,8 @@ class RunOptions:
     gc_interval_s: float = 10.0
     conntrack_timeouts: ConntrackTimeouts = ConntrackTimeouts()
     conntrack_max: int | None = None  # conntrack capacity in halves; None: the pinned maps', else CONNTRACK_MAX
+    host_local: bool = True  # socket hooks for host processes (--host-local on|off)
+    cgroup_path: str | None = None  # where they attach; None: the root of the cgroup v2 hierarchy
 
     @property
     def timeouts_below_rfc(self) -> list[str]:
@@ -234,6 +236,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              f"yet); changing it on pinned maps needs `v6nat cleanup` (drops the flows) (env "
                              f"V6NAT_CONNTRACK_MAX; default: the pinned maps' size, else {CONNTRACK_MAX})")
 
+    # host-local access (issue 14)
+    parser.add_argument("--host-local", choices=("on", "off"), type=str.lower, default=env("HOST_LOCAL") or "on",
+                        help="let processes on the host reach published ports (cgroup socket hooks; env "
+                             "V6NAT_HOST_LOCAL; default on)")
+    parser.add_argument("--cgroup-path", metavar="DIR", default=env("CGROUP_PATH"),
+                        help="cgroup v2 whose processes get host-local access (env V6NAT_CGROUP_PATH; default: the "
+                             "root of the cgroup v2 hierarchy in /proc/mounts)")
+
 
 def run_options(args: argparse.Namespace) -> RunOptions:
     """RunOptions from parsed arguments (flags already merged with V6NAT_* defaults)."""
@@ -242,6 +252,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         raise V6natError("--public-iface is required (or V6NAT_PUBLIC_IFACE)")
     if args.log_format not in LOG_FORMATS:
         raise V6natError(f"log format {args.log_format!r}: expected one of {', '.join(LOG_FORMATS)}")
+    if args.host_local not in ("on", "off"):
+        raise V6natError(f"host-local {args.host_local!r}: expected on or off")
     if args.log_level not in LOG_LEVELS:
         raise V6natError(f"log level {args.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
     listen = args.metrics_listen
@@ -259,4 +271,6 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         gc_interval_s=args.gc_interval,
         conntrack_timeouts=args.conntrack_timeouts,
         conntrack_max=args.conntrack_max,
+        host_local=args.host_local == "on",
+        cgroup_path=args.cgroup_path,
     )

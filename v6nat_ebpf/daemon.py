@@ -33,6 +33,7 @@ import select
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -283,6 +284,22 @@ class Daemon:
             stats.resynced()
 
 
+def set_up_host_local(dp: Any, opts: RunOptions) -> None:
+    """Attach the socket hooks of host-local access, or remove them (--host-local off). Where the host
+    cannot have them (no cgroup v2, an old kernel), the daemon warns and serves without."""
+    from v6nat_ebpf.datapath import hostlocal
+
+    if not opts.host_local:
+        if dp.detach_hostlocal():
+            log.info("host-local access off: socket hooks removed")
+        return
+    try:
+        cgroup = opts.cgroup_path or hostlocal.default_cgroup()
+        dp.attach_hostlocal(cgroup, hostlocal.netns_cookie())
+    except V6natError as exc:
+        log.warning("host-local access unavailable (published ports reachable from other hosts only): %s", exc)
+
+
 def run(opts: RunOptions) -> int:
     """`v6nat run`: check, open (or adopt) the datapath, serve until told to stop."""
     configure_logging(opts.log_format, opts.log_level_number)
@@ -292,6 +309,10 @@ def run(opts: RunOptions) -> int:
     if opts.metrics_listen:
         parse_listen(opts.metrics_listen)
     check_can_run()
+    if opts.host_local and opts.cgroup_path:
+        from v6nat_ebpf.datapath.hostlocal import check_cgroup
+
+        check_cgroup(Path(opts.cgroup_path))  # a wrong --cgroup-path: one line, before anything is loaded
     read_host_state(opts.public_ifaces)  # unknown interface -> one line, before anything is loaded
     from v6nat_ebpf.preflight import forwarding_warnings
 
@@ -315,6 +336,7 @@ def run(opts: RunOptions) -> int:
         icmp_s=timeouts.icmp_s or defaults.icmp_s,
     )
     dp = Datapath.open(pin_path=opts.pin_path, config=config)
+    set_up_host_local(dp, opts)
     stats = ControlPlaneStats()
     stats.maps_adopted()
     PortReservation(opts.pin_path).reserve(lo, hi)

@@ -18,8 +18,11 @@ Decisions (also in README.md, "Docker semantics"):
   the ones Docker really bound.
 - A binding's HostIp: "" or "::" means every host address (or the network's
   `com.docker.network.bridge.host_binding_ipv6` when set); a global IPv6
-  address means only that one; loopback, link-local and IPv4-mapped addresses
-  never reach a public interface and are ignored.
+  address means only that one; `::1` (Docker 28's `-p [::1]:8080:80`) means
+  the host's own processes only (host-local access, bpf/sock.c: never from
+  outside, as the TC programs translate host addresses only); other loopback,
+  link-local and IPv4-mapped addresses never reach a public interface and are
+  ignored.
 - An IPv4 binding (`0.0.0.0`) gives no IPv6 mapping when the user asked for an
   IPv4 address (`-p 0.0.0.0:8080:80`). Docker 20.10 and later list a `::`
   binding next to `0.0.0.0` for a plain `-p 8080:80`; when Docker lists only
@@ -79,6 +82,7 @@ NETWORK_LABEL = "v6nat.network"
 OPT_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
+HOST_ONLY_ADDR = IPv6Address("::1")  # a binding for the host's own processes (host-local access)
 OPT_HOST_IPV6 = "com.docker.network.host_ipv6"  # Docker 28: SNAT source address
 OPT_HOST_BINDING_IPV6 = "com.docker.network.bridge.host_binding_ipv6"  # docker-ipv6nat
 
@@ -433,6 +437,8 @@ def _binding_host_addr(host_ip: str, requested: set[str], has_ipv6_binding: bool
         # Only a 0.0.0.0 binding of a port the user did not pin to IPv4 stands for "::".
         meant_any = str(addr) == "0.0.0.0" and "" in requested and not has_ipv6_binding
         return meant_any, network.host_binding if meant_any else None
+    if addr == HOST_ONLY_ADDR:
+        return True, addr
     if addr.is_loopback or addr.is_link_local or addr.ipv4_mapped is not None or addr.is_multicast:
         return False, None
     return True, addr

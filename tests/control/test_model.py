@@ -63,8 +63,10 @@ def test_published_ports_follow_the_actual_bindings(inspect: dict[str, Any]) -> 
     assert len(udp) == 1 and ports[udp[0]] == ("web", 53, "ula1") and udp[0][2] >= 32768
     # -p [2001:db8:1::1]:9292:92: only that address
     assert ports[("tcp", str(HOST), 9292)] == ("web", 92, "ula1")
-    # -p 0.0.0.0:9191:91 (IPv4 only) and loopback-only 9393: no IPv6 mapping
-    assert not [k for k in ports if k[2] in (9191, 9393)]
+    # -p 0.0.0.0:9191:91 (IPv4 only) and 127.0.0.1:9393: no IPv6 mapping; [::1]:9393 is for the host's
+    # own processes (host-local access), under its own key
+    assert not [k for k in ports if k[2] == 9191]
+    assert [k for k in ports if k[2] == 9393] == [("tcp", "::1", 9393)]
     # the range: Docker picked 30000 of 30000-30010; -P gave ephemeral ports to 81 and 82
     range_ports = {v[1]: k for k, v in ports.items() if v[0] == "range"}
     assert range_ports[80] == ("tcp", None, 30000)
@@ -101,8 +103,8 @@ def test_the_v6nat_network_label_picks_the_network(inspect: dict[str, Any]) -> N
     web = [m for m in state.mappings if m.container_name == "web"]
     assert web and {m.network_name for m in web} == {"ula2"}
     assert {m.container_addr for m in web} == {IPv6Address("fd00:2::2")}
-    # ula2's host_binding_ipv6 now applies to web's wildcard bindings
-    assert {m.host_addr for m in web} == {HOST}
+    # ula2's host_binding_ipv6 now applies to web's wildcard bindings; [::1]:9393 stays the host's own
+    assert {m.host_addr for m in web} == {HOST, IPv6Address("::1")}
 
 
 def test_a_label_naming_another_network_falls_back_and_says_so(inspect: dict[str, Any]) -> None:

@@ -54,9 +54,12 @@ class LabDaemon:
         return f"[::1]:{self.metrics_port}"
 
     def argv(self) -> list[str]:
+        # Host-local access attaches to a cgroup: never to the default (the root, where this machine's own
+        # processes live); only where a test says, with --cgroup-path of a cgroup of its own.
+        host_local = [] if {"--cgroup-path", "--host-local"} & set(self.extra) else ["--host-local", "off"]
         return [V6NAT, "run", "--public-iface", self.lab.public_iface, "--docker-host", self.lab.docker_url,
                 "--pin-path", self.lab.pin_path, "--metrics-listen", self.listen, "--log-level", self.log_level,
-                *self.extra]
+                *host_local, *self.extra]
 
     def start(self, wait_ready: bool = True, timeout: float = 60) -> "LabDaemon":
         """Start `v6nat run`; with `wait_ready`, return once it is ready (if it never is: closed, then raised)."""
