@@ -61,6 +61,7 @@ def render_status(status: Mapping[str, Any]) -> str:
                 f"events: {sum(cp['docker_events'].values())}  map write errors: {cp['map_write_errors']}",
                 f"snat ports in use: {in_use}{exhausted}  gc runs: {cp['gc_runs']} removed flows: {cp['gc_removed_flows']}",
                 f"snat port claims by tries: {_claims_by_tries(snat['allocation_tries'])}",
+                _host_local_line(status.get("host_local")),
             )
         ),
         _table(
@@ -84,11 +85,24 @@ def render_status(status: Mapping[str, Any]) -> str:
             [(f["protocol"], f["kind"], f["state"], f["flows"]) for f in status["conntrack_flows"]],
         ),
         _table(
-            ("PROTO", "HOST PORT", "CONTAINER", "NETWORK", "PACKETS", "BYTES"),
-            [(m["protocol"], m["host_port"], m["container"], m["network"], m["packets"], m["bytes"]) for m in status["mappings"]],
+            ("PROTO", "HOST PORT", "CONTAINER", "NETWORK", "PACKETS", "BYTES", "HOST CONNECTS", "HOST SENDS"),
+            [(m["protocol"], m["host_port"], m["container"], m["network"], m["packets"], m["bytes"],
+              m.get("host_connects", 0), m.get("host_sendmsgs", 0)) for m in status["mappings"]],
         ),
     ]
     return "\n\n".join(sections) + "\n"
+
+
+def _host_local_line(host_local: Mapping[str, Any] | None) -> str:
+    """"host-local: 4 socket hooks on /sys/fs/cgroup  connects: 3 sendmsgs: 1", or "host-local: off"."""
+    from v6nat_ebpf.datapath.hostlocal import cgroup_path_of
+
+    if not host_local or not host_local["hooks"]:
+        return "host-local: off"
+    cgroups = sorted({str(cgroup_path_of(cg_id) or f"cgroup id {cg_id}") if cg_id else "a removed cgroup"
+                      for cg_id in host_local["hooks"].values()})
+    return (f"host-local: {len(host_local['hooks'])} socket hooks on {', '.join(cgroups)}  "
+            f"connects: {host_local['connects']} sendmsgs: {host_local['sendmsgs']}")
 
 
 def _claims_by_tries(histogram: Mapping[str, Any]) -> str:

@@ -44,12 +44,22 @@ EVENT_METRICS = {
     "to_stack": ("v6nat_fastpath_declined_packets_total", "Translated packets the fast path declined: left to the host stack."),
 }
 
-# The per-mapping counter families (names without _total, as prometheus-client keeps them) and the
-# index of their value in a mapping's (packets, bytes).
+# The per-mapping counter families (names without _total, as prometheus-client keeps them), the Snapshot
+# field of their per-mapping-id counts, and the index of their value in those counts.
 MAPPING_FAMILIES = {
-    "v6nat_mapping_packets": ("Packets through a published mapping (both directions).", 0),
-    "v6nat_mapping_bytes": ("Bytes through a published mapping (both directions).", 1),
+    "v6nat_mapping_packets": ("Packets through a published mapping (both directions).", "mapping_traffic", 0),
+    "v6nat_mapping_bytes": ("Bytes through a published mapping (both directions).", "mapping_traffic", 1),
+    "v6nat_hostlocal_connects": ("connect() calls of host processes (TCP, connected UDP) that the socket hooks sent "
+                                 "to a published mapping's container.", "hostlocal_calls", 0),
+    "v6nat_hostlocal_sendmsgs": ("Unconnected UDP datagrams of host processes that the socket hooks sent to a "
+                                 "published mapping's container.", "hostlocal_calls", 1),
 }
+
+
+def _mapping_values(snap: Snapshot) -> dict[str, list[tuple[int, int]]]:
+    """Each MAPPING_FAMILIES source's counts, one per series of the snapshot's mappings."""
+    series = snap.control.mapping_series
+    return {source: series.values(getattr(snap, source)) for source in {s for _, s, _ in MAPPING_FAMILIES.values()}}
 
 
 class V6natCollector:
@@ -151,11 +161,12 @@ def _histogram(name: str, doc: str, hist: Histogram) -> Metric:
 
 def _mapping_metrics(snap: Snapshot, with_samples: bool) -> Iterable[Metric]:
     series = snap.control.mapping_series
-    values = series.values(snap.mapping_traffic) if with_samples else []
-    for name, (doc, index) in MAPPING_FAMILIES.items():
+    values = _mapping_values(snap) if with_samples else {}
+    for name, (doc, source, index) in MAPPING_FAMILIES.items():
         family = CounterMetricFamily(name, doc, labels=MAPPING_LABELS)
         # Samples made here, not by add_metric: the label dicts are the series' own, made once per set of mappings.
-        family.samples = [Sample(name + "_total", labels, v[index], None, None) for labels, v in zip(series.labels, values)]
+        family.samples = [Sample(name + "_total", labels, v[index], None, None)
+                          for labels, v in zip(series.labels, values.get(source, []))]
         yield family
 
 
@@ -177,7 +188,7 @@ def render_metrics(snap: Snapshot, accept: str) -> tuple[bytes, str]:
         return encoder(_Families(list(snapshot_metrics(snap)))), content_type
 
     series = snap.control.mapping_series
-    values = series.values(snap.mapping_traffic)
+    values = _mapping_values(snap)
     parts: list[bytes] = []
     pending: list[Metric] = []
     for family in snapshot_metrics(snap, mapping_samples=False):
@@ -186,11 +197,12 @@ def render_metrics(snap: Snapshot, accept: str) -> tuple[bytes, str]:
             # The encoder writes the family's HELP and TYPE (and OpenMetrics' "# EOF", dropped: it goes last).
             parts.append(encoder(_Families(pending)).removesuffix(b"# EOF\n"))
             pending = []
-            index = MAPPING_FAMILIES[family.name][1]
+            _, source, index = MAPPING_FAMILIES[family.name]
             prefix = family.name + "_total{"
             parts.append(
                 "".join(
-                    [f"{prefix}{text}}} {_counter_text(v[index])}\n" for text, v in zip(series.label_text, values)]
+                    [f"{prefix}{text}}} {_counter_text(v[index])}\n"
+                     for text, v in zip(series.label_text, values[source])]
                 ).encode()
             )
     parts.append(encoder(_Families(pending)))

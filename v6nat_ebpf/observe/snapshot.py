@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
 from v6nat_ebpf import __version__
@@ -34,6 +34,8 @@ class DatapathReader(Protocol):
     def conntrack_summary(self) -> Any: ...  # ConntrackSummary: entries, flows, snat_ports
     def snat_allocations(self) -> Any: ...  # SnatAllocations: buckets (most tries, claims), tries
     def attached(self) -> dict[str, str]: ...
+    def hostlocal_stats(self) -> dict[int, tuple[int, int]]: ...  # mapping id -> (connects, sendmsgs)
+    def hostlocal_attachments(self) -> list[Any]: ...  # hostlocal.Attachment: program, cgroup_id
     @property
     def config(self) -> Any: ...  # DatapathConfig: snat_port_min, snat_port_max
 
@@ -76,6 +78,10 @@ class Snapshot:
     interfaces: Mapping[str, tuple[str, bool]]  # ifname -> (role, attached now)
     control: ControlPlaneView
     readiness: Readiness
+    # host-local access: mapping id -> (connects, sendmsgs) the socket hooks sent to its container, and the
+    # hooks attached now (program -> cgroup id; empty: off)
+    hostlocal_calls: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    hostlocal_hooks: Mapping[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (for `v6nat status --json` and `/status`)."""
@@ -96,10 +102,17 @@ class Snapshot:
             },
             "events": dict(self.events),
             "mappings": [
-                {"mapping_id": mapping_id, **vars(labels), "packets": packets, "bytes": octets}
+                {"mapping_id": mapping_id, **vars(labels), "packets": packets, "bytes": octets,
+                 "host_connects": connects, "host_sendmsgs": sendmsgs}
                 for mapping_id, labels in sorted(c.mappings.items())
                 for packets, octets in (self.mapping_traffic.get(mapping_id, (0, 0)),)
+                for connects, sendmsgs in (self.hostlocal_calls.get(mapping_id, (0, 0)),)
             ],
+            "host_local": {
+                "hooks": dict(sorted(self.hostlocal_hooks.items())),
+                "connects": sum(c for c, _ in self.hostlocal_calls.values()),
+                "sendmsgs": sum(s for _, s in self.hostlocal_calls.values()),
+            },
             "conntrack_flows": [
                 {"protocol": p, "kind": k, "state": s, "flows": n}
                 for (p, k, s), n in sorted(self.conntrack_flows.items())
@@ -169,6 +182,8 @@ def take_snapshot(dp: DatapathReader, stats: ControlPlaneStats) -> Snapshot:
         interfaces=interfaces,
         control=control,
         readiness=readiness(control, attached),
+        hostlocal_calls=dp.hostlocal_stats(),
+        hostlocal_hooks={a.program: a.cgroup_id for a in dp.hostlocal_attachments()},
     )
 
 
