@@ -5,8 +5,8 @@ read the machine's state; the one that needs to create things (clsact and a
 cls_bpf filter) does so in a throw-away network namespace (`unshare --net`)
 that vanishes with its process. Nothing here touches the root namespace.
 
-Imports: stdlib, v6nat_ebpf.{config,constants,errors} and datapath.bpfsys (bpf() through ctypes,
-no bcc); bcc and docker are imported inside the checks that need them, so a missing one is a
+Imports: stdlib, v6nat_ebpf.{config,constants,errors} and datapath.{bpfsys,hostlocal} (bpf() through
+ctypes, no bcc); bcc and docker are imported inside the checks that need them, so a missing one is a
 finding, not a crash.
 """
 
@@ -94,6 +94,16 @@ def check_bcc() -> Finding:
     except Exception as exc:  # bcc raises bare Exception on compile/load errors
         return Finding("fail", "bcc", f"cannot compile a SCHED_CLS program: {str(exc).splitlines()[0]}")
     return Finding("ok", "bcc", f"compiled and loaded a SCHED_CLS program (bcc {getattr(bcc, '__version__', '?')})")
+
+
+def check_host_local() -> Finding:
+    from v6nat_ebpf.datapath import hostlocal
+
+    try:
+        return Finding("ok", "host-local access", hostlocal.probe())
+    except V6natError as exc:
+        return Finding("warn", "host-local access", f"{exc}: host processes cannot reach published ports "
+                                                    "(`v6nat run --host-local off` says so quietly)")
 
 
 def check_headers() -> Finding:
@@ -254,7 +264,7 @@ def forwarding_warnings(public_names: Iterable[str]) -> list[str]:
 
 def run_checks(docker_host: str | None = None) -> list[Finding]:
     single: list[Callable[[], Finding]] = [check_kernel, check_btf, check_capabilities, check_bpf_syscall,
-                                           check_clsact, check_headers, check_bcc]
+                                           check_clsact, check_headers, check_bcc, check_host_local]
     findings = [check() for check in single]
     findings += check_docker(docker_host)
     findings += check_accept_ra()

@@ -117,6 +117,7 @@ def _libbpf() -> ct.CDLL:
         "bpf_link_create": ([ct.c_int, ct.c_int, ct.c_int, vp], ct.c_int),
         "bpf_link_update": ([ct.c_int, ct.c_int, vp], ct.c_int),
         "bpf_link_detach": ([ct.c_int], ct.c_int),
+        "bpf_prog_load": ([ct.c_int, ct.c_char_p, ct.c_char_p, vp, ct.c_size_t, vp], ct.c_int),
     }
     for name, (argtypes, restype) in signatures.items():
         fn = getattr(lib, name)
@@ -185,6 +186,21 @@ def obj_pin(fd: int, path: str) -> None:
     ret = _libbpf().bpf_obj_pin(fd, path.encode())
     if ret:
         raise V6natError(f"cannot pin BPF object at {path}: {os.strerror(_err(ret))}")
+
+
+class _ProgLoadOpts(ct.Structure):
+    # The head of struct bpf_prog_load_opts: libbpf takes a shorter struct (sz says how long) as zeros beyond.
+    _fields_ = [("sz", ct.c_size_t), ("attempts", ct.c_int), ("expected_attach_type", ct.c_uint32)]
+
+
+def prog_load(prog_type: int, expected_attach_type: int, insns: bytes) -> int:
+    """An fd for a program of raw instructions (8 bytes each), for probing what the kernel supports."""
+    opts = _ProgLoadOpts(ct.sizeof(_ProgLoadOpts), 0, expected_attach_type)
+    buf = ct.create_string_buffer(insns, len(insns))
+    fd = _libbpf().bpf_prog_load(prog_type, b"v6nat_probe", b"GPL", buf, len(insns) // 8, ct.byref(opts))
+    if fd < 0:
+        raise V6natError(f"BPF_PROG_LOAD (type {prog_type}) failed: {os.strerror(_err(fd))}")
+    return fd
 
 
 def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:

@@ -88,9 +88,21 @@ def netns_cookie() -> int:
     return int(struct.unpack("=Q", raw)[0])
 
 
-def cgroup_id(path: Path) -> int:
-    """The kernel's id of a cgroup v2 directory: its inode number."""
-    return os.stat(path).st_ino
+BPF_PROG_TYPE_CGROUP_SOCK_ADDR = 18
+BPF_FUNC_GET_NETNS_COOKIE = 122
+# call bpf_get_netns_cookie(ctx); r0 = 1; exit: the kernel feature the hooks need, without bcc.
+_PROBE_INSNS = struct.pack("<BBhi", 0x85, 0, 0, BPF_FUNC_GET_NETNS_COOKIE) + struct.pack("<BBhi", 0xB7, 0, 0, 1) \
+    + struct.pack("<BBhi", 0x95, 0, 0, 0)
+
+
+def probe() -> str:
+    """Whether this host can have host-local access (for `v6nat check`): a cgroup v2 hierarchy, the netns
+    cookie, and a connect6 program calling bpf_get_netns_cookie loads. What was found, or V6natError."""
+    cgroup = default_cgroup()
+    netns_cookie()
+    fd = bpfsys.prog_load(BPF_PROG_TYPE_CGROUP_SOCK_ADDR, PROGRAMS["v6nat_sock_connect6"], _PROBE_INSNS)
+    os.close(fd)
+    return f"cgroup v2 at {cgroup}; connect6/sendmsg6/recvmsg6/getpeername6 hooks with netns cookies load"
 
 
 def _links(pins: Path) -> list[Path]:
@@ -126,7 +138,7 @@ def attach(pins: Path, cgroup: Path, prog_fd: Callable[[str, int], int]) -> None
     check_cgroup(cgroup)
     cg_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        wanted_id = os.fstat(cg_fd).st_ino
+        wanted_id = os.fstat(cg_fd).st_ino  # a cgroup v2's id is its inode number
         for name, attach_type in PROGRAMS.items():
             prog = prog_fd(name, attach_type)
             path = pins / f"{LINK_PREFIX}{name}"
