@@ -261,7 +261,7 @@ def render(doc: dict[str, Any], img_rel: str) -> str:
             f"![throughput]({img_rel}/bench-throughput.png)", ""]
     for metric in METRICS:
         out += metric_table(metric, summaries)
-    out += control_section(doc) + datapath_section(doc) + method_section(doc)
+    out += control_section(doc) + datapath_section(doc) + hostlocal_section() + method_section(doc)
     if doc["errors"]:
         out += ["## Errors in this run", ""] + [f"- {e}" for e in doc["errors"]] + [""]
     return "\n".join(out)
@@ -304,6 +304,35 @@ def control_section(doc: dict[str, Any]) -> list[str]:
         if last:
             out += [f"Maps at {prog[-1]['ports']:,} ports (bpftool `bytes_memlock`): " +
                     ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in sorted(last.items())), ""]
+    return out
+
+
+HOSTLOCAL_RESULTS = Path(__file__).resolve().parent / "results" / "hostlocal-latest.json"
+
+
+def hostlocal_section(path: Path = HOSTLOCAL_RESULTS) -> list[str]:
+    """Host-local access (issue 14): the cost of one connect() through the socket hooks, from the latest
+    `python -m bench.hostlocal_connect` run (a run of its own: it is not part of `make bench`)."""
+    out = ["## Host-local connect (socket hooks)", "",
+           "From `bench/hostlocal_connect.py` (a run of its own, not part of `make bench`): a process in the lab's "
+           "host namespace times blocking TCP `connect()` calls (handshake included, each socket closed with an RST) "
+           "to a container that accepts and closes, the three variants side by side in every round in a rotated "
+           "order: *published* asks `[host address]:8080` from a process in the hooks' cgroup (connect6 sends it to "
+           "the container), *direct* asks the container's address from the same cgroup (the hook runs, nothing to "
+           "do), *no hooks* asks the container's address from a process outside the cgroup (no socket hook at all: "
+           "a host without v6nat's hooks).", ""]
+    if not path.exists():
+        return out + ["Not run.", ""]
+    r = json.loads(path.read_text())
+    out += [f"Run {r['started']}: {r['rounds']} rounds x {r['connects_per_round']:,} connects per variant; "
+            f"the hooks translated {r['translated_connects']:,} connects (every published one).", "",
+            "| variant | median us per connect | min (round medians) | max | vs no hooks (median of round ratios) |",
+            "| --- | ---: | ---: | ---: | ---: |"]
+    for name, row in r["rows"].items():
+        out.append(f"| {name} | **{row['median_us']:.1f}** | {row['min_us']:.1f} | {row['max_us']:.1f} | "
+                   f"{row['vs_no_hooks']:.2f}x |")
+    out += ["", f"One host-local connect through v6nat costs {r['published_extra_us']:.1f} us more than a connect "
+            "straight to the container without hooks (median over rounds of the per-round difference).", ""]
     return out
 
 
