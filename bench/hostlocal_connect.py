@@ -131,7 +131,7 @@ def run(rounds: int, connects: int, results_dir: Path) -> dict[str, Any]:
                 server.remove(force=True)
         finally:
             cgroup.rmdir()
-    result = {"started": started.isoformat(timespec="seconds"), "rounds": rounds, "connects_per_round": connects,
+    result = {"started": started.isoformat(timespec="seconds"), "lab": lab.name, "rounds": rounds, "connects_per_round": connects,
               "medians_us": medians, "translated_connects": hooked, **summarise(medians)}
     if hooked != rounds * connects:
         raise SystemExit(f"the hooks translated {hooked} connects, not the {rounds * connects} published ones")

@@ -60,3 +60,16 @@ def test_flood_bench_measures_all_phases(tmp_path: Path) -> None:
     assert doc["busy"]["answers"] > 0
     assert doc["lab"] and leftovers_of(doc["lab"]) == [], f"bench.flood left lab {doc['lab']} behind"
     assert "new conn/s" in done.stdout
+
+
+@pytest.mark.lab
+def test_hostlocal_connect_bench_measures_every_variant(tmp_path: Path) -> None:
+    """`python -m bench.hostlocal_connect` at its smallest: every variant timed, every published
+    connect translated by the hooks (the bench checks that itself), JSON written, no cgroup or lab left."""
+    done = subprocess.run([sys.executable, "-m", "bench.hostlocal_connect", "--rounds", "1", "--connects", "50",
+                           "--results-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    doc = json.loads((tmp_path / "hostlocal-latest.json").read_text())
+    assert doc["translated_connects"] == 50
+    assert all(row["median_us"] > 0 for row in doc["rows"].values()) and len(doc["rows"]) == 3
+    assert leftovers_of(doc["lab"]) == [], f"the bench left lab {doc['lab']} behind (its cgroup included)"
