@@ -12,8 +12,8 @@ TIME_WAIT piles up), side by side in every round, in a rotated order:
   no hooks    [container address]:80 from a process outside the cgroup: no socket hook at all (what a
               host without v6nat's hooks does)
 
-The hooks act only on a cgroup of the bench's own (a child of the lab's cgroup parent under the cgroup
-v2 mount of /proc/mounts) and on the lab's host netns; everything goes with the lab, also on failure.
+The hooks act only on a cgroup of the bench's own (lab.cgroup: a child of the lab's cgroup parent under
+the cgroup v2 mount of /proc/mounts) and on the lab's host netns; everything goes with the lab, also on failure.
 Output: a table on stdout and bench/results/hostlocal-<stamp>.json (+ hostlocal-latest.json), which
 bench/report.py renders into docs/benchmarks.md. Nothing is asserted: compare ratios within one run.
 
@@ -29,14 +29,12 @@ import datetime as dt
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from v6nat_ebpf.datapath import Datapath
-from v6nat_ebpf.datapath.hostlocal import cgroup2_mounts
 from v6nat_ebpf.lab import Lab, LabConfig
-from v6nat_ebpf.lab.common import PIN_PREFIX
+from v6nat_ebpf.lab.cgroup import lab_cgroup, python_in
 from v6nat_ebpf.lab.daemon import LabDaemon
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -55,14 +53,11 @@ while True:
     c.close()
 """
 
-# The client: joins the cgroup given (if any) before its first socket, then times `n` connect() calls to
-# [addr]:port; prints the nanoseconds of each as one JSON list.
+# The client (run by lab.cgroup.python_in): times `n` connect() calls to [addr]:port; prints the
+# nanoseconds of each as one JSON list.
 CLIENT = """
-import json, os, socket, struct, sys, time
-cgroup, addr, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-if cgroup:
-    with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
-        f.write(str(os.getpid()))
+import json, socket, struct, sys, time
+addr, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rst = struct.pack("ii", 1, 0)
 times = []
 for _ in range(n):
@@ -87,16 +82,16 @@ def translated(lab: Lab) -> int:
 def measure(lab: Lab, cgroup: Path, container_addr: str, rounds: int, connects: int) -> dict[str, list[float]]:
     """variant -> the median connect() time of each round, in microseconds."""
     targets = {
-        "published": (str(cgroup), str(lab.host_addr), PUBLISHED_PORT),
-        "direct": (str(cgroup), container_addr, 80),
-        "no hooks": ("", container_addr, 80),
+        "published": (cgroup, str(lab.host_addr), PUBLISHED_PORT),
+        "direct": (cgroup, container_addr, 80),
+        "no hooks": (None, container_addr, 80),
     }
     medians: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for r in range(rounds):
         for variant in VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]:
             cg, addr, port = targets[variant]
-            out = lab.exec(lab.host_ns, [sys.executable, "-I", "-c", CLIENT, cg, addr, str(port), str(connects)],
-                           nsenter=True, timeout=120).stdout
+            out = lab.exec(lab.host_ns, python_in(cg, CLIENT, addr, str(port), str(connects)), nsenter=True,
+                           timeout=120).stdout
             medians[variant].append(statistics.median(json.loads(out)) / 1000)
     return medians
 
@@ -114,23 +109,16 @@ def summarise(medians: dict[str, list[float]]) -> dict[str, Any]:
 def run(rounds: int, connects: int, results_dir: Path) -> dict[str, Any]:
     started = dt.datetime.now(dt.timezone.utc)
     config = LabConfig(iptables=False, ip6tables=False, userland_proxy=False)
-    with Lab(config) as lab:
-        parent = cgroup2_mounts()[0] / f"{PIN_PREFIX}{lab.name}"  # the lab's cgroup parent: its teardown removes it
-        cgroup = parent / "hostlocal-bench"
-        cgroup.mkdir(parents=True)
-        try:
-            with LabDaemon(lab, extra=("--cgroup-path", str(cgroup)), log_level="info").start():
-                ula = lab.create_network("ula", "fd00:b14::/64", gateway=GATEWAY)
-                server = lab.run_container("server", ula, ["python3", "-S", "-c", SERVER],
-                                           ports={"80/tcp": PUBLISHED_PORT})
-                addr = str(lab.container_addr(server, ula))
-                measure(lab, cgroup, addr, 1, 50)  # warm-up (caches, neighbour entries), not counted
-                before = translated(lab)
-                medians = measure(lab, cgroup, addr, rounds, connects)
-                hooked = translated(lab) - before
-                server.remove(force=True)
-        finally:
-            cgroup.rmdir()
+    with Lab(config) as lab, lab_cgroup(lab, "hostlocal-bench") as cgroup:
+        with LabDaemon(lab, extra=("--cgroup-path", str(cgroup)), log_level="info").start():
+            ula = lab.create_network("ula", "fd00:b14::/64", gateway=GATEWAY)
+            server = lab.run_container("server", ula, ["python3", "-S", "-c", SERVER], ports={"80/tcp": PUBLISHED_PORT})
+            addr = str(lab.container_addr(server, ula))
+            measure(lab, cgroup, addr, 1, 50)  # warm-up (caches, neighbour entries), not counted
+            before = translated(lab)
+            medians = measure(lab, cgroup, addr, rounds, connects)
+            hooked = translated(lab) - before
+            server.remove(force=True)
     result = {"started": started.isoformat(timespec="seconds"), "lab": lab.name, "rounds": rounds, "connects_per_round": connects,
               "medians_us": medians, "translated_connects": hooked, **summarise(medians)}
     if hooked != rounds * connects:

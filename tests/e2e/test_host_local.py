@@ -2,8 +2,8 @@
 socket hooks; real sockets, a real dockerd.
 
 The hooks must never act on this machine's own processes: this module makes a cgroup of its own under the
-cgroup v2 mount (found in /proc/mounts), below the lab's cgroup parent, moves only its client processes
-into it, and runs the daemon in the lab's host netns (whose cookie the hooks compare) with
+cgroup v2 mount (found in /proc/mounts), below the lab's cgroup parent (lab.cgroup), moves only its client
+processes into it, and runs the daemon in the lab's host netns (whose cookie the hooks compare) with
 `--cgroup-path` of that cgroup. The daemon's cleanup detaches the hooks and the cgroup is removed at the
 end, also on failure (the lab's sweep removes it too, with the lab's other cgroups).
 """
@@ -22,9 +22,9 @@ from docker.models.networks import Network
 from e2e_support import V6nat, address_in, eventually, tcp_echo_server, udp_echo_server
 
 from v6nat_ebpf.datapath import Datapath, DnatKey
-from v6nat_ebpf.datapath.hostlocal import PROGRAMS, cgroup2_mounts
+from v6nat_ebpf.datapath.hostlocal import PROGRAMS
 from v6nat_ebpf.lab import Lab
-from v6nat_ebpf.lab.common import PIN_PREFIX
+from v6nat_ebpf.lab.cgroup import lab_cgroup, python_in
 
 pytestmark = pytest.mark.lab
 
@@ -33,15 +33,11 @@ SUBNET, GATEWAY = "fd00:14::/64", IPv6Address("fd00:14::1")
 TCP, UDP = 6, 17
 HOOKS = {"cgroup_inet6_connect", "cgroup_udp6_sendmsg", "cgroup_udp6_recvmsg", "cgroup_inet6_getpeername"}
 
-# A client: joins the cgroup given (if any) before it makes a socket (a socket belongs to the cgroup
-# it was made in), then asks [addr]:port over TCP (connect, getpeername, read until EOF) or over one
-# unconnected UDP socket (sendto, recvfrom: the reply's source). One JSON line of what it saw.
+# A client (run by lab.cgroup.python_in): asks [addr]:port over TCP (connect, getpeername, read until EOF)
+# or over one unconnected UDP socket (sendto, recvfrom: the reply's source). One JSON line of what it saw.
 CLIENT = """
-import json, os, socket, sys, time
-cgroup, kind, addr, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-if cgroup:
-    with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
-        f.write(str(os.getpid()))
+import json, socket, sys, time
+kind, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 out = {}
 try:
     if kind == "tcp":
@@ -76,20 +72,9 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def cgroup(lab: Lab) -> Iterator[Path]:
-    """A cgroup v2 of this module's own, for its client processes only."""
-    mounts = cgroup2_mounts()
-    assert mounts, "no cgroup v2 hierarchy mounted: host-local access cannot be tested here"
-    parent = mounts[0] / f"{PIN_PREFIX}{lab.name}"  # the lab's cgroup parent: its teardown removes it
-    path = parent / "hostlocal-clients"
-    path.mkdir(parents=True)
-    try:
+    """A cgroup v2 of this module's own, for its client processes only (they run to completion)."""
+    with lab_cgroup(lab, "hostlocal-clients") as path:
         yield path
-    finally:
-        path.rmdir()  # the clients ran to completion: it is empty
-        try:
-            parent.rmdir()
-        except OSError:
-            pass  # dockerd's containers live there too: the lab removes it
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +88,8 @@ def v6nat(lab: Lab, cgroup: Path) -> Iterator[V6nat]:
 def ask(lab: Lab, cgroup: Path | None, kind: str, addr: Any, port: int, ns: str | None = None) -> dict[str, Any]:
     """What a CLIENT in netns `ns` (default: the lab's host) and in `cgroup` (None: where the test runs)
     saw when it asked [addr]:port."""
-    result = lab.exec(ns or lab.host_ns, [sys.executable, "-I", "-c", CLIENT, str(cgroup or ""), kind, str(addr),
-                                          str(port)], nsenter=True, timeout=30)
+    result = lab.exec(ns or lab.host_ns, python_in(cgroup, CLIENT, kind, str(addr), str(port)), nsenter=True,
+                      timeout=30)
     return json.loads(result.stdout)
 
 

@@ -13,6 +13,7 @@ import errno
 import os
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Iterator
 
 from v6nat_ebpf.errors import V6natError
@@ -124,6 +125,17 @@ def _libbpf() -> ct.CDLL:
         fn.argtypes = argtypes
         fn.restype = restype
     return lib
+
+
+def mounts_of_type(fstype: str) -> list[Path]:
+    """Where filesystems of `fstype` are mounted, in /proc/self/mounts order ("bpf" for the pins,
+    "cgroup2" for the socket hooks' cgroups)."""
+    mounts = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == fstype:
+            mounts.append(Path(fields[1]))
+    return mounts
 
 
 def _err(ret: int) -> int:

@@ -52,12 +52,7 @@ class Attachment:
 
 def cgroup2_mounts() -> list[Path]:
     """Where cgroup v2 is mounted, in /proc/mounts order."""
-    mounts = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 2 and fields[2] == "cgroup2":
-            mounts.append(Path(fields[1]))
-    return mounts
+    return bpfsys.mounts_of_type("cgroup2")
 
 
 def default_cgroup() -> Path:

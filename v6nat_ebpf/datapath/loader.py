@@ -110,18 +110,9 @@ def compile_programs(pins: Path, config: DatapathConfig) -> Any:
         raise V6natError(f"cannot compile bpf/v6nat.c with bcc: {exc}") from exc
 
 
-def _bpffs_mounts() -> list[Path]:
-    mounts = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 2 and fields[2] == "bpf":
-            mounts.append(Path(fields[1]))
-    return mounts
-
-
 def check_pin_path(pin_path: Path) -> None:
     """The pin path must be on a bpffs and hold no other layout version."""
-    if not any(pin_path == m or m in pin_path.parents for m in _bpffs_mounts()):
+    if not any(pin_path == m or m in pin_path.parents for m in bpfsys.mounts_of_type("bpf")):
         raise V6natError(f"pin path {pin_path} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")
     if not pin_path.is_dir():
         return
