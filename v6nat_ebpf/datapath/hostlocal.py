@@ -122,11 +122,6 @@ def write_netns_cookie(config: bpfsys.BpfMap, cookie: int) -> None:
     config.update(layout.u32(0), layout.RawHostlocalConfig(cookie))
 
 
-def read_netns_cookie(config: bpfsys.BpfMap) -> int:
-    raw = config.lookup(layout.u32(0))
-    return layout.RawHostlocalConfig.from_buffer_copy(raw).netns_cookie if raw else 0
-
-
 def attach(pins: Path, cgroup: Path, prog_fd: Callable[[str, int], int]) -> None:
     """Attach every hook to `cgroup`, or give the links already pinned there the new programs; links
     pinned for another cgroup are detached and made anew. `prog_fd(name, attach_type)` loads a program."""

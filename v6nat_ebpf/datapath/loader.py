@@ -304,7 +304,6 @@ class Datapath:
     def attach_hostlocal(self, cgroup: str | Path, netns_cookie: int) -> None:
         """Translate host-local connects and sends to published ports for sockets of the network
         namespace with `netns_cookie`, in `cgroup` (a cgroup v2 directory) and below."""
-        hostlocal.check_cgroup(Path(cgroup))
         hostlocal.write_netns_cookie(self._maps["hostlocal_config"], netns_cookie)
         hostlocal.attach(pin_dir(self.pin_path), Path(cgroup), self._sock_prog_fd)
 
