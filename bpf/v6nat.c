@@ -2,16 +2,19 @@
  *
  * v6nat_public_ingress  clsact ingress of each public interface:
  *     published ports (DNAT, new and established), SNAT replies, ICMPv6 errors
- *     about either, isolation of NAT'd ULA prefixes.
+ *     about either, isolation of NAT'd prefixes; new flows straight to a
+ *     routed or nat-unprotected network (lib/gateway.h).
  * v6nat_public_egress   clsact egress of each public interface:
  *     masquerade (SNAT), DNAT replies, ICMPv6 errors about either; internal
- *     and untranslatable traffic of NAT'd networks never leaves.
+ *     and untranslatable traffic of NAT'd networks never leaves; a routed
+ *     network's new flows become untranslated pairs, so replies come in.
  * v6nat_bridge_ingress  clsact ingress of each managed bridge:
  *     hairpin (container -> host address:published port) and its replies;
  *     the fast path of established flows leaving by a public interface.
  * v6nat_bridge_egress   clsact egress of each managed bridge: a flow's
  *     packet that the stack let through toward a container confirms that
- *     direction for the fast path.
+ *     direction for the fast path; nothing the host sends or routes reaches
+ *     an isolated network.
  * v6nat_veth_ingress    clsact ingress of the host side of each container
  *     veth of a managed network: anti-spoofing, isolation between networks,
  *     internal networks and ICC, by the port a packet arrives on;
@@ -30,6 +33,7 @@
 #include "lib/icmp6.h"
 #include "lib/fib.h"
 #include "lib/isolation.h"
+#include "lib/gateway.h"
 
 /* The parsed packet lives in per-CPU map memory, not on the stack: the
  * verifier then forgets which extension-header path produced it, and those
@@ -251,6 +255,38 @@ static __always_inline int published_port_start(struct __sk_buff *skb, __u32 hoo
 	return flow_start(skb, hook, pkt, key, &orig, src_net != 0);
 }
 
+/* From outside straight to a container of a routed or nat-unprotected
+ * network (no flow holds the tuple): see lib/gateway.h. A routed network
+ * takes only what gateway_admit lets start, the first fragments' followers
+ * of its flows and ICMPv6; a nat-unprotected one everything. */
+static __always_inline int direct_inbound(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
+					  struct ct_key *key, const struct network_info *net, int r)
+{
+	int routed = !!(net->flags & V6NAT_NET_ROUTED);
+	struct ct_entry orig = {};
+	__u32 mapping_id;
+	int reason;
+
+	if (r == PARSE_ICMP_ERROR)
+		return icmp_error_verdict(skb, hook, pkt, 0);
+	if (r == PARSE_FRAGMENT)
+		return fragment_verdict(skb, hook, pkt, routed);
+	if (r != PARSE_TUPLE)
+		return unparsed_verdict(hook, r, routed);
+	reason = gateway_admit(net, pkt, &mapping_id);
+	if (reason)
+		return v6nat_drop(hook, reason);
+	if (!gateway_starts_flow(pkt)) {
+		if (routed && pkt->proto == IPPROTO_TCP)
+			return v6nat_drop(hook, V6NAT_DROP_TCP_NO_FLOW);
+		return v6nat_pass(hook);
+	}
+	if (!l4_csum_valid(skb, pkt))
+		return v6nat_drop(hook, V6NAT_DROP_BAD_CHECKSUM);
+	gateway_identity(&orig, pkt, CT_KIND_DNAT, mapping_id);
+	return flow_start(skb, hook, pkt, key, &orig, 0);
+}
+
 int v6nat_public_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_PUBLIC_INGRESS;
@@ -279,10 +315,14 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 	if (public_source_forged(pkt->saddr))
 		return v6nat_drop(hook, V6NAT_DROP_BOGON_SOURCE);
 	net = network_of(pkt->daddr);
-	if (net && (net->flags & (V6NAT_NET_MASQUERADE | V6NAT_NET_INTERNAL)))
+	if (net && (net->flags & V6NAT_NET_INTERNAL))
+		return v6nat_drop(hook, V6NAT_DROP_DIRECT_ULA);
+	if (net && (net->flags & V6NAT_NET_MASQUERADE) && !(net->flags & V6NAT_NET_UNPROTECTED))
 		return v6nat_drop(hook, V6NAT_DROP_DIRECT_ULA);
 	if (net && addr_is_ula(pkt->saddr))
 		return v6nat_drop(hook, V6NAT_DROP_BOGON_SOURCE);
+	if (net && gateway_open_inbound(net->flags))
+		return direct_inbound(skb, hook, pkt, &key, net, r);
 	if (r == PARSE_ICMP_ERROR)
 		return icmp_error_verdict(skb, hook, pkt, 0);
 	if (r == PARSE_FRAGMENT)
@@ -331,8 +371,16 @@ int v6nat_public_egress(struct __sk_buff *skb)
 	if (e)
 		return flow_translate(skb, hook, pkt, &key, e, flow_action(e));
 
-	if (!masquerade)
-		return v6nat_pass(hook);
+	if (!masquerade) {
+		struct ct_entry orig = {};
+
+		/* A routed network's new flow: an untranslated pair, whose
+		 * reply half lets the answers in (gateway.h). */
+		if (!net || !(net->flags & V6NAT_NET_ROUTED) || !gateway_starts_flow(pkt))
+			return v6nat_pass(hook);
+		gateway_identity(&orig, pkt, CT_KIND_SNAT, 0);
+		return flow_start(skb, hook, pkt, &key, &orig, 0);
+	}
 	if (pkt->proto == V6NAT_IPPROTO_ICMPV6 && pkt->icmp_type != ICMP6_ECHO_REQUEST)
 		return v6nat_drop(hook, V6NAT_DROP_UNSUPPORTED);
 	if (pkt->proto == IPPROTO_TCP && !tcp_is_syn(pkt))
@@ -392,8 +440,17 @@ int v6nat_bridge_egress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_BRIDGE_EGRESS;
 	int r;
+	struct network_info *net;
 	struct v6nat_pkt *pkt = hook_parse(skb, &r);
 
+	if (r == PARSE_NOT_IPV6)
+		return v6nat_pass(hook);
+	/* Only the host's stack sends here (frames between the bridge's ports
+	 * never pass its own egress): nothing it sends or routes may reach an
+	 * isolated network. */
+	net = network_of(pkt->daddr);
+	if (net && (net->flags & V6NAT_NET_ISOLATED))
+		return v6nat_drop(hook, V6NAT_DROP_ISOLATION);
 	if (r == PARSE_TUPLE)
 		ct_mark_stack_in(pkt);
 	return v6nat_pass(hook);

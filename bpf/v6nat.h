@@ -72,7 +72,7 @@
 
 /* Why a packet was dropped. Every TC_ACT_SHOT goes through v6nat_drop(). */
 #define V6NAT_DROP_REASONS(X)                                                  \
-	X(DIRECT_ULA, direct_ula)         /* from outside straight to a NAT'd ULA prefix */ \
+	X(DIRECT_ULA, direct_ula)         /* from outside straight to a NAT'd network (ULA or global) */ \
 	X(INTERNAL_EGRESS, internal_egress) /* internal network leaving a public iface */  \
 	X(NO_SNAT_ADDR, no_snat_addr)     /* masquerade, but no source address known */  \
 	X(PORTS_EXHAUSTED, ports_exhausted) /* no free SNAT port after bounded tries */   \
@@ -90,7 +90,8 @@
 	X(CT_CLASH, ct_clash)             /* a new half would overwrite another flow's */ \
 	X(BAD_CHECKSUM, bad_checksum)     /* would create or change a flow, L4 checksum wrong */ \
 	X(TCP_WINDOW, tcp_window)         /* RST outside the tracked sequence window */ \
-	X(ICMP_FOREIGN, icmp_foreign)     /* an error about another endpoint's flow */
+	X(ICMP_FOREIGN, icmp_foreign)     /* an error about another endpoint's flow */ \
+	X(UNPUBLISHED, unpublished)       /* from outside to a routed network, port not published */
 
 #define V6NAT_ENUM_ACTION(id, name) V6NAT_ACT_##id,
 #define V6NAT_ENUM_DROP(id, name) V6NAT_DROP_##id,
@@ -123,7 +124,10 @@ struct v6nat_config {
 #define V6NAT_CFG_FAST_PATH 0x1 /* redirect established flows past the stack */
 
 /* dnat: a published port (Docker's `-p [host_addr:]host_port:port`), written
- * by the control plane. host_addr all-zero means any of host_addrs. */
+ * by the control plane. host_addr all-zero means any of host_addrs. In a
+ * network of gateway mode `routed` a published port is the container's own
+ * (address, port): host_addr is the container's address and the target the
+ * same address and port (no translation; looked up exactly, lib/gateway.h). */
 struct dnat_key {
 	__u8 host_addr[16];
 	__be16 host_port;
@@ -138,8 +142,8 @@ struct dnat_target {
 	__u32 mapping_id; /* index into mapping_stats, chosen by the control plane */
 };
 
-/* networks: a managed Docker network's ULA prefix (LPM trie key), written by
- * the control plane. */
+/* networks: a managed Docker network's IPv6 prefix, ULA or global (LPM trie
+ * key), written by the control plane. */
 struct network_key {
 	__u32 prefixlen;
 	__u8 addr[16];
@@ -148,6 +152,11 @@ struct network_key {
 #define V6NAT_NET_MASQUERADE 0x1 /* SNAT to a public address when leaving */
 #define V6NAT_NET_ICC 0x2        /* containers of the network may talk */
 #define V6NAT_NET_INTERNAL 0x4   /* never leaves via a public interface */
+/* Docker's gateway modes (com.docker.network.bridge.gateway_mode_ipv6); none
+ * of these set is `nat`. `isolated` also sets INTERNAL. */
+#define V6NAT_NET_ROUTED 0x8      /* no NAT; from outside only published container ports */
+#define V6NAT_NET_UNPROTECTED 0x10 /* nat-unprotected: NAT, and any port reachable directly */
+#define V6NAT_NET_ISOLATED 0x20   /* nothing in or out, the host included */
 
 struct network_info {
 	__u8 snat_addr[16]; /* all-zero: the public interface's snat_addr */

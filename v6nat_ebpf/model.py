@@ -10,19 +10,33 @@ sources only fetch and the reconciler only writes.
 Must not import: docker, pyroute2, bcc, or anything of v6nat_ebpf but errors
 (stdlib only).
 
-Decisions (also in README.md, "Docker semantics"):
-- Managed network: bridge driver, EnableIPv6, at least one subnet inside
-  fc00::/7. Only its ULA subnets are routed through v6nat.
+Decisions (also in README.md, "Docker semantics", and docs/docker.md):
+- Managed network: bridge driver, EnableIPv6, at least one IPv6 subnet, ULA
+  or global (link-local and multicast ones are no subnets). Each has Docker's
+  gateway mode (`com.docker.network.bridge.gateway_mode_ipv6`, Docker 27/28):
+  `nat` (the default, also for global subnets, as Docker 27+ does), `routed`
+  (no NAT; from outside only published container ports), `nat-unprotected`
+  (NAT; any port reachable directly) or `isolated` (internal, and not even
+  the host reaches it). An unknown mode is reported and taken as `nat`.
+  A routed network does not masquerade, whatever enable_ip_masquerade says.
+- In a routed network a published port is the container's own port at its
+  own address (Docker: "a host port in a -p mapping is not used, and the
+  host address is only used to decide whether to apply the mapping to IPv4
+  or IPv6"), so its PortMapping has host_addr = the container's address and
+  host_port = the container port; the binding's HostPort may be empty.
 - Published ports come from the actual bindings (NetworkSettings.Ports), so
   ephemeral ports (`-p 80`, `-P`) and ports Docker picked from a range are
   the ones Docker really bound.
 - A binding's HostIp: "" or "::" means every host address (or the network's
-  `com.docker.network.bridge.host_binding_ipv6` when set); a global IPv6
-  address means only that one; `::1` (Docker 28's `-p [::1]:8080:80`) means
-  the host's own processes only (host-local access, bpf/sock.c: never from
-  outside, as the TC programs translate host addresses only); other loopback,
-  link-local and IPv4-mapped addresses never reach a public interface and are
-  ignored.
+  default binding address: docker-ipv6nat's
+  `com.docker.network.bridge.host_binding_ipv6`, else Docker's
+  `com.docker.network.bridge.host_binding_ipv4` when it holds an IPv6
+  address, as Docker 28 documents); a global IPv6 address means only that
+  one; `::1` (Docker 28's `-p [::1]:8080:80`, or a `::1` default binding)
+  means the host's own processes only (host-local access, bpf/sock.c: never
+  from outside, as the TC programs translate host addresses only, and in a
+  routed network it opens no container port); other loopback, link-local
+  and IPv4-mapped addresses never reach a public interface and are ignored.
 - An IPv4 binding (`0.0.0.0`) gives no IPv6 mapping when the user asked for an
   IPv4 address (`-p 0.0.0.0:8080:80`). Docker 20.10 and later list a `::`
   binding next to `0.0.0.0` for a plain `-p 8080:80`; when Docker lists only
@@ -30,9 +44,11 @@ Decisions (also in README.md, "Docker semantics"):
   engine with IPv6 binding off), it is treated as `::`, as the user meant
   "every address". Any other IPv4 address gives no IPv6 mapping.
 - A container on several managed networks is published on exactly one: the
-  network named (or id given) in its label `v6nat.network` if it is on it,
-  otherwise the one whose name sorts first. Internal networks are never
-  chosen: Docker does not publish ports on them.
+  one whose endpoint has the highest `GwPriority` (Docker 28's
+  `--network name=...,gw-priority=N`, 0 when absent), among those the network
+  named (or id given) in its label `v6nat.network` if it is on it, otherwise
+  the one whose name sorts first. Internal networks are never chosen: Docker
+  does not publish ports on them.
 - Every port of a managed network's bridge (the host side of its
   containers' veths) carries the datapath's veth program: the fast path of
   established flows starts there, and with `enable_icc=false` it drops
@@ -65,7 +81,6 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Iterable, Mapping
 
-ULA = IPv6Network("fc00::/7")
 # IP protocol numbers and the names v6nat writes them with (Docker port specs, metrics labels, status,
 # flows): the one copy.
 PROTOCOL_NAMES = {6: "tcp", 17: "udp", 58: "icmpv6"}
@@ -85,21 +100,31 @@ OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 HOST_ONLY_ADDR = IPv6Address("::1")  # a binding for the host's own processes (host-local access)
 OPT_HOST_IPV6 = "com.docker.network.host_ipv6"  # Docker 28: SNAT source address
 OPT_HOST_BINDING_IPV6 = "com.docker.network.bridge.host_binding_ipv6"  # docker-ipv6nat
+OPT_HOST_BINDING_IPV4 = "com.docker.network.bridge.host_binding_ipv4"  # Docker; may hold an IPv6 address (28)
+OPT_GATEWAY_MODE_IPV6 = "com.docker.network.bridge.gateway_mode_ipv6"  # Docker 27 (nat, routed), 28 (the rest)
+
+# Docker's gateway modes (docker/docs engine/network/port-publishing.md, "Gateway modes").
+GATEWAY_NAT = "nat"
+GATEWAY_ROUTED = "routed"
+GATEWAY_UNPROTECTED = "nat-unprotected"
+GATEWAY_ISOLATED = "isolated"
+GATEWAY_MODES = (GATEWAY_NAT, GATEWAY_ROUTED, GATEWAY_UNPROTECTED, GATEWAY_ISOLATED)
 
 
 @dataclass(frozen=True)
 class Network:
-    """A managed Docker network: a bridge with IPv6 on at least one ULA subnet."""
+    """A managed Docker network: a bridge with IPv6 on at least one subnet (ULA or global)."""
 
     id: str
     name: str
     bridge: str
-    subnets: tuple[IPv6Network, ...]  # its ULA subnets only
+    subnets: tuple[IPv6Network, ...]  # its IPv6 subnets
     masquerade: bool = True
     icc: bool = True
-    internal: bool = False
+    internal: bool = False  # also for mode isolated
     snat_addr: IPv6Address | None = None  # None: the public interface's address
     host_binding: IPv6Address | None = None  # the address "::" bindings mean, None: every address
+    mode: str = GATEWAY_NAT  # one of GATEWAY_MODES
 
     @property
     def network_id(self) -> int:
@@ -245,7 +270,7 @@ class HostState:
 
 @dataclass(frozen=True, order=True)
 class NetworkRoute:
-    """One entry of the datapath's networks map: a managed ULA prefix and how to treat it."""
+    """One entry of the datapath's networks map: a managed prefix (ULA or global) and how to treat it."""
 
     prefix: IPv6Network
     network_id: int
@@ -255,6 +280,7 @@ class NetworkRoute:
     internal: bool
     snat_addr: IPv6Address | None
     gateway: IPv6Address | None = None  # the bridge's address in the prefix (passes with icc=False)
+    mode: str = GATEWAY_NAT
 
 
 # What the datapath's veth_info holds at most (bpf/v6nat.h V6NAT_VETH_ADDRS).
@@ -272,6 +298,7 @@ class VethPolicy:
     internal: bool
     addrs: tuple[IPv6Address, ...]  # the container's addresses on the network (at most VETH_ADDRS_MAX)
     bridge_mac: bytes  # 6 bytes
+    mode: str = GATEWAY_NAT
 
 
 @dataclass(frozen=True)
@@ -309,6 +336,13 @@ def _u32_id(text: str) -> int:
     return value or 1  # 0 means "no mapping" in the datapath
 
 
+def _addr_or_none(raw: Any) -> IPv6Address | None:
+    try:
+        return IPv6Address(raw) if raw else None
+    except ValueError:
+        return None
+
+
 def _opt_bool(options: Mapping[str, str], name: str, default: bool) -> bool:
     raw = options.get(name)
     if raw is None or raw == "":
@@ -337,24 +371,41 @@ def network_from_inspect(data: Mapping[str, Any], problems: list[str]) -> Networ
             subnet = ipaddress.ip_network(pool.get("Subnet", ""), strict=False)
         except ValueError:
             continue
-        if isinstance(subnet, IPv6Network) and subnet.subnet_of(ULA):
+        if isinstance(subnet, IPv6Network) and not (subnet.is_link_local or subnet.is_multicast):
             subnets.append(subnet)
     if not subnets:
         return None
     options = data.get("Options") or {}
     net_id = data["Id"]
     name = data.get("Name") or net_id[:12]
+    mode = options.get(OPT_GATEWAY_MODE_IPV6) or GATEWAY_NAT
+    if mode not in GATEWAY_MODES:
+        problems.append(f"network {name}: option {OPT_GATEWAY_MODE_IPV6}={mode!r} is no gateway mode "
+                        f"({', '.join(GATEWAY_MODES)}); taken as {GATEWAY_NAT}")
+        mode = GATEWAY_NAT
     return Network(
         id=net_id,
         name=name,
         bridge=options.get(OPT_BRIDGE_NAME) or f"br-{net_id[:12]}",
         subnets=tuple(sorted(subnets)),
-        masquerade=_opt_bool(options, OPT_MASQUERADE, True),
+        masquerade=mode in (GATEWAY_NAT, GATEWAY_UNPROTECTED) and _opt_bool(options, OPT_MASQUERADE, True),
         icc=_opt_bool(options, OPT_ICC, True),
-        internal=bool(data.get("Internal")),
+        internal=bool(data.get("Internal")) or mode == GATEWAY_ISOLATED,
         snat_addr=_opt_addr(options, OPT_HOST_IPV6, problems, name),
-        host_binding=_opt_addr(options, OPT_HOST_BINDING_IPV6, problems, name),
+        host_binding=_host_binding(options, problems, name),
+        mode=mode,
     )
+
+
+def _host_binding(options: Mapping[str, str], problems: list[str], net_name: str) -> IPv6Address | None:
+    """The network's default binding address: docker-ipv6nat's host_binding_ipv6, else Docker's
+    host_binding_ipv4 when it holds an IPv6 address ("::" there means every address: None)."""
+    if options.get(OPT_HOST_BINDING_IPV6):
+        return _opt_addr(options, OPT_HOST_BINDING_IPV6, problems, net_name)
+    addr = _addr_or_none(options.get(OPT_HOST_BINDING_IPV4))
+    if addr is None or addr == IPv6Address("::"):
+        return None
+    return addr
 
 
 def _container_name(data: Mapping[str, Any]) -> str:
@@ -376,11 +427,6 @@ def _endpoints_of(data: Mapping[str, Any], networks: Mapping[str, Network]) -> l
     return found
 
 
-def _addr_or_none(raw: Any) -> IPv6Address | None:
-    try:
-        return IPv6Address(raw) if raw else None
-    except ValueError:
-        return None
 
 
 def sandbox_of(data: Mapping[str, Any], networks: Mapping[str, Network]) -> Sandbox | None:
@@ -408,6 +454,9 @@ def choose_endpoint(data: Mapping[str, Any], endpoints: list[Endpoint], networks
                         key=lambda ep: ep.network_name)
     if not candidates:
         return None
+    priorities = {ep.network_name: _gw_priority(data, networks_by_name[ep.network_name]) for ep in candidates}
+    top = max(priorities.values())
+    candidates = [ep for ep in candidates if priorities[ep.network_name] == top]
     wanted = ((data.get("Config") or {}).get("Labels") or {}).get(NETWORK_LABEL)
     if wanted:
         for ep in candidates:
@@ -417,6 +466,16 @@ def choose_endpoint(data: Mapping[str, Any], endpoints: list[Endpoint], networks
         problems.append(f"container {_container_name(data)}: label {NETWORK_LABEL}={wanted!r} names no managed "
                         f"network it is on; using {candidates[0].network_name}")
     return candidates[0]
+
+
+def _gw_priority(data: Mapping[str, Any], network: Network) -> int:
+    """The endpoint's GwPriority on `network` (Docker 28, API 1.48 EndpointSettings.GwPriority; 0 when absent)."""
+    attached = (data.get("NetworkSettings") or {}).get("Networks") or {}
+    for net_name, ep in attached.items():
+        if ep.get("NetworkID") == network.id or net_name == network.name:
+            value = ep.get("GwPriority") or 0
+            return value if isinstance(value, int) else 0
+    return 0
 
 
 def _requested_host_ips(data: Mapping[str, Any], port_spec: str) -> set[str]:
@@ -432,16 +491,31 @@ def _binding_host_addr(host_ip: str, requested: set[str], has_ipv6_binding: bool
     except ValueError:
         return False, None
     if addr is None or addr == IPv6Address("::"):
-        return True, network.host_binding
+        return _default_binding(network)
     if isinstance(addr, ipaddress.IPv4Address):
         # Only a 0.0.0.0 binding of a port the user did not pin to IPv4 stands for "::".
         meant_any = str(addr) == "0.0.0.0" and "" in requested and not has_ipv6_binding
-        return meant_any, network.host_binding if meant_any else None
+        return _default_binding(network) if meant_any else (False, None)
     if addr == HOST_ONLY_ADDR:
         return True, addr
-    if addr.is_loopback or addr.is_link_local or addr.ipv4_mapped is not None or addr.is_multicast:
+    if not _is_public(addr):
         return False, None
     return True, addr
+
+
+def _is_public(addr: IPv6Address) -> bool:
+    """Can a binding to `addr` be reached on a public interface? Never for loopback, link-local (Docker 28:
+    host-local), IPv4-mapped or multicast addresses."""
+    return not (addr.is_loopback or addr.is_link_local or addr.ipv4_mapped is not None or addr.is_multicast)
+
+
+def _default_binding(network: Network) -> tuple[bool, IPv6Address | None]:
+    """What a binding to every address means on `network`: its default binding address, if any."""
+    if network.host_binding is None:
+        return True, None
+    if network.host_binding != HOST_ONLY_ADDR and not _is_public(network.host_binding):
+        return False, None
+    return True, network.host_binding
 
 
 def mappings_of(data: Mapping[str, Any], endpoint: Endpoint, network: Network) -> list[PortMapping]:
@@ -460,6 +534,9 @@ def mappings_of(data: Mapping[str, Any], endpoint: Endpoint, network: Network) -
         for binding in bindings:
             published, host_addr = _binding_host_addr(binding.get("HostIp") or "", requested, has_ipv6, network)
             host_port_text = binding.get("HostPort") or ""
+            if network.mode == GATEWAY_ROUTED and published and host_addr != HOST_ONLY_ADDR:
+                # The container's own port at its own address; host address and port are not used.
+                host_addr, host_port_text = endpoint.address, port_text
             if not published or not host_port_text.isdigit():
                 continue
             mapping = PortMapping(proto, host_addr, int(host_port_text), endpoint.address, int(port_text),
@@ -548,11 +625,11 @@ def desired_state(docker: DockerState, host: HostState) -> DesiredState:
                                 f"{network.name}; only the first {VETH_ADDRS_MAX} may send")
                 addrs = addrs[:VETH_ADDRS_MAX]
             policies[veth.ifindex] = VethPolicy(network.network_id, bridge.ifindex, network.masquerade, network.icc,
-                                                network.internal, addrs, bridge.mac or bytes(6))
+                                                network.internal, addrs, bridge.mac or bytes(6), network.mode)
         for subnet in network.subnets:
             gateway = next((addr for addr in bridge.addresses if addr in subnet), None)
             routes.append(NetworkRoute(subnet, network.network_id, bridge.ifindex, network.masquerade, network.icc,
-                                       network.internal, network.snat_addr, gateway))
+                                       network.internal, network.snat_addr, gateway, network.mode))
     public_ifaces = []
     host_addrs: dict[IPv6Address, int] = {}
     for iface in host.public:

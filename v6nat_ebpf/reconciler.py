@@ -187,7 +187,7 @@ class Reconciler:
         if docker_known:
             routes = {r.prefix: NetworkEntry(network_id=r.network_id, bridge_ifindex=r.bridge_ifindex,
                                              masquerade=r.masquerade, icc=r.icc, internal=r.internal,
-                                             snat_addr=r.snat_addr, gateway=r.gateway)
+                                             snat_addr=r.snat_addr, gateway=r.gateway, mode=r.mode)
                       for r in desired.routes}
             tables["networks"] = self._table(dp.networks, "networks", routes, reread)
             dnat = {DnatKey(proto=m.proto, host_addr=m.host_addr, host_port=m.host_port):
@@ -199,7 +199,7 @@ class Reconciler:
             # Before any attachment: a veth's program drops every packet until its entry is there.
             veths = {ifindex: VethEntry(network_id=p.network_id, bridge_ifindex=p.bridge_ifindex,
                                         masquerade=p.masquerade, icc=p.icc, internal=p.internal, addrs=p.addrs,
-                                        bridge_mac=p.bridge_mac)
+                                        bridge_mac=p.bridge_mac, mode=p.mode)
                      for ifindex, p in desired.veth_policies}
             tables["veths"] = self._table(dp.veths, "veths", veths, reread)
             forgotten = self._forget_flows(desired, unpublished, reread)

@@ -7,7 +7,8 @@
  * address detection, the unspecified address also); a network without ICC
  * sends unicast frames only to its bridge; no packet goes to another managed
  * network but to its gateway; an internal network's packets reach only their
- * own network, link-local and multicast, and the host.
+ * own network, link-local and multicast, and the host; an isolated network's
+ * not even the host.
  * A managed bridge: sources of another managed network are forged.
  * A public interface: a source of ours (a managed prefix, a host address) or
  * one no outside host has (loopback, v4-mapped, multicast) is forged. */
@@ -62,6 +63,22 @@ static __always_inline int veth_owns_source(const struct veth_info *v, const __u
 	return 0;
 }
 
+/* Would this packet of an isolated network's container reach the host: a
+ * unicast frame to the bridge (the host, or routed on by it), or a datagram
+ * to a multicast group that the host may listen to (ICMPv6, NDP and MLD
+ * among the containers, stays)? A frame that cannot be read counts as one. */
+static __always_inline int veth_reaches_host(struct __sk_buff *skb, const struct v6nat_pkt *pkt,
+					     const struct veth_info *v)
+{
+	__u8 dmac[6] __attribute__((aligned(4)));
+
+	if (bpf_skb_load_bytes(skb, 0, dmac, 6))
+		return 1;
+	if (dmac[0] & 1)
+		return pkt->proto != V6NAT_IPPROTO_ICMPV6;
+	return mac_equal(dmac, v->bridge_mac);
+}
+
 /* A container's IPv6 packet at its veth: 0, or why it is dropped. */
 static __always_inline int veth_verdict(struct __sk_buff *skb, const struct v6nat_pkt *pkt,
 					const struct veth_info *v)
@@ -71,6 +88,8 @@ static __always_inline int veth_verdict(struct __sk_buff *skb, const struct v6na
 
 	if (!veth_owns_source(v, pkt->saddr))
 		return V6NAT_DROP_SPOOFED_SOURCE;
+	if ((v->net_flags & V6NAT_NET_ISOLATED) && veth_reaches_host(skb, pkt, v))
+		return V6NAT_DROP_ISOLATION;
 	if (!(v->net_flags & V6NAT_NET_ICC)) {
 		/* By link, whatever the addresses (link-local included): a
 		 * unicast frame for another MAC than the bridge's is for a

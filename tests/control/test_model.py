@@ -41,10 +41,12 @@ def published(data: dict[str, Any]) -> dict[tuple[str, str | None, int], tuple[s
             (m.container_name, m.container_port, m.network_name) for m in state.mappings}
 
 
-def test_managed_networks_are_ipv6_bridges_with_a_ula_subnet(inspect: dict[str, Any]) -> None:
+def test_managed_networks_are_ipv6_bridges_ula_or_global(inspect: dict[str, Any]) -> None:
     state = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
     by_name = {n.name: n for n in state.networks}
-    assert sorted(by_name) == ["ula1", "ula2"]  # not v4only (no IPv6), not gua (not ULA), not host/none
+    assert sorted(by_name) == ["gua", "ula1", "ula2"]  # not v4only (no IPv6), not host/none
+    assert by_name["gua"].subnets == (IPv6Network("2001:db8:99::/64"),) and by_name["gua"].internal
+    assert {n.mode for n in state.networks} == {"nat"}  # Docker 20.10 has no gateway modes
     ula1, ula2 = by_name["ula1"], by_name["ula2"]
     assert ula1.bridge == "br-" + ula1.id[:12]
     assert ula1.subnets == (IPv6Network("fd00:1::/64"),)

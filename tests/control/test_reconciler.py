@@ -89,9 +89,9 @@ def dp(lab: Lab, in_host_ns: Callable[[Callable[[], T]], T]) -> Iterator[Datapat
 def test_apply_writes_everything_once_then_nothing(lab: Lab, dp: Datapath, docker_state: DockerState,
                                                    in_host_ns: Callable[[Callable[[], Any]], Any]) -> None:
     desired = desired_state(docker_state, host_state(lab))
-    assert len(desired.mappings) == 10 and len(desired.routes) == 2  # [::1]:9393 among them (host-local)
+    assert len(desired.mappings) == 10 and len(desired.routes) == 3  # [::1]:9393 among them (host-local)
     first = in_host_ns(lambda: Reconciler(dp).apply(desired))
-    assert first.tables["dnat"].added == 10 and first.tables["networks"].added == 2 and first.errors == 0
+    assert first.tables["dnat"].added == 10 and first.tables["networks"].added == 3 and first.errors == 0
     assert set(first.attached) == {lab.public_iface, *desired.bridges}
     assert in_host_ns(dp.attached) == {lab.public_iface: "public", **{b: "bridge" for b in desired.bridges}}
     by_port = {key.host_port: target for key, target in dp.dnat.items()}
@@ -138,7 +138,7 @@ def test_docker_unknown_keeps_the_docker_tables(lab: Lab, dp: Datapath, docker_s
     summary = in_host_ns(lambda: Reconciler(dp).apply(desired_state(DockerState(), host_state(lab)),
                                                       docker_known=False))
     assert "dnat" not in summary.tables and summary.detached == ()
-    assert len(dp.dnat.items()) == 10 and len(dp.networks.items()) == 2
+    assert len(dp.dnat.items()) == 10 and len(dp.networks.items()) == 3  # ula1, ula2, gua (internal)
 
 
 def test_host_address_changes_rewrite_host_tables(lab: Lab, dp: Datapath,

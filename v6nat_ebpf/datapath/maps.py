@@ -22,6 +22,7 @@ from v6nat_ebpf.constants import CONNTRACK_MAX, CONNTRACK_MAX_FLOOR, SNAT_PORT_F
 from v6nat_ebpf.datapath import layout
 from v6nat_ebpf.datapath.bpfsys import BPF_ANY, BpfMap
 from v6nat_ebpf.errors import V6natError
+from v6nat_ebpf.model import GATEWAY_ISOLATED, GATEWAY_NAT, GATEWAY_ROUTED, GATEWAY_UNPROTECTED
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class NetworkEntry:
     internal: bool
     snat_addr: IPv6Address | None  # None = the public interface's address
     gateway: IPv6Address | None = None  # the bridge's address: reachable with icc=False
+    mode: str = GATEWAY_NAT  # Docker's gateway mode (model.GATEWAY_MODES)
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class VethEntry:
     internal: bool
     addrs: tuple[IPv6Address, ...]  # the container's addresses on this network
     bridge_mac: bytes  # 6 bytes
+    mode: str = GATEWAY_NAT  # its network's gateway mode (model.GATEWAY_MODES)
 
 
 @dataclass(frozen=True)
@@ -300,7 +303,7 @@ class NetworksTable(_Table[IPv6Network, NetworkEntry]):
         return layout.RawNetworkKey(key.prefixlen, _addr_bytes(key.network_address))
 
     def _value(self, value: NetworkEntry) -> layout.RawNetworkInfo:
-        flags = _net_flags(value.masquerade, value.icc, value.internal)
+        flags = _net_flags(value.masquerade, value.icc, value.internal, value.mode)
         return layout.RawNetworkInfo(_addr_bytes(value.snat_addr), _addr_bytes(value.gateway), value.network_id,
                                      value.bridge_ifindex, flags, 0)
 
@@ -320,6 +323,7 @@ class NetworksTable(_Table[IPv6Network, NetworkEntry]):
             internal=bool(v.flags & h.const("V6NAT_NET_INTERNAL")),
             snat_addr=None if snat == IPv6Address(0) else snat,
             gateway=None if gateway == IPv6Address(0) else gateway,
+            mode=_mode_of(v.flags),
         )
 
 
@@ -342,11 +346,24 @@ class PublicIfacesTable(_Table[int, IPv6Address]):
         return _addr(layout.RawPublicIface.from_buffer_copy(raw).snat_addr)
 
 
-def _net_flags(masquerade: bool, icc: bool, internal: bool) -> int:
+# The flag of each gateway mode but nat (bpf/v6nat.h V6NAT_NET_*); isolated also sets INTERNAL.
+_MODE_FLAGS = {GATEWAY_ROUTED: "V6NAT_NET_ROUTED", GATEWAY_UNPROTECTED: "V6NAT_NET_UNPROTECTED",
+               GATEWAY_ISOLATED: "V6NAT_NET_ISOLATED"}
+
+
+def _net_flags(masquerade: bool, icc: bool, internal: bool, mode: str = GATEWAY_NAT) -> int:
     h = layout.header()
+    if mode != GATEWAY_NAT and mode not in _MODE_FLAGS:
+        raise V6natError(f"unknown gateway mode {mode!r}")
     return ((h.const("V6NAT_NET_MASQUERADE") if masquerade else 0)
             | (h.const("V6NAT_NET_ICC") if icc else 0)
-            | (h.const("V6NAT_NET_INTERNAL") if internal else 0))
+            | (h.const("V6NAT_NET_INTERNAL") if internal or mode == GATEWAY_ISOLATED else 0)
+            | (h.const(_MODE_FLAGS[mode]) if mode in _MODE_FLAGS else 0))
+
+
+def _mode_of(flags: int) -> str:
+    h = layout.header()
+    return next((mode for mode, name in _MODE_FLAGS.items() if flags & h.const(name)), GATEWAY_NAT)
 
 
 class VethsTable(_Table[int, VethEntry]):
@@ -365,7 +382,7 @@ class VethsTable(_Table[int, VethEntry]):
                              f"the datapath holds {slots}")
         addrs = (layout.Addr * slots)(*(_addr_bytes(a) for a in value.addrs))
         return layout.RawVethInfo(addrs, value.network_id, value.bridge_ifindex,
-                                  _net_flags(value.masquerade, value.icc, value.internal),
+                                  _net_flags(value.masquerade, value.icc, value.internal, value.mode),
                                   (layout.u8 * 6)(*value.bridge_mac), 0)
 
     def _unkey(self, raw: bytes) -> int:
@@ -382,6 +399,7 @@ class VethsTable(_Table[int, VethEntry]):
             internal=bool(v.net_flags & h.const("V6NAT_NET_INTERNAL")),
             addrs=tuple(a for a in (_addr(raw_addr) for raw_addr in v.addrs) if a != IPv6Address(0)),
             bridge_mac=bytes(v.bridge_mac),
+            mode=_mode_of(v.net_flags),
         )
 
 
