@@ -72,14 +72,33 @@ def test_check_fails_for_an_unreachable_docker_host_given_explicitly() -> None:
 
 @pytest.mark.lab
 @pytest.mark.parametrize("config, proxy, ip6tables", [
-    (LabConfig(userland_proxy=True), "warn", "ok"),
-    (LabConfig(userland_proxy=False, ip6tables=True), "ok", "warn"),
+    (LabConfig(userland_proxy=True), "fail", "ok"),
+    (LabConfig(userland_proxy=False, ip6tables=True), "ok", "fail"),
 ])
 def test_check_flags_docker_settings_that_conflict(config: LabConfig, proxy: str, ip6tables: str) -> None:
     with Lab(config) as lab:
-        found = findings(v6nat("check", "--docker-host", lab.docker_url).stdout)
+        result = v6nat("check", "--docker-host", lab.docker_url)
+    found = findings(result.stdout)
     assert found["Docker"] == "ok"
     assert (found["Docker userland-proxy"], found["Docker ip6tables"]) == (proxy, ip6tables)
+    assert result.returncode == 1  # `v6nat run` would refuse: check says so
+
+
+@pytest.mark.lab
+def test_run_refuses_a_docker_that_writes_ipv6_nat_rules_unless_allowed() -> None:
+    """A real dockerd started with --experimental --ip6tables: `v6nat run` exits 1 with one line naming the
+    setting to change; with --allow-docker-ip6tables it starts."""
+    from v6nat_ebpf.lab.daemon import LabDaemon
+
+    with Lab(LabConfig(userland_proxy=False, ip6tables=True, iptables=True)) as lab:
+        refused = LabDaemon(lab).start(wait_ready=False)
+        assert refused.proc is not None and refused.proc.wait(60) == 1
+        lines = [line for line in refused.log().splitlines() if "ip6tables" in line]
+        assert lines and '"ip6tables": false' in lines[-1] and "--allow-docker-ip6tables" in lines[-1], refused.log()
+        assert "Traceback" not in refused.log()
+        with LabDaemon(lab, extra=("--allow-docker-ip6tables",)).start() as allowed:
+            assert allowed.running()
+            assert "ip6tables is on and allowed" in allowed.log()
 
 
 @pytest.mark.parametrize("args", [

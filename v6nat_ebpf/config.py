@@ -70,6 +70,9 @@ class RunOptions:
     conntrack_max: int | None = None  # conntrack capacity in halves; None: the pinned maps', else CONNTRACK_MAX
     host_local: bool = True  # socket hooks for host processes (--host-local on|off)
     cgroup_path: str | None = None  # where they attach; None: the root of the cgroup v2 hierarchy
+    # issue 13: start even though Docker writes its own IPv6 rules / runs docker-proxy (the user knows)
+    allow_docker_ip6tables: bool = False
+    allow_docker_userland_proxy: bool = False
 
     @property
     def timeouts_below_rfc(self) -> list[str]:
@@ -172,6 +175,10 @@ def _env_flag(name: str) -> bool:
     raise V6natError(f"V6NAT_{name}={value!r}: expected true or false")
 
 
+def _flag_or_env(flag: bool | None, name: str) -> bool:
+    return flag if flag is not None else _env_flag(name)
+
+
 def _as_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse `type` from a parser raising V6natError (argparse then prints one usage line)."""
     def convert(text: str) -> Any:
@@ -235,6 +242,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"conntrack capacity in entries, two per flow (a quarter more holds flows not answered "
                              f"yet); changing it on pinned maps needs `v6nat cleanup` (drops the flows) (env "
                              f"V6NAT_CONNTRACK_MAX; default: the pinned maps' size, else {CONNTRACK_MAX})")
+    # issue 13: double NAT
+    parser.add_argument("--allow-docker-ip6tables", action="store_true", default=None,
+                        help="start even though Docker writes its own IPv6 NAT/filter rules (ip6tables on, the "
+                             "default from Docker 27.0): two NATs on one flow (env V6NAT_ALLOW_DOCKER_IP6TABLES)")
+    parser.add_argument("--allow-docker-userland-proxy", action="store_true", default=None,
+                        help="start even though Docker runs docker-proxy on published ports (its default) "
+                             "(env V6NAT_ALLOW_DOCKER_USERLAND_PROXY)")
 
     # host-local access (issue 14)
     parser.add_argument("--host-local", choices=("on", "off"), type=str.lower, default=env("HOST_LOCAL") or "on",
@@ -273,4 +287,6 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         conntrack_max=args.conntrack_max,
         host_local=args.host_local == "on",
         cgroup_path=args.cgroup_path,
+        allow_docker_ip6tables=_flag_or_env(args.allow_docker_ip6tables, "ALLOW_DOCKER_IP6TABLES"),
+        allow_docker_userland_proxy=_flag_or_env(args.allow_docker_userland_proxy, "ALLOW_DOCKER_USERLAND_PROXY"),
     )

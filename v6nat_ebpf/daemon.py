@@ -87,6 +87,25 @@ def check_can_run() -> None:
             raise V6natError(f"{finding.what}: {finding.detail}")
 
 
+def check_no_double_nat(opts: RunOptions) -> None:
+    """Refuse (one line) to start next to a Docker that writes its own IPv6 NAT rules or runs docker-proxy,
+    unless told to; a Docker that does not answer yet is checked by `v6nat check`, not here."""
+    from v6nat_ebpf import preflight
+
+    try:
+        firewall = preflight.read_docker_firewall(docker_url(opts.docker_host))
+    except V6natError as exc:
+        log.warning("%s: cannot check Docker's ip6tables and userland-proxy settings now", exc)
+        return
+    problems = preflight.double_nat_problems(firewall, opts.allow_docker_ip6tables, opts.allow_docker_userland_proxy)
+    if problems:
+        raise V6natError(problems[0])
+    for allowed, what in ((opts.allow_docker_ip6tables and firewall.ip6tables, "ip6tables"),
+                          (opts.allow_docker_userland_proxy and firewall.userland_proxy, "userland-proxy")):
+        if allowed:
+            log.warning("Docker's %s is on and allowed: its rules see the same flows as v6nat", what)
+
+
 class Waker:
     """A self-pipe: any thread (and, through set_wakeup_fd, any signal) wakes the main loop."""
 
@@ -280,6 +299,8 @@ class Daemon:
         if self.docker.known and labels != self._last_mapping_labels:
             stats.set_mappings(labels)
             self._last_mapping_labels = labels
+        if self.docker.known:
+            stats.set_networks({str(r.prefix): (r.name, r.mode) for r in desired.routes})
         if resynced:
             stats.resynced()
 
@@ -314,6 +335,7 @@ def run(opts: RunOptions) -> int:
 
         check_cgroup(Path(opts.cgroup_path))  # a wrong --cgroup-path: one line, before anything is loaded
     read_host_state(opts.public_ifaces)  # unknown interface -> one line, before anything is loaded
+    check_no_double_nat(opts)
     from v6nat_ebpf.preflight import forwarding_warnings
 
     for warning in forwarding_warnings(opts.public_ifaces):

@@ -281,6 +281,7 @@ class NetworkRoute:
     snat_addr: IPv6Address | None
     gateway: IPv6Address | None = None  # the bridge's address in the prefix (passes with icc=False)
     mode: str = GATEWAY_NAT
+    name: str = ""  # the Docker network's name (status and metrics only)
 
 
 # What the datapath's veth_info holds at most (bpf/v6nat.h V6NAT_VETH_ADDRS).
@@ -629,7 +630,7 @@ def desired_state(docker: DockerState, host: HostState) -> DesiredState:
         for subnet in network.subnets:
             gateway = next((addr for addr in bridge.addresses if addr in subnet), None)
             routes.append(NetworkRoute(subnet, network.network_id, bridge.ifindex, network.masquerade, network.icc,
-                                       network.internal, network.snat_addr, gateway, network.mode))
+                                       network.internal, network.snat_addr, gateway, network.mode, network.name))
     public_ifaces = []
     host_addrs: dict[IPv6Address, int] = {}
     for iface in host.public:

@@ -132,34 +132,98 @@ def check_capabilities() -> Finding:
     return Finding("ok", "capabilities", " ".join(sorted(have)))
 
 
-def check_docker(docker_host: str | None) -> list[Finding]:
-    """Docker reachable, and its settings that would fight v6nat."""
-    url = docker_url(docker_host)
+# Docker 27.0 turned ip6tables on by default (release notes 27.0.0; docker/docs
+# packet-filtering-firewalls.md): from then on, "not set" means on.
+IP6TABLES_DEFAULT_ON_FROM = (27, 0)
+
+
+@dataclass(frozen=True)
+class DockerFirewall:
+    """Whether Docker itself writes IPv6 NAT/filter rules and runs docker-proxy, and what says so."""
+
+    version: str  # the engine's, from the API
+    backend: str | None  # Info.FirewallBackend.Driver (API 1.49, Docker 28.1+): iptables, nftables, ...
+    ip6tables: bool
+    ip6tables_source: str
+    userland_proxy: bool
+    userland_proxy_source: str
+
+
+def engine_version(text: str) -> tuple[int, int]:
+    """(major, minor) of a Docker engine version such as "20.10.24+dfsg1" or "29.0.0-rc.1"; (0, 0) if unknown."""
+    match = re.match(r"(\d+)\.(\d+)", text or "")
+    return (int(match[1]), int(match[2])) if match else (0, 0)
+
+
+def docker_firewall(version: str, info: dict, settings: dict[str, bool] | None) -> DockerFirewall:
+    """Decide from the daemon's API answers (`/version`'s Version, `/info`) and, when the dockerd process
+    was found, its explicit settings (flags, then its config file): an explicit setting wins, else the
+    default of that engine version. The API reports neither setting; FirewallBackend only names the
+    backend that writes the rules."""
+    backend = (info.get("FirewallBackend") or {}).get("Driver") or None
+    explicit = settings or {}
+    seen = "dockerd's flags and config" if settings is not None else "(dockerd process not visible)"
+    if "ip6tables" in explicit:
+        ip6tables, ip6_source = explicit["ip6tables"], f"set in {seen}"
+    elif engine_version(version) >= IP6TABLES_DEFAULT_ON_FROM:
+        ip6tables, ip6_source = True, f"not set in {seen}: on by default since Docker 27.0"
+    else:
+        ip6tables, ip6_source = False, f"not set in {seen}: off by default before Docker 27.0"
+    if "userland-proxy" in explicit:
+        proxy, proxy_source = explicit["userland-proxy"], f"set in {seen}"
+    else:
+        proxy, proxy_source = True, f"not set in {seen}: on by default"
+    return DockerFirewall(version, backend, ip6tables, ip6_source, proxy, proxy_source)
+
+
+def double_nat_problems(fw: DockerFirewall, allow_ip6tables: bool = False,
+                        allow_userland_proxy: bool = False) -> list[str]:
+    """Why `v6nat run` must not start next to this Docker (one line each); empty when it may."""
+    problems = []
+    if fw.ip6tables and not allow_ip6tables:
+        problems.append(f"Docker {fw.version} writes its own IPv6 NAT and filter rules "
+                        f"(ip6tables on, {fw.ip6tables_source}{'; backend ' + fw.backend if fw.backend else ''}): "
+                        "two NATs on one flow; set \"ip6tables\": false in daemon.json (or dockerd "
+                        "--ip6tables=false) and restart dockerd, or pass --allow-docker-ip6tables")
+    if fw.userland_proxy and not allow_userland_proxy:
+        problems.append(f"Docker {fw.version} runs docker-proxy on published ports (userland-proxy on, "
+                        f"{fw.userland_proxy_source}): it answers what v6nat translates and hides client "
+                        "addresses; set \"userland-proxy\": false in daemon.json (or dockerd "
+                        "--userland-proxy=false) and restart dockerd, or pass --allow-docker-userland-proxy")
+    return problems
+
+
+def read_docker_firewall(url: str) -> DockerFirewall:
+    """The DockerFirewall of the daemon at `url`: its API first, its process (flags, config) for the settings
+    the API does not report. Raises V6natError when the API does not answer."""
     try:
         import docker  # noqa: PLC0415
 
         client = docker.DockerClient(base_url=url, timeout=10)
-        version = client.version()["Version"]
-        client.close()
+        try:
+            version, info = client.version().get("Version", ""), client.info()
+        finally:
+            client.close()
     except Exception as exc:  # the SDK raises DockerException, requests and OS errors alike
+        raise V6natError(f"Docker not reachable at {url}: {str(exc).splitlines()[0][:120]}") from exc
+    return docker_firewall(version, info, dockerd_settings(url))
+
+
+def check_docker(docker_host: str | None) -> list[Finding]:
+    """Docker reachable, and its settings that would put a second NAT on v6nat's flows."""
+    url = docker_url(docker_host)
+    try:
+        fw = read_docker_firewall(url)
+    except V6natError as exc:
         status: Status = "fail" if docker_host else "warn"
-        return [Finding(status, "Docker", f"not reachable at {url}: {str(exc).splitlines()[0][:120]}")]
-    findings = [Finding("ok", "Docker", f"{version} at {url}")]
-    settings = dockerd_settings(url)
-    if settings is None:
-        findings.append(Finding("warn", "Docker settings", "cannot see the dockerd process serving "
-                                f"{url}; check userland-proxy and ip6tables yourself"))
-        return findings
-    if settings.get("userland-proxy", True):
-        findings.append(Finding("warn", "Docker userland-proxy", "on: docker-proxy also answers published "
-                                "ports and hides client addresses; set \"userland-proxy\": false"))
-    else:
-        findings.append(Finding("ok", "Docker userland-proxy", "off"))
-    if settings.get("ip6tables", False):
-        findings.append(Finding("warn", "Docker ip6tables", "on: Docker's own IPv6 NAT rules would "
-                                "translate the same flows; set \"ip6tables\": false"))
-    else:
-        findings.append(Finding("ok", "Docker ip6tables", "off"))
+        return [Finding(status, "Docker", str(exc))]
+    backend = f", firewall backend {fw.backend}" if fw.backend else ""
+    findings = [Finding("ok", "Docker", f"{fw.version} at {url}{backend}")]
+    proxy, ip6 = double_nat_problems(fw, allow_ip6tables=True), double_nat_problems(fw, allow_userland_proxy=True)
+    findings.append(Finding("fail", "Docker ip6tables", ip6[0]) if ip6
+                    else Finding("ok", "Docker ip6tables", f"off ({fw.ip6tables_source})"))
+    findings.append(Finding("fail", "Docker userland-proxy", proxy[0]) if proxy
+                    else Finding("ok", "Docker userland-proxy", f"off ({fw.userland_proxy_source})"))
     return findings
 
 
@@ -201,6 +265,8 @@ def _parse_flags(args: list[str]) -> dict[str, list[str]]:
 
 
 def _effective_settings(flags: dict[str, list[str]]) -> dict[str, bool]:
+    """The settings dockerd was given explicitly: its config file's, overridden by its flags (a bare
+    `--ip6tables` is true). A key absent means "not set": the engine's default applies."""
     config_file = flags.get("--config-file", ["/etc/docker/daemon.json"])[-1]
     settings: dict[str, bool] = {}
     try:

@@ -40,6 +40,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         stats.set_mappings({target.mapping_id: MappingLabels.of(key.proto, key.host_port,
                                                                 container=f"[{target.addr}]:{target.port}", network="?")
                             for key, target in dp.dnat.items()})
+        stats.set_networks({str(prefix): ("?", entry.mode) for prefix, entry in dp.networks.items()})
         status = take_snapshot(dp, stats).as_dict()
     print(json.dumps(status, indent=2, sort_keys=True) if args.json else render_status(status), end="\n" if args.json else "")
     return 0
@@ -84,6 +85,7 @@ def render_status(status: Mapping[str, Any]) -> str:
             ("PROTO", "KIND", "STATE", "FLOWS"),
             [(f["protocol"], f["kind"], f["state"], f["flows"]) for f in status["conntrack_flows"]],
         ),
+        _table(("NETWORK", "PREFIX", "MODE"), [(n["network"], n["prefix"], n["mode"]) for n in status["networks"]]),
         _table(
             ("PROTO", "HOST PORT", "CONTAINER", "NETWORK", "PACKETS", "BYTES", "HOST CONNECTS", "HOST SENDS"),
             [(m["protocol"], m["host_port"], m["container"], m["network"], m["packets"], m["bytes"],

@@ -175,6 +175,12 @@ class Lab:
         # Containers' outbound traffic leaves toward the client side.
         self.exec(self.host_ns, ["ip", "-6", "route", "add", "default", "via", str(HOST_GATEWAY)])
 
+    def route_to_host(self, prefix: str) -> None:
+        """Route `prefix` (a container network's, e.g. a global /64 of a routed network) to the host's public
+        address: on the lab's router when there is one (the client's default route goes there), else on the
+        client. Gone with the namespaces."""
+        self.exec(self.router_ns or self.client_ns, ["ip", "-6", "route", "replace", prefix, "via", str(self.host_addr)])
+
     def _veth(self, ns_a: str, if_a: str, ns_b: str, if_b: str, mtu: int | None) -> None:
         # Created inside ns_a with its peer born in ns_b: nothing appears in the root netns.
         self.exec(ns_a, ["ip", "link", "add", if_a, "type", "veth", "peer", "name", if_b, "netns", ns_b])

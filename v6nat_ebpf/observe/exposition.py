@@ -145,6 +145,13 @@ def snapshot_metrics(snap: Snapshot, mapping_samples: bool = True) -> Iterator[M
     for name, (role, up) in sorted(snap.interfaces.items()):
         attached.add_metric([name, role], int(up))
     yield attached
+    networks = GaugeMetricFamily(
+        "v6nat_network_info", "A managed network's prefix and its Docker gateway mode; always 1.",
+        labels=["network", "prefix", "mode"]
+    )
+    for prefix, (name, mode) in sorted(snap.control.networks.items()):
+        networks.add_metric([name, prefix, mode], 1)
+    yield networks
     yield GaugeMetricFamily("v6nat_ready", "1 when /readyz answers 200.", value=int(snap.readiness.ready))
 
 

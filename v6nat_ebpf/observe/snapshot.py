@@ -123,6 +123,10 @@ class Snapshot:
             "interfaces": {
                 name: {"role": role, "attached": up} for name, (role, up) in sorted(self.interfaces.items())
             },
+            "networks": [
+                {"prefix": prefix, "network": name, "mode": mode}
+                for prefix, (name, mode) in sorted(c.networks.items())
+            ],
             "control_plane": {
                 "docker_connected": c.docker_connected,
                 "first_sync_done": c.first_sync_done,

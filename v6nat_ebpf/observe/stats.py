@@ -136,6 +136,7 @@ class ControlPlaneView:
     flows_forgotten: int
     mappings: Mapping[int, MappingLabels]
     mapping_series: MappingSeries
+    networks: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # prefix -> (network name, gateway mode)
 
 
 class ControlPlaneStats:
@@ -159,6 +160,7 @@ class ControlPlaneStats:
         self._flows_forgotten = 0
         self._mappings: dict[int, MappingLabels] = {}
         self._mapping_series: MappingSeries | None = None  # of _mappings; worked out at the first view after a change
+        self._networks: dict[str, tuple[str, str]] = {}
 
     def maps_adopted(self, adopted: bool = True) -> None:
         """The datapath's maps are created or adopted (after `Datapath.open`)."""
@@ -212,6 +214,11 @@ class ControlPlaneStats:
             self._mappings = dict(mappings)
             self._mapping_series = None
 
+    def set_networks(self, networks: Mapping[str, tuple[str, str]]) -> None:
+        """The managed networks' prefixes now in the datapath: prefix -> (network name, gateway mode)."""
+        with self._lock:
+            self._networks = dict(networks)
+
     def view(self) -> ControlPlaneView:
         with self._lock:
             if self._mapping_series is None:
@@ -230,6 +237,7 @@ class ControlPlaneStats:
                 flows_forgotten=self._flows_forgotten,
                 mappings=self._mappings,  # replaced, never mutated, by set_mappings
                 mapping_series=self._mapping_series,
+                networks=self._networks,  # replaced, never mutated, by set_networks
             )
 
 

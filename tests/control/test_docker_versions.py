@@ -1,0 +1,128 @@
+"""Docker 27, 28 and 29 as v6nat sees them, on the hand-written fixtures of docker_fixtures.py: the model
+(gateway modes, global subnets, gw-priority, host-local bindings, IPv6-only networks, a default binding
+address in host_binding_ipv4) and the preflight's double-NAT decision (ip6tables on by default from 27.0,
+explicit settings, FirewallBackend, userland-proxy)."""
+
+from __future__ import annotations
+
+import copy
+from ipaddress import IPv6Address, IPv6Network
+
+import pytest
+
+from docker_fixtures import DUAL, INFO, LOCAL_ONLY, NETWORKS_28, V6ONLY, network, version
+from v6nat_ebpf import preflight
+from v6nat_ebpf.model import docker_state_from_inspect
+
+
+def test_gateway_modes_and_global_subnets_are_read() -> None:
+    state = docker_state_from_inspect(NETWORKS_28, [])
+    by_name = {n.name: n for n in state.networks}
+    assert by_name["web-gua"].mode == "routed" and by_name["web-gua"].masquerade is False
+    assert by_name["web-gua"].subnets == (IPv6Network("2001:db8:28::/64"),)
+    assert by_name["web-nat"].mode == "nat" and by_name["web-nat"].masquerade is True
+
+
+@pytest.mark.parametrize("mode, masquerade, internal", [
+    ("nat", True, False), ("routed", False, False), ("nat-unprotected", True, False), ("isolated", False, True),
+])
+def test_each_mode(mode: str, masquerade: bool, internal: bool) -> None:
+    net = network("d" * 64, "n", "fd00:30::/64", {"com.docker.network.bridge.gateway_mode_ipv6": mode},
+                  internal=mode == "isolated")
+    (parsed,) = docker_state_from_inspect([net], []).networks
+    assert (parsed.mode, parsed.masquerade, parsed.internal) == (mode, masquerade and True, internal)
+
+
+def test_an_unknown_mode_is_reported_and_taken_as_nat() -> None:
+    net = network("d" * 64, "n", "fd00:30::/64", {"com.docker.network.bridge.gateway_mode_ipv6": "bogus"})
+    state = docker_state_from_inspect([net], [])
+    assert state.networks[0].mode == "nat" and "bogus" in state.problems[0]
+
+
+def test_gw_priority_picks_the_network_before_label_and_name() -> None:
+    state = docker_state_from_inspect(NETWORKS_28, [DUAL])
+    (mapping,) = state.mappings
+    # web-gua has GwPriority 1 (web-nat sorts first by name): routed, the container's own port and address.
+    assert (mapping.network_name, mapping.host_addr, mapping.host_port) == (
+        "web-gua", IPv6Address("2001:db8:28::2"), 80)
+    labelled = copy.deepcopy(DUAL)
+    labelled["Config"]["Labels"]["v6nat.network"] = "web-nat"  # the label does not beat a higher priority
+    assert docker_state_from_inspect(NETWORKS_28, [labelled]).mappings[0].network_name == "web-gua"
+    equal = copy.deepcopy(labelled)
+    equal["NetworkSettings"]["Networks"]["web-gua"]["GwPriority"] = 0  # equal priorities: the label decides
+    equal["NetworkSettings"]["Ports"]["80/tcp"][1]["HostPort"] = "8080"  # (a nat gateway: Docker binds a host port)
+    assert docker_state_from_inspect(NETWORKS_28, [equal]).mappings[0].network_name == "web-nat"
+
+
+def test_loopback_and_link_local_bindings_are_never_public() -> None:
+    ports = {m.host_port for m in docker_state_from_inspect(NETWORKS_28, [LOCAL_ONLY]).mappings}
+    assert ports == {8083}
+
+
+def test_ipv6_only_network_publishes_at_its_default_binding_address() -> None:
+    state = docker_state_from_inspect(NETWORKS_28, [V6ONLY])
+    (mapping,) = state.mappings
+    assert (mapping.proto, mapping.host_addr, mapping.host_port) == (17, IPv6Address("2001:db8:1::5"), 5353)
+
+
+@pytest.mark.parametrize("default, published_at", [
+    ("2001:db8:1::5", IPv6Address("2001:db8:1::5")), ("::1", None), ("fe80::1", None), ("::", "any"),
+    ("127.0.0.1", "any"),
+])
+def test_host_binding_ipv4_holding_ipv6_is_the_default_binding(default: str, published_at) -> None:
+    nets = copy.deepcopy(NETWORKS_28)
+    nets[0]["Options"] = {"com.docker.network.bridge.host_binding_ipv4": default}
+    mappings = docker_state_from_inspect(nets, [LOCAL_ONLY]).mappings
+    if published_at is None:
+        assert mappings == ()  # a loopback or link-local default keeps "::" bindings off public interfaces
+    else:
+        assert [m.host_addr for m in mappings] == [None if published_at == "any" else published_at]
+
+
+# -- the double-NAT decision ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ["27", "28", "29"])
+def test_ip6tables_is_on_by_default_from_27(engine: str) -> None:
+    info = INFO[engine]
+    fw = preflight.docker_firewall(version(engine + ".0.0")["Version"], info, {})
+    assert fw.ip6tables and "since Docker 27.0" in fw.ip6tables_source
+    (ip6, proxy) = preflight.double_nat_problems(fw)
+    assert '"ip6tables": false' in ip6 and "--allow-docker-ip6tables" in ip6
+    assert '"userland-proxy": false' in proxy and "--allow-docker-userland-proxy" in proxy
+    assert fw.backend == info.get("FirewallBackend", {}).get("Driver")
+    if fw.backend:
+        assert f"backend {fw.backend}" in ip6
+
+
+@pytest.mark.parametrize("engine", ["27", "28", "29"])
+def test_explicit_settings_off_let_run_start(engine: str) -> None:
+    fw = preflight.docker_firewall(INFO[engine]["ServerVersion"], INFO[engine],
+                                   {"ip6tables": False, "userland-proxy": False})
+    assert preflight.double_nat_problems(fw) == []
+
+
+def test_a_dockerd_that_cannot_be_seen_is_taken_at_its_versions_default() -> None:
+    fw = preflight.docker_firewall("28.3.3", INFO["28"], None)
+    assert fw.ip6tables and fw.userland_proxy and "not visible" in fw.ip6tables_source
+    assert not preflight.docker_firewall("20.10.24+dfsg1", {}, None).ip6tables  # off by default before 27.0
+
+
+def test_allow_flags_accept_what_the_user_knows() -> None:
+    fw = preflight.docker_firewall("29.0.1", INFO["29"], {})
+    assert preflight.double_nat_problems(fw, allow_ip6tables=True, allow_userland_proxy=True) == []
+    assert len(preflight.double_nat_problems(fw, allow_ip6tables=True)) == 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("20.10.24+dfsg1", (20, 10)), ("27.0.3", (27, 0)), ("29.0.0-rc.1", (29, 0)), ("", (0, 0)), ("dev", (0, 0)),
+])
+def test_engine_version(text: str, expected: tuple[int, int]) -> None:
+    assert preflight.engine_version(text) == expected
+
+
+def test_flags_override_the_config_file(tmp_path) -> None:
+    config = tmp_path / "daemon.json"
+    config.write_text('{"ip6tables": false, "userland-proxy": false}')
+    flags = preflight._parse_flags(["--config-file", str(config), "--ip6tables", "--experimental"])
+    assert preflight._effective_settings(flags) == {"ip6tables": True, "userland-proxy": False}
+    assert preflight._effective_settings(preflight._parse_flags(["--config-file", str(tmp_path / "none")])) == {}
