@@ -89,13 +89,14 @@ def check_can_run() -> None:
 
 def check_no_double_nat(opts: RunOptions) -> None:
     """Refuse (one line) to start next to a Docker that writes its own IPv6 NAT rules or runs docker-proxy,
-    unless told to; a Docker that does not answer yet is checked by `v6nat check`, not here."""
+    unless told to. A Docker that does not answer yet is checked when it connects (Daemon._docker_connection),
+    where a conflict is logged as an error: by then the datapath serves, and keeps serving."""
     from v6nat_ebpf import preflight
 
     try:
         firewall = preflight.read_docker_firewall(docker_url(opts.docker_host))
     except V6natError as exc:
-        log.warning("%s: cannot check Docker's ip6tables and userland-proxy settings now", exc)
+        log.warning("%s: Docker's ip6tables and userland-proxy settings are checked when it answers", exc)
         return
     problems = preflight.double_nat_problems(firewall, opts.allow_docker_ip6tables, opts.allow_docker_userland_proxy)
     if problems:
@@ -173,6 +174,11 @@ class Daemon:
         self._docker_up = up
         if self.stats is not None:
             self.stats.docker_connected(up)
+        if up:  # (re)connected: dockerd may have started, or restarted with other settings, since start-up
+            try:
+                check_no_double_nat(self.opts)
+            except V6natError as exc:
+                log.error("%s", exc)
 
     def _take_pending(self) -> set[str]:
         with self._pending_lock:
