@@ -59,3 +59,24 @@ def test_counter_names_come_from_the_header(loaded: Datapath) -> None:
     counters = loaded.counters()
     assert list(counters) == list(h.counters)
     assert loaded._bpf.get_table(b"counters").max_entries == len(h.hooks) * len(h.counters)
+
+
+def test_network_flags_are_distinct_bits_and_every_gateway_mode_round_trips(loaded: Datapath) -> None:
+    from ipaddress import IPv6Network
+
+    from v6nat_ebpf.datapath import NetworkEntry
+    from v6nat_ebpf.lab.datapath import clear
+    from v6nat_ebpf.model import GATEWAY_MODES
+
+    h = layout.header()
+    flags = [h.const(f"V6NAT_NET_{name}") for name in ("MASQUERADE", "ICC", "INTERNAL", "ROUTED", "UNPROTECTED",
+                                                       "ISOLATED")]
+    assert all(f and f & (f - 1) == 0 for f in flags) and len(set(flags)) == len(flags)
+    assert h.const("V6NAT_LAYOUT_VERSION") == 6  # issue 13: gateway-mode flags, the unpublished drop
+    clear(loaded)
+    for i, mode in enumerate(GATEWAY_MODES):
+        entry = NetworkEntry(i + 1, 1, masquerade=False, icc=True, internal=mode == "isolated", snat_addr=None,
+                             mode=mode)
+        loaded.networks.put(IPv6Network(f"fd00:{i + 1}::/64"), entry)
+        assert loaded.networks.get(IPv6Network(f"fd00:{i + 1}::/64")) == entry
+    clear(loaded)
