@@ -492,6 +492,13 @@ class Model:
             crosses = not (is_link_local(v.src) or v.src == bytes(16))
             if net and (net.entry.masquerade or net.entry.internal) and crosses:
                 bad.append(("direct_ula_delivered", f"outside packet to {IPv6Address(v.dst)} not dropped"))
+            if net and net.entry.mode == "routed" and crosses and not self._flow_hit(hook, v):
+                # Issue 13: from outside only a published container port (or ICMPv6) starts a flow. A later
+                # fragment passes with its flow's first one (the fragments map, not modelled here).
+                published = v.result == P.TUPLE and (v.proto, v.dst, v.dport) in W.PUBLISHED
+                if v.proto != P.ICMPV6 and not published and v.result != P.FRAGMENT_LATER:
+                    bad.append(("routed_unpublished_delivered", f"outside packet to {IPv6Address(v.dst)} "
+                                                                f"port {v.dport} not dropped"))
             if rules.ingress_drops_bogon_sources and not self._flow_hit(hook, v):
                 if is_forged_source(v.src):
                     bad.append(("bogon_source_delivered", f"source {IPv6Address(v.src)} from outside not dropped"))

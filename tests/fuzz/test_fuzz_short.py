@@ -33,6 +33,6 @@ def test_short_fuzz_run_finds_no_violation() -> None:
         assert sum(c.values()) > rep.packets // 20, f"{prog} got too few packets\n{text}"
     actions = {k for c in rep.counters.values() for k in c}
     for needed in ("redirect", "redirect_peer", "drop_spoofed_source", "drop_bogon_source", "drop_bad_checksum",
-                   "drop_icmp_foreign", "drop_isolation", "drop_icc_blocked", "drop_veth_unknown"):
+                   "drop_icmp_foreign", "drop_isolation", "drop_icc_blocked", "drop_veth_unknown", "drop_unpublished"):
         assert needed in actions, f"no packet counted {needed}: the harness lost coverage\n{text}"
     assert not rep.violations, f"violations {dict(rep.violations)}\n{text}"

@@ -51,12 +51,14 @@ NEXT_HOP = "fe80::1"
 
 NET = IPv6Network("fd00:1::/64")
 NET_INTERNAL = IPv6Network("fd00:2::/64")
-NET_ROUTED = IPv6Network("fd00:3::/64")
+NET_ROUTED = IPv6Network("fd00:3::/64")  # masquerade off, gateway mode nat (open, as before issue 13)
+NET_GUA_ROUTED = IPv6Network("2001:db8:40::/64")  # gateway mode routed (issue 13): published container ports only
 NET_NOICC = IPv6Network("fd00:4::/64")
 C1, C2, C3 = a("fd00:1::2"), a("fd00:1::3"), a("fd00:1::4")
 I1 = a("fd00:2::2")
 R1 = a("fd00:3::2")
 N1, N2, NGW = a("fd00:4::2"), a("fd00:4::3"), a("fd00:4::1")
+G1 = a("2001:db8:40::2")
 
 SNAT_MIN, SNAT_MAX = 61000, 61999  # narrow: claims collide and retry
 
@@ -73,6 +75,8 @@ NETWORKS = [
     Net(NET_ROUTED, NetworkEntry(3, 12, masquerade=False, icc=True, internal=False, snat_addr=None)),
     Net(NET_NOICC, NetworkEntry(4, 13, masquerade=True, icc=False, internal=False,
                                 snat_addr=IPv6Address(HOST2), gateway=IPv6Address(NGW))),
+    Net(NET_GUA_ROUTED, NetworkEntry(5, 14, masquerade=False, icc=True, internal=False, snat_addr=None,
+                                     mode="routed")),
 ]
 
 # (proto, host address or None for any, host port) -> (container, port, mapping id)
@@ -84,6 +88,8 @@ PUBLISHED = {
     (P.UDP, HOST, 9999): (N1, 9999, 5),
     (P.TCP, None, 61500): (C2, 8443, 6),  # inside the SNAT range: never a SNAT port
     (P.UDP, HOST2, 61501): (C3, 61501, 7),
+    (P.TCP, G1, 80): (G1, 80, 8),  # routed: the container's own port at its own address
+    (P.UDP, G1, 53): (G1, 53, 9),
 }
 HOST_ADDRS = [HOST, HOST2]
 PUBLIC_IFACES = {PUB_IF: HOST}
@@ -91,11 +97,11 @@ PUBLIC_IFACES = {PUB_IF: HOST}
 HOST_SOCKETS = [(P.UDP, 5555), (P.UDP, 61010), (P.TCP, 61011), (P.TCP, 5001)]
 
 CONTAINERS = {  # address -> network prefix
-    C1: NET, C2: NET, C3: NET, I1: NET_INTERNAL, R1: NET_ROUTED, N1: NET_NOICC, N2: NET_NOICC,
+    C1: NET, C2: NET, C3: NET, I1: NET_INTERNAL, R1: NET_ROUTED, N1: NET_NOICC, N2: NET_NOICC, G1: NET_GUA_ROUTED,
 }
 # Each container's port (the host side of its veth), with a veths entry; "vx"
 # is a veth the control plane has not described (every packet dropped).
-VETH_OF = {C1: "vc1", C2: "vc2", C3: "vc3", I1: "vi1", R1: "vr1", N1: "vn1", N2: "vn2"}
+VETH_OF = {C1: "vc1", C2: "vc2", C3: "vc3", I1: "vi1", R1: "vr1", N1: "vn1", N2: "vn2", G1: "vg1"}
 VETH_UNKNOWN = "vx"
 VETHS = list(VETH_OF.values()) + [VETH_UNKNOWN]
 OUTSIDE = [CLIENT, CLIENT2, ROUTER, OTHER, OTHER2]
@@ -114,7 +120,7 @@ def bridge_name(net: "Net") -> str:
     return f"br{net.entry.network_id}"
 
 
-BRIDGES = ["br1", "br2", "br3", "br4"]
+BRIDGES = ["br1", "br2", "br3", "br4", "br5"]
 
 
 def net_by_bridge(name: str) -> "Net | None":
@@ -130,7 +136,7 @@ def veth_entry(name: str) -> VethEntry | None:
         if port == name:
             n = network_of(c)
             return VethEntry(n.entry.network_id, n.entry.bridge_ifindex, n.entry.masquerade, n.entry.icc,
-                             n.entry.internal, (IPv6Address(c),), BRIDGE_MAC)
+                             n.entry.internal, (IPv6Address(c),), BRIDGE_MAC, n.entry.mode)
     return None
 
 
