@@ -244,7 +244,7 @@ def dockerd_settings(url: str) -> dict[str, bool] | None:
         serves = any(urlparse(h).path == socket for h in hosts) if hosts else socket in (
             "/var/run/docker.sock", "/run/docker.sock")
         if socket and serves:
-            return _effective_settings(flags)
+            return _effective_settings(flags, root=proc / "root")
     return None
 
 
@@ -264,13 +264,14 @@ def _parse_flags(args: list[str]) -> dict[str, list[str]]:
     return flags
 
 
-def _effective_settings(flags: dict[str, list[str]]) -> dict[str, bool]:
-    """The settings dockerd was given explicitly: its config file's, overridden by its flags (a bare
-    `--ip6tables` is true). A key absent means "not set": the engine's default applies."""
+def _effective_settings(flags: dict[str, list[str]], root: Path = Path("/")) -> dict[str, bool]:
+    """The settings dockerd was given explicitly: its config file's (read through `root`, the process's
+    /proc/PID/root, so a dockerd in another mount namespace is read where it reads), overridden by its
+    flags (a bare `--ip6tables` is true). A key absent means "not set": the engine's default applies."""
     config_file = flags.get("--config-file", ["/etc/docker/daemon.json"])[-1]
     settings: dict[str, bool] = {}
     try:
-        config = json.loads(Path(config_file).read_text())
+        config = json.loads((root / config_file.lstrip("/")).read_text())
         settings.update({k: bool(config[k]) for k in ("userland-proxy", "ip6tables") if k in config})
     except (OSError, ValueError):
         pass

@@ -126,3 +126,7 @@ def test_flags_override_the_config_file(tmp_path) -> None:
     flags = preflight._parse_flags(["--config-file", str(config), "--ip6tables", "--experimental"])
     assert preflight._effective_settings(flags) == {"ip6tables": True, "userland-proxy": False}
     assert preflight._effective_settings(preflight._parse_flags(["--config-file", str(tmp_path / "none")])) == {}
+    # A dockerd in another mount namespace: its config file is read through its /proc/PID/root.
+    (tmp_path / "etc" / "docker").mkdir(parents=True)
+    (tmp_path / "etc" / "docker" / "daemon.json").write_text('{"ip6tables": true}')
+    assert preflight._effective_settings({}, root=tmp_path) == {"ip6tables": True}
