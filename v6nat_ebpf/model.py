@@ -337,13 +337,6 @@ def _u32_id(text: str) -> int:
     return value or 1  # 0 means "no mapping" in the datapath
 
 
-def _addr_or_none(raw: Any) -> IPv6Address | None:
-    try:
-        return IPv6Address(raw) if raw else None
-    except ValueError:
-        return None
-
-
 def _opt_bool(options: Mapping[str, str], name: str, default: bool) -> bool:
     raw = options.get(name)
     if raw is None or raw == "":
@@ -428,6 +421,11 @@ def _endpoints_of(data: Mapping[str, Any], networks: Mapping[str, Network]) -> l
     return found
 
 
+def _addr_or_none(raw: Any) -> IPv6Address | None:
+    try:
+        return IPv6Address(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def sandbox_of(data: Mapping[str, Any], networks: Mapping[str, Network]) -> Sandbox | None:
