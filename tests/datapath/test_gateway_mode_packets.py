@@ -26,8 +26,7 @@ from scapy.packet import Packet
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
 from v6nat_ebpf.datapath.maps import VethEntry
 from dp_packets import (
-    CLIENT, HOST, LO_IFINDEX, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, SHOT, addr, assert_translated, assert_untouched,
-    go, ping, rewritten, tcp, udp,
+    CLIENT, HOST, LO_IFINDEX, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, SHOT, addr, assert_untouched, go, ping, tcp, udp,
 )
 
 BRIDGE_EGRESS = "v6nat_bridge_egress"
