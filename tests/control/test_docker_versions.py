@@ -10,9 +10,9 @@ from ipaddress import IPv6Address, IPv6Network
 
 import pytest
 
-from docker_fixtures import DUAL, INFO, LOCAL_ONLY, NETWORKS_28, V6ONLY, network, version
+from docker_fixtures import DUAL, INFO, LOCAL_ONLY, NET_ID_ROUTED, NETWORKS_28, V6ONLY, endpoint, network, version
 from v6nat_ebpf import preflight
-from v6nat_ebpf.model import docker_state_from_inspect
+from v6nat_ebpf.model import HOST_ONLY_ADDR, docker_state_from_inspect
 
 
 def test_gateway_modes_and_global_subnets_are_read() -> None:
@@ -54,9 +54,22 @@ def test_gw_priority_picks_the_network_before_label_and_name() -> None:
     assert docker_state_from_inspect(NETWORKS_28, [equal]).mappings[0].network_name == "web-nat"
 
 
+def public(mappings) -> list:
+    """The mappings reachable from outside: all but host-only ones (`::1`, issue 14's host-local access)."""
+    return [m for m in mappings if m.host_addr != HOST_ONLY_ADDR]
+
+
 def test_loopback_and_link_local_bindings_are_never_public() -> None:
-    ports = {m.host_port for m in docker_state_from_inspect(NETWORKS_28, [LOCAL_ONLY]).mappings}
-    assert ports == {8083}
+    mappings = docker_state_from_inspect(NETWORKS_28, [LOCAL_ONLY]).mappings
+    assert {m.host_port for m in public(mappings)} == {8083}
+    assert {(m.host_addr, m.host_port) for m in mappings if m not in public(mappings)} == {(HOST_ONLY_ADDR, 8081)}
+
+
+def test_a_host_only_binding_opens_no_routed_container_port() -> None:
+    routed_local = copy.deepcopy(LOCAL_ONLY)
+    routed_local["NetworkSettings"]["Networks"] = {"web-gua": endpoint(NET_ID_ROUTED, "2001:db8:28::3")}
+    mappings = docker_state_from_inspect(NETWORKS_28, [routed_local]).mappings
+    assert [(m.host_addr, m.host_port) for m in public(mappings)] == [(IPv6Address("2001:db8:28::3"), 83)]
 
 
 def test_ipv6_only_network_publishes_at_its_default_binding_address() -> None:
@@ -66,16 +79,18 @@ def test_ipv6_only_network_publishes_at_its_default_binding_address() -> None:
 
 
 @pytest.mark.parametrize("default, published_at", [
-    ("2001:db8:1::5", IPv6Address("2001:db8:1::5")), ("::1", None), ("fe80::1", None), ("::", "any"),
+    ("2001:db8:1::5", IPv6Address("2001:db8:1::5")), ("::1", HOST_ONLY_ADDR), ("fe80::1", None), ("::", "any"),
     ("127.0.0.1", "any"),
 ])
 def test_host_binding_ipv4_holding_ipv6_is_the_default_binding(default: str, published_at) -> None:
     nets = copy.deepcopy(NETWORKS_28)
     nets[0]["Options"] = {"com.docker.network.bridge.host_binding_ipv4": default}
-    mappings = docker_state_from_inspect(nets, [LOCAL_ONLY]).mappings
+    only_any = copy.deepcopy(LOCAL_ONLY)
+    only_any["NetworkSettings"]["Ports"] = {"83/tcp": [{"HostIp": "::", "HostPort": "8083"}]}
+    mappings = docker_state_from_inspect(nets, [only_any]).mappings
     if published_at is None:
-        assert mappings == ()  # a loopback or link-local default keeps "::" bindings off public interfaces
-    else:
+        assert mappings == ()  # a link-local default keeps "::" bindings off public interfaces
+    else:  # a ::1 default: host-only (issue 14's host-local access), never from outside
         assert [m.host_addr for m in mappings] == [None if published_at == "any" else published_at]
 
 
