@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from v6nat_ebpf import __version__
+from v6nat_ebpf.datapath.loader import layout_version
 from v6nat_ebpf.lab import Lab, LabConfig, leftovers_of
 
 V6NAT = str(Path(sys.executable).parent / "v6nat")
@@ -48,9 +49,10 @@ def test_help_lists_commands_and_examples() -> None:
     assert "examples:" in result.stdout and "sudo v6nat demo" in result.stdout
 
 
-def test_version() -> None:
+def test_version_names_the_datapath_layout() -> None:
     result = v6nat("--version")
-    assert (result.returncode, result.stdout.strip()) == (0, f"v6nat {__version__}")
+    layout = layout_version()
+    assert (result.returncode, result.stdout.strip()) == (0, f"v6nat {__version__} (datapath layout v{layout})")
 
 
 def test_check_reports_this_machine_ready() -> None:

@@ -18,7 +18,6 @@ import logging
 import sys
 from typing import NoReturn, Sequence
 
-from v6nat_ebpf import __version__
 from v6nat_ebpf.errors import V6natError
 
 log = logging.getLogger(__name__)
@@ -54,10 +53,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _VersionAction(argparse.Action):
+    """--version: read the layout version only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> NoReturn:
+        from v6nat_ebpf.versions import version_text
+
+        print(version_text())
+        parser.exit(0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="v6nat", description="IPv6 NAT for Docker ULA networks in TC eBPF.",
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"v6nat {__version__}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="show the version and the datapath layout version")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

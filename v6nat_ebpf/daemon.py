@@ -78,13 +78,13 @@ def configure_logging(log_format: str, level: int) -> None:
 
 
 def check_can_run() -> None:
-    """Fail with one line when this process cannot load BPF programs (privileges, bcc, headers)."""
+    """Fail with one line when this process cannot load BPF programs (privileges). bcc and the
+    kernel headers are checked by the child that compiles, and only when it must (datapath.build)."""
     from v6nat_ebpf import preflight  # its checks report instead of raising; turn a "fail" into an error
 
-    for check in (preflight.check_capabilities, preflight.check_bcc, preflight.check_headers):
-        finding = check()
-        if finding.status == "fail":
-            raise V6natError(f"{finding.what}: {finding.detail}")
+    finding = preflight.check_capabilities()
+    if finding.status == "fail":
+        raise V6natError(f"{finding.what}: {finding.detail}")
 
 
 def check_no_double_nat(opts: RunOptions) -> None:
@@ -349,7 +349,7 @@ def run(opts: RunOptions) -> int:
     for timeout in opts.timeouts_below_rfc:
         log.warning("conntrack timeout %s: flows may expire while their peers still consider them open", timeout)
 
-    from v6nat_ebpf.datapath import Datapath, DatapathConfig  # bcc: imported only when running
+    from v6nat_ebpf.datapath import Datapath, DatapathConfig  # compiles in a child, only if the pins are stale
     from v6nat_ebpf.datapath.loader import pinned_conntrack_max
 
     lo, hi = opts.snat_ports

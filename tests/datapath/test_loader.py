@@ -3,6 +3,7 @@ and clear one-line errors instead of adopting what does not fit."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from ipaddress import IPv6Address
@@ -12,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget
-from v6nat_ebpf.datapath.loader import layout_version
+from v6nat_ebpf.datapath.loader import layout_version, program_names
 from v6nat_ebpf.errors import V6natError
 from dp_packets import CLIENT, HOST, LO_IFINDEX, PUBLIC_INGRESS, addr, go, tcp
 
@@ -34,7 +35,9 @@ def test_maps_survive_a_restart_and_are_adopted(pin_path: Path) -> None:
         first.dnat.put(key, target)
         first.host_addrs.put(addr(HOST), LO_IFINDEX)
         go(first, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080))
-    assert sorted(p.name for p in (pin_path / CURRENT).iterdir()) == sorted(first.specs)
+    builds = [p.name for p in (pin_path / CURRENT).iterdir() if p.name.startswith("progs-")]
+    assert sorted(p.name for p in (pin_path / CURRENT).iterdir()) == sorted([*first.specs, *builds])
+    assert len(builds) == 1 and sorted(os.listdir(pin_path / CURRENT / builds[0])) == sorted(program_names())
     with Datapath.open(pin_path, SMALL) as second:
         assert second.dnat.items() == [(key, target)]
         assert second.mapping_stats()[1][0] == 1  # counters survive the restart
@@ -45,6 +48,34 @@ def test_maps_survive_a_restart_and_are_adopted(pin_path: Path) -> None:
         fill = reader.map_fill()
         # The flow's two halves: not assured yet, so in ct_unassured (a quarter of conntrack's size).
         assert fill["ct_unassured"] == (2, 256) and fill["conntrack"] == (0, 1024)
+
+
+def program_ids(pin_path: Path) -> dict[str, int]:
+    """Pinned program name -> the kernel's id of that program (a new load gets a new id)."""
+    [progs] = (pin_path / CURRENT).glob("progs-*")
+    return {name: json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "pinned", str(progs / name)],
+                                            capture_output=True, text=True, check=True).stdout)["id"]
+            for name in program_names()}
+
+
+def test_a_restart_over_matching_pins_compiles_nothing(pin_path: Path) -> None:
+    Datapath.open(pin_path, SMALL).close()
+    loaded = program_ids(pin_path)
+    with Datapath.open(pin_path, SMALL) as again:
+        assert program_ids(pin_path) == loaded  # the same programs, adopted: nothing compiled or loaded
+        go(again, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080))  # and they run
+
+
+def test_pins_of_another_build_are_rebuilt_and_the_maps_kept(pin_path: Path) -> None:
+    key, target = DnatKey(6, None, 8080), DnatTarget(IPv6Address("fd00:1::2"), 80, 1)
+    with Datapath.open(pin_path, SMALL) as first:
+        first.dnat.put(key, target)
+    [progs] = (pin_path / CURRENT).glob("progs-*")
+    old = progs.rename(progs.with_name("progs-0123456789abcdef"))  # as if built from other sources
+    old_ids = program_ids(pin_path)
+    with Datapath.open(pin_path, SMALL) as rebuilt:
+        assert rebuilt.dnat.items() == [(key, target)]
+        assert not old.exists() and set(program_ids(pin_path).values()).isdisjoint(old_ids.values())
 
 
 def test_a_pinned_map_of_another_shape_is_refused(pin_path: Path) -> None:

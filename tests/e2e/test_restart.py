@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -103,6 +104,21 @@ def test_sighup_resyncs(lab: Lab, v6nat: V6nat, served: None) -> None:
     before = v6nat.log().count("full resync with Docker (SIGHUP)")
     v6nat.send(signal.SIGHUP)
     eventually(lambda: v6nat.log().count("full resync with Docker (SIGHUP)") > before, what="SIGHUP resync logged")
+    assert answers(lab, WEB_PORT)
+
+
+def test_the_daemon_never_maps_llvm_and_a_restart_compiles_nothing(lab: Lab, v6nat: V6nat, served: None) -> None:
+    """Compiling happens in a child that exits (LLVM would stay mapped: about 150 MB); a restart over
+    the pins of the same build adopts them."""
+    def mapped_libraries() -> str:
+        assert v6nat.proc is not None
+        return Path(f"/proc/{v6nat.proc.pid}/maps").read_text()
+
+    assert "libLLVM" not in mapped_libraries() and "libbcc" not in mapped_libraries()
+    assert v6nat.stop() == 0
+    v6nat.start()
+    assert "datapath adopted" in v6nat.log() and "compiled" not in v6nat.log()
+    assert "libLLVM" not in mapped_libraries() and "libbcc" not in mapped_libraries()
     assert answers(lab, WEB_PORT)
 
 

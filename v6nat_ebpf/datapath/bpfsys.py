@@ -103,6 +103,7 @@ def _libbpf() -> ct.CDLL:
     signatures = {
         "bpf_map_create": ([ct.c_int, ct.c_char_p, ct.c_uint32, ct.c_uint32, ct.c_uint32, vp], ct.c_int),
         "bpf_obj_get": ([ct.c_char_p], ct.c_int),
+        "bpf_obj_pin": ([ct.c_int, ct.c_char_p], ct.c_int),
         "bpf_obj_get_info_by_fd": ([ct.c_int, vp, u32p], ct.c_int),
         "bpf_map_lookup_elem": ([ct.c_int, vp, vp], ct.c_int),
         "bpf_map_update_elem": ([ct.c_int, vp, vp, ct.c_uint64], ct.c_int),
@@ -161,6 +162,13 @@ def obj_get(path: str) -> int:
     if fd < 0:
         raise V6natError(f"cannot open pinned BPF object {path}: {os.strerror(_err(fd))}")
     return fd
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """Pin the object behind `fd` at `path` on a bpffs."""
+    ret = _libbpf().bpf_obj_pin(fd, path.encode())
+    if ret:
+        raise V6natError(f"cannot pin a BPF object at {path}: {os.strerror(_err(ret))}")
 
 
 def map_info(fd: int) -> MapInfo:

@@ -1,7 +1,15 @@
-"""The Datapath: compile bpf/ with bcc, load the TC programs, create or adopt
-the pinned maps, attach to interfaces, and give typed access to the maps.
+"""The Datapath: adopt the pinned programs and maps (building them first when
+needed), attach to interfaces, and give typed access to the maps.
 
-Maps are pinned under <pin_path>/v<LAYOUT_VERSION>/. bcc reuses a pinned map
+Maps are pinned under <pin_path>/v<LAYOUT_VERSION>/, the programs beside them
+in progs-<build id>/. The build id is a hash of what went into the programs:
+the sources, the compiler flags (pin directory and capacities), the kernel and
+bcc. Compiling maps LLVM into a process for good (about 150 MB), so it happens
+only in a short-lived child (`python -m v6nat_ebpf.datapath.build`), and only
+when no programs of the current build id are pinned: a restart over matching
+pins compiles nothing, and this process never loads bcc.
+
+bcc reuses a pinned map
 without any check, so before compiling, every existing pin is checked (type,
 key size, value size, max entries, flags) against layout.py, which a test
 checks against the compiler: a mismatch is a one-line V6natError. A pin
@@ -11,28 +19,32 @@ Filters stay attached and maps stay pinned when the process exits: the
 datapath keeps translating established flows while the daemon restarts, and
 the next `Datapath.open` adopts the maps and atomically replaces the filters.
 
-Imports bcc, and datapath.{bpfsys,hostlocal,layout,maps,tc}.
+Imports datapath.{bpfsys,hostlocal,layout,maps,tc}; bcc only in `build_programs`,
+which runs in the child.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from v6nat_ebpf.constants import DEFAULT_PIN_PATH
-from v6nat_ebpf.datapath import bpfsys, hostlocal, layout, tc
+from v6nat_ebpf.datapath import bpfsys, hostlocal, layout
 from v6nat_ebpf.datapath.maps import (
     Conntrack,
     ConntrackSummary,
     DatapathConfig,
     DnatTable,
     Flow,
+    FlowRow,
     HostAddrsTable,
     NetworksTable,
     PublicIfacesTable,
@@ -47,6 +59,7 @@ from v6nat_ebpf.datapath.maps import (
     write_config,
 )
 from v6nat_ebpf.errors import V6natError
+from v6nat_ebpf.versions import bcc_version
 
 log = logging.getLogger(__name__)
 
@@ -94,20 +107,95 @@ def program_source() -> str:
     return "\n".join(line for name in PROGRAM_FILES for line in expand(layout.BPF_DIR / name)) + "\n"
 
 
-def compile_programs(pins: Path, config: DatapathConfig) -> Any:
-    """Compile bpf/ with bcc; maps are created at (or reused from) `pins`."""
-    from bcc import BPF  # imported here: `v6nat status` and tests of maps need no compiler
-
-    cflags = [
+def cflags(pins: Path, config: DatapathConfig) -> list[str]:
+    """What the compiler is told besides the sources: where the maps are pinned and their capacities."""
+    return [
         f'-DV6NAT_PIN_DIR="{pins}"',
         f"-DV6NAT_CT_MAX={config.conntrack_max}",
         f"-DV6NAT_DNAT_MAX={config.dnat_max}",
         f"-DV6NAT_CT_UNASSURED_MAX={layout.ct_unassured_max(config.conntrack_max)}",
     ]
+
+
+def build_id(pins: Path, config: DatapathConfig) -> str:
+    """A hash of everything the compiled programs depend on: sources, flags, kernel (release and
+    build), bcc. Programs pinned under this id are what compiling now would produce."""
+    uname = os.uname()
+    digest = hashlib.sha256()
+    for part in (program_source(), *cflags(pins, config), uname.release, uname.version, bcc_version()):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def progs_dir(pins: Path, build: str) -> Path:
+    return pins / f"progs-{build}"
+
+
+def program_names() -> list[str]:
+    """The TC programs: every build has them (the socket hooks only where the kernel takes them)."""
+    return [name for role in PROGRAMS.values() for name in role.values()]
+
+
+def build_programs(pin_path: Path, config: DatapathConfig) -> str:
+    """Compile bpf/ with bcc, create (or reuse) the pinned maps, load the programs and pin them
+    under progs-<build id>/; older builds' program pins go (attached filters keep their programs).
+    Runs in the short-lived child of `Datapath.open`. Returns the build id."""
+    from bcc import BPF  # only here: the long-lived daemon never maps LLVM
+
+    pins = pin_dir(pin_path)
+    build = build_id(pins, config)
+    started = time.monotonic()
     try:
-        return BPF(text=program_source().encode(), cflags=cflags)
+        bpf = BPF(text=program_source().encode(), cflags=cflags(pins, config))
     except Exception as exc:  # bcc raises bare Exception; details went to stderr
         raise V6natError(f"cannot compile bpf/v6nat.c with bcc: {exc}") from exc
+    staging = pins / f"staging-{build}"  # bpffs refuses names with a dot
+    try:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        for name in program_names():
+            bpfsys.obj_pin(bpf.load_func(name.encode(), BPF.SCHED_CLS).fd, str(staging / name))
+        for name, attach_type in hostlocal.PROGRAMS.items():
+            try:
+                fd = bpf.load_func(name.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=attach_type).fd
+            except Exception as exc:  # bcc raises bare Exception; the verifier's log went to stderr
+                # Only host-local access needs them: without the pin, attaching them says why.
+                log.warning("socket hook %s not loaded (host-local access unavailable): %s", name, exc)
+                continue
+            bpfsys.obj_pin(fd, str(staging / name))
+    except V6natError:
+        raise
+    except Exception as exc:
+        raise V6natError(f"cannot load the TC programs: {exc}") from exc
+    finally:
+        bpf.cleanup()
+    final = progs_dir(pins, build)
+    if final.exists():
+        shutil.rmtree(final)
+    staging.rename(final)
+    for old in pins.glob("progs-*"):
+        if old != final:
+            shutil.rmtree(old)
+    log.info("datapath compiled and pinned in %.1f s (build %s)", time.monotonic() - started, build)
+    return build
+
+
+def run_build(pin_path: Path, config: DatapathConfig) -> None:
+    """`build_programs` in a child process, so that LLVM leaves with it (-P: never modules from
+    the working directory). Its one-line error
+    becomes ours; what the compiler said before it is passed on to stderr."""
+    argv = [sys.executable, "-P", "-m", "v6nat_ebpf.datapath.build", "--pin-path", str(pin_path),
+            "--conntrack-max", str(config.conntrack_max), "--dnat-max", str(config.dnat_max)]
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    if result.returncode == 0:
+        sys.stderr.write(result.stderr)  # warnings, e.g. a socket hook this kernel refused
+        return
+    lines = result.stderr.rstrip().splitlines() or [f"exit status {result.returncode}"]
+    if len(lines) > 1:
+        sys.stderr.write("\n".join(lines[:-1]) + "\n")
+    raise V6natError(lines[-1].removeprefix("v6nat: error: "))
 
 
 def check_pin_path(pin_path: Path) -> None:
@@ -159,6 +247,22 @@ def pinned_conntrack_max(pin_path: str | Path) -> int | None:
         os.close(fd)
 
 
+def _open_programs(progs: Path) -> dict[str, int]:
+    """The pinned programs of one build: every TC program, the socket hooks that loaded."""
+    fds: dict[str, int] = {}
+    try:
+        for name in program_names():
+            fds[name] = bpfsys.obj_get(str(progs / name))
+        for name in hostlocal.PROGRAMS:
+            if (progs / name).exists():
+                fds[name] = bpfsys.obj_get(str(progs / name))
+    except V6natError:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return fds
+
+
 def _open_maps(pins: Path, specs: dict[str, layout.MapSpec]) -> dict[str, bpfsys.BpfMap]:
     maps = {}
     for spec in specs.values():
@@ -168,22 +272,15 @@ def _open_maps(pins: Path, specs: dict[str, layout.MapSpec]) -> dict[str, bpfsys
 
 
 class Datapath:
-    """Loaded programs (if any), the pinned maps, and the filters of one netns."""
+    """The pinned programs (if opened), the pinned maps, and the filters of one netns."""
 
     def __init__(self, pin_path: Path, specs: dict[str, layout.MapSpec], maps: dict[str, bpfsys.BpfMap],
-                 bpf: Any = None, netns: str | None = None) -> None:
+                 prog_fds: dict[str, int] | None = None, netns: str | None = None) -> None:
         self.pin_path = pin_path
         self.netns = netns
         self.specs = specs
         self._maps = maps
-        self._bpf = bpf
-        self._prog_fds: dict[str, int] = {}
-        if bpf is not None:
-            from bcc import BPF
-
-            for role in PROGRAMS.values():
-                for name in role.values():
-                    self._prog_fds[name] = bpf.load_func(name.encode(), BPF.SCHED_CLS).fd
+        self._prog_fds = dict(prog_fds or {})
         self.dnat = DnatTable(maps["dnat"], [maps["mapping_stats"], maps["hostlocal_stats"]])
         self.networks = NetworksTable(maps["networks"])
         self.public_ifaces = PublicIfacesTable(maps["public_ifaces"])
@@ -194,25 +291,30 @@ class Datapath:
     @classmethod
     def open(cls, pin_path: str | Path = DEFAULT_PIN_PATH, config: DatapathConfig | None = None,
              netns: str | None = None) -> Datapath:
-        """Compile and load the programs; create the pinned maps or adopt the
-        ones a previous run left (after checking them); write `config`."""
+        """Adopt the pinned programs of the current build and the pinned maps (after checking
+        them); when no programs of this build are pinned, build them first in a child process
+        (maps are created then if missing). Writes `config`."""
         config = config or DatapathConfig()
         pin_path = Path(pin_path)
         check_pin_path(pin_path)
         pins = pin_dir(pin_path)
         specs = layout.map_specs(config.conntrack_max, config.dnat_max)
         check_pinned_maps(pins, specs)
-        pins.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        bpf = compile_programs(pins, config)
+        progs = progs_dir(pins, build_id(pins, config))
+        built = not progs.is_dir()
+        if built:
+            pins.mkdir(parents=True, exist_ok=True)
+            run_build(pin_path, config)
+        prog_fds = _open_programs(progs)
         try:
-            dp = cls(pin_path, specs, _open_maps(pins, specs), bpf, netns)
-        except Exception as exc:
-            bpf.cleanup()
-            if isinstance(exc, V6natError):
-                raise
-            raise V6natError(f"cannot load the TC programs: {exc}") from exc
-        log.info("datapath loaded in %.1f s, maps at %s", time.monotonic() - started, pins)
+            dp = cls(pin_path, specs, _open_maps(pins, specs), prog_fds, netns)
+        except BaseException:
+            for fd in prog_fds.values():
+                os.close(fd)
+            raise
+        log.info("datapath %s in %.2f s: maps at %s, programs %s", "compiled and loaded" if built else "adopted",
+                 time.monotonic() - started, pins, progs.name)
         dp.set_config(config)
         return dp
 
@@ -238,9 +340,9 @@ class Datapath:
         """Close our fds; filters and pins stay (see the module docstring)."""
         for m in self._maps.values():
             m.close()
-        if self._bpf is not None:
-            self._bpf.cleanup()
-            self._bpf = None
+        for fd in self._prog_fds.values():
+            os.close(fd)
+        self._prog_fds = {}
 
     def __enter__(self) -> Datapath:
         return self
@@ -251,12 +353,14 @@ class Datapath:
     def prog_fd(self, name: str) -> int:
         """The fd of a loaded program, e.g. "v6nat_public_ingress"."""
         if name not in self._prog_fds:
-            raise V6natError(f"program {name} is not loaded (maps-only Datapath?)")
+            raise V6natError(f"program {name} is not open (maps-only Datapath?)")
         return self._prog_fds[name]
 
     # interfaces
 
     def _attach(self, ifname: str, role: str) -> None:
+        from v6nat_ebpf.datapath import tc  # pyroute2: not for the readers (status, flows)
+
         with tc.Tc(self.netns) as t:
             for direction, name in PROGRAMS[role].items():
                 t.attach(ifname, direction, self.prog_fd(name), name)
@@ -277,11 +381,15 @@ class Datapath:
 
     def detach(self, ifname: str) -> None:
         """Remove our filters from `ifname`; other filters stay."""
+        from v6nat_ebpf.datapath import tc
+
         with tc.Tc(self.netns) as t:
             t.detach(ifname)
 
     def attached(self) -> dict[str, str]:
         """ifname -> "public" | "bridge" | "veth", read from the kernel's filters."""
+        from v6nat_ebpf.datapath import tc
+
         roles = {name: role for role, progs in PROGRAMS.items() for name in progs.values()}
         with tc.Tc(self.netns) as t:
             return {f.ifname: roles[f.name] for f in t.ours() if f.name in roles}
@@ -289,16 +397,12 @@ class Datapath:
     # host-local access (datapath/hostlocal.py)
 
     def _sock_prog_fd(self, name: str, attach_type: int) -> int:
+        """A socket hook of the pinned build (`attach_type` was given when it was loaded, in the build)."""
         if name not in self._prog_fds:
-            if self._bpf is None:
+            if not self._prog_fds:
                 raise V6natError(f"program {name} is not loaded (maps-only Datapath?)")
-            from bcc import BPF
-
-            try:
-                self._prog_fds[name] = self._bpf.load_func(name.encode(), BPF.CGROUP_SOCK_ADDR,
-                                                           attach_type=attach_type).fd
-            except Exception as exc:  # bcc raises bare Exception; the verifier's log went to stderr
-                raise V6natError(f"cannot load the socket hook {name}: {exc}") from exc
+            raise V6natError(f"cannot load the socket hook {name}: the kernel refused it when the programs "
+                             "were built (`v6nat check` says why)")
         return self._prog_fds[name]
 
     def attach_hostlocal(self, cgroup: str | Path, netns_cookie: int) -> None:
@@ -334,6 +438,10 @@ class Datapath:
 
     def flows(self) -> list[Flow]:
         return self.conntrack.flows()
+
+    def flow_rows(self) -> list[FlowRow]:
+        """The flows with raw addresses, for listing many quickly (`v6nat flows`)."""
+        return self.conntrack.flow_rows()
 
     def conntrack_summary(self) -> ConntrackSummary:
         """Flow counts by (proto, kind, state), SNAT ports in use and the number
@@ -382,6 +490,8 @@ class Datapath:
     def cleanup(pin_path: str | Path = DEFAULT_PIN_PATH, netns: str | None = None) -> list[str]:
         """Detach our filters from every interface of the netns and remove our
         pins (every layout version); nothing else. Returns what was removed."""
+        from v6nat_ebpf.datapath import tc
+
         removed = []
         with tc.Tc(netns) as t:
             ours = t.ours()

@@ -7,6 +7,7 @@ Imports: v6nat_ebpf.datapath (and reaches into a Datapath's maps, which is why i
 from __future__ import annotations
 
 import copy
+import os
 
 from v6nat_ebpf.datapath import Datapath, layout
 
@@ -14,10 +15,10 @@ from v6nat_ebpf.datapath import Datapath, layout
 def in_netns(dp: Datapath, netns: str | None) -> Datapath:
     """The same programs and maps, attaching in another network namespace
     (one loaded datapath serving several namespaces). Closing the view closes the shared map fds
-    but never unloads the programs: the view does not own them."""
+    and its own copies of the program fds."""
     view = copy.copy(dp)
     view.netns = netns
-    view._bpf = None  # the loaded programs stay owned by `dp`
+    view._prog_fds = {name: os.dup(fd) for name, fd in dp._prog_fds.items()}
     return view
 
 

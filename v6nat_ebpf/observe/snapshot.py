@@ -4,7 +4,7 @@
 so a person and Prometheus see the same figures. It reads the datapath only through the methods
 listed in `DatapathReader`; readiness (`/readyz`) is decided here too.
 
-Imports: stdlib, bcc (for its version only, at call time), v6nat_ebpf.model (protocol names) and observe.stats.
+Imports: stdlib, v6nat_ebpf.versions (bcc's version, without loading bcc), v6nat_ebpf.model (protocol names) and observe.stats.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Mapping, Protocol
 
 from v6nat_ebpf import __version__
 from v6nat_ebpf.model import protocol_name
+from v6nat_ebpf.versions import bcc_version
 from v6nat_ebpf.observe.stats import ControlPlaneStats, ControlPlaneView, Histogram
 
 # Datapath counter names (bpf/v6nat.h V6NAT_ACTIONS) that the snapshot sorts into translations and drops.
@@ -48,9 +49,7 @@ class BuildInfo:
 
 
 def build_info() -> BuildInfo:
-    import bcc  # the one use of bcc here: its version
-
-    return BuildInfo(version=__version__, kernel=platform.release(), bcc_version=str(bcc.__version__))
+    return BuildInfo(version=__version__, kernel=platform.release(), bcc_version=bcc_version())
 
 
 @dataclass(frozen=True)
