@@ -7,7 +7,7 @@ VENV := .venv
 # a module that fails to import is an error, but the rest of the suite still runs.
 PYTEST_FLAGS ?= -q -rfEs -p no:cacheprovider --continue-on-collection-errors
 
-.PHONY: setup demo test clean lint bench bench-flood fuzz vagrant-box vagrant-test
+.PHONY: setup demo test clean lint bench bench-flood bench-footprint fuzz vagrant-box vagrant-test install uninstall
 
 setup:
 	scripts/setup
@@ -36,6 +36,25 @@ FLOOD_ARGS ?=
 bench-flood: setup
 	$(VENV)/bin/python -m bench.flood $(FLOOD_ARGS)
 
+# The footprint figures (bench/footprint.py, issue 15): daemon RSS with 5,000 and 8,000 mappings
+# published by Docker, ready after a first start and after restarts over the pins, `v6nat flows`
+# over 50,000 flows. About 5 min; JSON in bench/results/footprint-*.json.
+FOOTPRINT_ARGS ?=
+bench-footprint: setup
+	$(VENV)/bin/python -m bench.footprint $(FOOTPRINT_ARGS)
+
+# The system install (docs/install.md): a venv in /opt/v6nat with the system's bcc,
+# /usr/local/bin/v6nat, the unit, /etc/default/v6nat (never overwritten). ENABLE=1 enables and
+# (re)starts the unit; PUBLIC_IFACE=IFACE fills in a new /etc/default/v6nat. No `setup`: it
+# needs none of the test tools.
+ENABLE ?= 0
+PUBLIC_IFACE ?=
+install:
+	ENABLE=$(ENABLE) PUBLIC_IFACE=$(PUBLIC_IFACE) scripts/install
+
+uninstall:
+	scripts/install --uninstall
+
 # The datapath fuzzer (tests/fuzz/): FUZZ_PACKETS generated and mutated packets through every
 # TC program with BPF_PROG_TEST_RUN, judged by a model of what may be translated; one worker
 # per core, each in its own network namespace and pin path. Prints the figures; exits 1 on
@@ -63,4 +82,4 @@ clean:
 
 lint: setup
 	$(VENV)/bin/python -m compileall -q v6nat_ebpf tests
-	bash -n scripts/setup .ci/run
+	bash -n scripts/setup scripts/install .ci/run

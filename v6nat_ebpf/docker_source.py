@@ -1,7 +1,7 @@
 """Docker -> model: a cache of inspect data kept current by the event stream.
 
 Lives here: `DockerSource`, which fetches `docker network inspect` and
-`docker container inspect` data through the Docker SDK, follows the event
+`docker container inspect` data through Docker's API (docker_api), follows the event
 stream in a thread (reconnecting with exponential backoff; every reconnect
 is a full resync), and hands the cached dicts to `model` on request. It
 decides nothing about Docker semantics: that is `model`'s job.
@@ -19,12 +19,9 @@ import threading
 import time
 from typing import Any, Callable
 
-import docker
-import docker.errors
-import requests.exceptions
-import urllib3.exceptions
-
 from v6nat_ebpf.config import docker_url
+from v6nat_ebpf.docker_api import ERRORS as DOCKER_ERRORS
+from v6nat_ebpf.docker_api import DockerApi, NotFound
 from v6nat_ebpf.model import DockerState, docker_state_from_inspect
 
 log = logging.getLogger(__name__)
@@ -32,10 +29,6 @@ log = logging.getLogger(__name__)
 # Container actions that can change a container's addresses or published ports.
 CONTAINER_ACTIONS = {"start", "restart", "die", "stop", "destroy", "rename", "update", "pause", "unpause"}
 NETWORK_ACTIONS = {"create", "destroy", "remove", "connect", "disconnect"}
-# The SDK reads the event stream from the raw urllib3 response: a dockerd dying mid-chunk raises
-# urllib3's ProtocolError, which requests does not wrap there.
-DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException,
-                 urllib3.exceptions.HTTPError, OSError)
 
 EventCallback = Callable[[str], None]
 
@@ -61,7 +54,8 @@ class DockerSource:
         self._networks: dict[str, dict[str, Any]] = {}
         self._containers: dict[str, dict[str, Any]] = {}
         self._known = False
-        self._client: docker.APIClient | None = None
+        DockerApi(self.url)  # an unsupported URL is a one-line error now, not in the event thread
+        self._client: DockerApi | None = None
         self._stream: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -120,10 +114,10 @@ class DockerSource:
                 continue
             down_since = None
 
-    def _connect(self) -> docker.APIClient:
+    def _connect(self) -> DockerApi:
         with self._lock:
             if self._client is None:
-                self._client = docker.APIClient(base_url=self.url, timeout=self._timeout_s)
+                self._client = DockerApi(self.url, timeout=self._timeout_s)
             return self._client
 
     def _drop_client(self) -> None:
@@ -138,8 +132,7 @@ class DockerSource:
         try:
             client.ping()
             # Opened before the full inspect, so nothing that happens during it is missed.
-            events_client = docker.APIClient(base_url=self.url, timeout=self._timeout_s)
-            self._stream = events_client.events(decode=True, filters={"type": ["container", "network"]})
+            self._stream = DockerApi(self.url).events(filters={"type": ["container", "network"]})
             try:
                 self.resync()
                 self._on_connection(True)
@@ -151,7 +144,6 @@ class DockerSource:
             finally:
                 self._stream.close()
                 self._stream = None
-                events_client.close()
             if not self._stop.is_set():
                 raise ConnectionError("Docker event stream ended")
         except DOCKER_ERRORS:
@@ -220,7 +212,7 @@ def _inspect_or_none(inspect: Callable[[str], dict[str, Any]], ident: str) -> di
     """Inspect data, or None when the object is gone (removed between listing and inspecting)."""
     try:
         return inspect(ident)
-    except docker.errors.NotFound:
+    except NotFound:
         return None
 
 

@@ -548,10 +548,6 @@ _CT_HALF_FIELDS = _fields_struct(layout.RawCtEntry, [
     ("bytes", "Q")])
 
 
-# A port's two network-order bytes -> the port: one dict lookup instead of a call per port.
-_PORTS = {port.to_bytes(2, "big"): port for port in range(65536)}
-
-
 def _mirror_key(entry: layout.RawCtEntry, proto: int) -> bytes:
     """The key of the other half of a conntrack half whose value is `entry`."""
     return bytes(layout.RawCtKey(entry.daddr, entry.saddr, entry.dport, entry.sport, proto))
@@ -671,7 +667,10 @@ class ConntrackTable:
         for keys, values, n in self.raw.batches():
             halves.update(zip([keys[i:i + ks] for i in range(0, n * ks, ks)], _CT_HALF_FIELDS.iter_unpack(values)))
         key_tail = slice(layout.RawCtKey.proto.offset, ks)  # proto and padding: the same in both halves' keys
-        unpack_key, port, make = _CT_KEY_FIELDS.unpack, _PORTS.get, FlowRow._make
+        unpack_key, make = _CT_KEY_FIELDS.unpack, FlowRow._make
+
+        def port(be: bytes) -> int:
+            return be[0] << 8 | be[1]
 
         def mirror(kb: bytes, half: tuple[Any, ...]) -> bytes:
             return half[1] + half[0] + half[3] + half[2] + kb[key_tail]  # (daddr, saddr, dport, sport)

@@ -46,3 +46,9 @@ def run(argv: Sequence[str], timeout: float = 30, check: bool = True,
     if check and result.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
     return result
+
+
+# A server that answers every TCP connection with the address it sees as the
+# peer, then closes: the probe of "whose address reaches the container".
+PEER_ECHO_COMMAND = ["socat", "TCP6-LISTEN:80,fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"]
+PEER_ECHO_PORT = 80

@@ -16,10 +16,12 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
 
-from v6nat_ebpf.lab.common import LabConfig
-from v6nat_ebpf.lab.world import PEER_ECHO_COMMAND, PEER_ECHO_PORT, Lab, PeerProbe
+from v6nat_ebpf.lab.common import PEER_ECHO_COMMAND, PEER_ECHO_PORT, LabConfig
+
+if TYPE_CHECKING:  # the lab's world (and the Docker SDK) load only when the demo runs: `v6nat run` registers this module
+    from v6nat_ebpf.lab.world import Lab, PeerProbe
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,8 @@ def demo_steps() -> list[DemoStep]:
 
 
 def run_demo(out: TextIO) -> None:
+    from v6nat_ebpf.lab.world import Lab
+
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
@@ -101,6 +105,7 @@ def show_v6nat(say: Callable[[str], None]) -> None:
     """One lab: the problem, then v6nat started, the client's own address in the container's log,
     an outbound request arriving from the host's address, `v6nat status` and a few metrics."""
     from v6nat_ebpf.lab.daemon import LabDaemon
+    from v6nat_ebpf.lab.world import Lab
 
     started = time.monotonic()
     with Lab(LabConfig(userland_proxy=False, iptables=False)) as lab:

@@ -35,7 +35,8 @@ import docker.types
 from docker.models.containers import Container
 from docker.models.networks import Network
 
-from v6nat_ebpf.lab.common import BPFFS, NETNS_DIR, PIN_PREFIX, LAB_PREFIX, STATE_ROOT, LabConfig, LabError, run
+from v6nat_ebpf.lab.common import (BPFFS, NETNS_DIR, PEER_ECHO_COMMAND, PEER_ECHO_PORT, PIN_PREFIX, LAB_PREFIX,
+                                   STATE_ROOT, LabConfig, LabError, run)
 from v6nat_ebpf.lab.dockerd import Dockerd
 from v6nat_ebpf.lab.image import IMAGE
 from v6nat_ebpf.lab.sweep import (delete_netns, kill_group, kill_pids, mounts_under, owner_token,
@@ -56,10 +57,6 @@ CLIENT_ADDR_ROUTED = ipaddress.IPv6Address("2001:db8:2::2")
 ROUTER_CLIENT_ADDR = ipaddress.IPv6Address("2001:db8:2::1")
 
 
-# A server that answers every TCP connection with the address it sees as the
-# peer, then closes: the probe of "whose address reaches the container".
-PEER_ECHO_COMMAND = ["socat", "TCP6-LISTEN:80,fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"]
-PEER_ECHO_PORT = 80
 
 
 @dataclass(frozen=True)

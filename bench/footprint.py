@@ -1,0 +1,215 @@
+"""`python -m bench.footprint`: what the daemon weighs and how fast it is back (issue 15).
+
+In ONE lab (client netns, host netns with its own dockerd, Docker's iptables and userland
+proxy off) and one run:
+
+  1. first start: `v6nat run` on an empty pin path (it compiles, in a child) until /readyz;
+  2. for each level (5,000 and 8,000 mappings by default, published by Docker: containers of
+     at most 5,000 ports each): the daemon's VmRSS once every mapping is in the dnat map and
+     two resyncs and GC sweeps have run (steady), its peak VmHWM, and whether LLVM is mapped.
+     Docker 20.10 holds a socket per published port and family, and a process here may open
+     20,000 files at most (a hard limit root cannot raise in this sandbox): about 9,000 ports
+     is all one dockerd publishes, so 50,000 mappings are extrapolated from the two levels
+     (the per-mapping slope), and said so;
+  3. restart over the pins: SIGTERM, start again, time until /readyz (`--restarts` times,
+     median), at each level;
+  4. `v6nat flows` (text and --json) over `--flows` conntrack flows of a private datapath,
+     made by running one SYN per flow through the public ingress program (BPF_PROG_TEST_RUN).
+
+Ready is polled with curl in the host netns every 20 ms: figures include up to that much.
+Output: a table on stdout and bench/results/footprint-<stamp>.json (+ footprint-latest.json).
+Timings are noisy on a shared machine: compare within a run.
+
+examples:
+  sudo make bench-footprint
+  sudo .venv/bin/python -m bench.footprint --levels 5000 --restarts 3 --flows 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Any
+
+from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry
+from v6nat_ebpf.lab import Lab, LabConfig
+from v6nat_ebpf.lab.daemon import V6NAT, LabDaemon
+
+REPO = Path(__file__).resolve().parent.parent
+PORTS_PER_CONTAINER = 5_000
+FIRST_PORT = 10_000
+RESYNC_S = 5  # steady = two resyncs (and GC sweeps) after the last mapping appeared
+POLL_S = 0.02
+
+
+def status_kib(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0])
+    return fields
+
+
+def maps_llvm(pid: int) -> bool:
+    text = Path(f"/proc/{pid}/maps").read_text()
+    return "libLLVM" in text or "libbcc" in text
+
+
+def start_timed(daemon: LabDaemon, timeout: float = 120) -> float:
+    """Start `v6nat run`; seconds from the start until /readyz answers 200."""
+    started = time.monotonic()
+    daemon.start(wait_ready=False)
+    while daemon.http("/readyz") != "200":
+        if not daemon.running():
+            raise RuntimeError(f"v6nat exited: {daemon.log()[-2000:]}")
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"v6nat not ready within {timeout:.0f} s")
+        time.sleep(POLL_S)
+    return time.monotonic() - started
+
+
+def publish(lab: Lab, network: Any, total: int, have: int) -> int:
+    """Containers of PORTS_PER_CONTAINER published ports each until `total` are published."""
+    while have < total:
+        count = min(PORTS_PER_CONTAINER, total - have)
+        first = FIRST_PORT + have
+        lab.run_container(f"ports{first}", network, "sleep 3600",
+                          ports={f"{p}/tcp": p for p in range(first, first + count)}, timeout=300)
+        have += count
+    return have
+
+
+def wait_mappings(pin_path: str, count: int, timeout: float = 300) -> float:
+    deadline, started = time.monotonic() + timeout, time.monotonic()
+    with Datapath.open_pinned(pin_path) as dp:
+        while dp.map_fill()["dnat"][0] < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {count} mappings after {timeout:.0f} s")
+            time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def measure_daemon(levels: list[int], restarts: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"levels": []}
+    with Lab(LabConfig(iptables=False, ip6tables=False, userland_proxy=False)) as lab:
+        network = lab.create_network("ula", "fd00:f00::/64")
+        with LabDaemon(lab, extra=["--resync-interval", str(RESYNC_S)], log_level="info") as daemon:
+            out["first_start_s"] = round(start_timed(daemon), 3)
+            assert daemon.proc is not None
+            time.sleep(2 * RESYNC_S)
+            out["idle"] = {**status_kib(daemon.proc.pid), "llvm_mapped": maps_llvm(daemon.proc.pid)}
+            published = 0
+            for level in levels:
+                published = publish(lab, network, level, published)
+                programmed = wait_mappings(lab.pin_path, level)
+                time.sleep(2 * RESYNC_S)
+                assert daemon.proc is not None
+                row: dict[str, Any] = {"mappings": level, "programmed_s": round(programmed, 2),
+                                       **status_kib(daemon.proc.pid), "llvm_mapped": maps_llvm(daemon.proc.pid)}
+                ready = []
+                for _ in range(restarts):
+                    daemon.stop()
+                    ready.append(start_timed(daemon))
+                    assert "datapath adopted" in daemon.log(), daemon.log()[-2000:]
+                row["restart_ready_s"] = [round(r, 3) for r in ready]
+                row["restart_ready_median_s"] = round(statistics.median(ready), 3)
+                time.sleep(2 * RESYNC_S)
+                row["after_restart"] = status_kib(daemon.proc.pid)
+                out["levels"].append(row)
+                print(f"mappings {level:>6}: RSS {row['VmRSS'] / 1024:.1f} MiB (peak {row['VmHWM'] / 1024:.1f}), "
+                      f"LLVM mapped {row['llvm_mapped']}, ready after restart {row['restart_ready_median_s']:.3f} s "
+                      f"(median of {restarts}), RSS after restart {row['after_restart']['VmRSS'] / 1024:.1f} MiB",
+                      flush=True)
+    return out
+
+
+def make_flows(pin_path: str, count: int) -> Datapath:
+    """A private datapath with `count` DNAT flows: one SYN each, from 2001:db8:9::/64 clients."""
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    from v6nat_ebpf.lab.testrun import run
+
+    host, ula = IPv6Address("2001:db8:1::1"), IPv6Network("fd00:ca7e:1::/64")
+    # Room for `count` flows not yet answered (their table is a quarter of conntrack).
+    dp = Datapath.open(pin_path=pin_path, config=DatapathConfig(conntrack_max=max(262144, 8 * count)))
+    dp.host_addrs.put(host, 1)
+    dp.public_ifaces.put(1, host)
+    dp.networks.put(ula, NetworkEntry(network_id=1, bridge_ifindex=2, masquerade=True, icc=True, internal=False,
+                                      snat_addr=None))
+    dp.dnat.put_many([(DnatKey(proto=6, host_addr=None, host_port=8080),
+                       DnatTarget(addr=ula[2], port=80, mapping_id=1))])
+    ingress = dp.prog_fd("v6nat_public_ingress")
+    syn = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(dst=str(host)) / TCP(dport=8080, flags="S")
+    for i in range(count):
+        syn[IPv6].src = str(IPv6Address("2001:db8:9::2") + i // 20_000)
+        syn[TCP].sport = 20_000 + i % 20_000
+        run(ingress, bytes(syn))
+    return dp
+
+
+def measure_flows(count: int, runs: int) -> dict[str, Any]:
+    pin_path = f"/sys/fs/bpf/v6nat-bench-footprint-{secrets.token_hex(4)}"
+    try:
+        with make_flows(pin_path, count) as dp:
+            listed = len(dp.flows())
+        out: dict[str, Any] = {"flows": listed}
+        for name, extra in (("text", []), ("json", ["--json"])):
+            times = []
+            for _ in range(runs):
+                started = time.monotonic()
+                subprocess.run([V6NAT, "flows", "--pin-path", pin_path, *extra], check=True,
+                               stdout=subprocess.DEVNULL)
+                times.append(time.monotonic() - started)
+            out[name] = {"runs_s": [round(t, 3) for t in times], "median_s": round(statistics.median(times), 3)}
+        print(f"v6nat flows over {listed} flows: {out['text']['median_s']:.3f} s, --json {out['json']['median_s']:.3f} s "
+              f"(median of {runs})", flush=True)
+        return out
+    finally:
+        Datapath.cleanup(pin_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.footprint", description=__doc__.splitlines()[0],
+                                     epilog=__doc__.split("examples:")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--levels", default="5000,8000", help="mappings published through Docker, comma-separated")
+    parser.add_argument("--restarts", type=int, default=5)
+    parser.add_argument("--flows", type=int, default=50_000)
+    parser.add_argument("--flows-runs", type=int, default=5)
+    parser.add_argument("--results-dir", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+    started = datetime.now(timezone.utc)
+    doc: dict[str, Any] = {"meta": {"started": started.strftime("%Y-%m-%dT%H%M%SZ"),
+                                    "load_before": Path("/proc/loadavg").read_text().split()[:3]}}
+    doc["daemon"] = measure_daemon([int(n) for n in args.levels.split(",")], args.restarts)
+    levels = doc["daemon"]["levels"]
+    if len(levels) >= 2:
+        low, high = levels[0], levels[-1]
+        slope = (high["VmRSS"] - low["VmRSS"]) / (high["mappings"] - low["mappings"])
+        doc["daemon"]["extrapolated_50000_kib"] = round(low["VmRSS"] + slope * (50_000 - low["mappings"]))
+        print(f"RSS per mapping {slope * 1024:.0f} bytes; extrapolated to 50,000 mappings: "
+              f"{doc['daemon']['extrapolated_50000_kib'] / 1024:.1f} MiB", flush=True)
+    print(f"first start (compiles): ready after {doc['daemon']['first_start_s']:.2f} s; idle RSS "
+          f"{doc['daemon']['idle']['VmRSS'] / 1024:.1f} MiB", flush=True)
+    doc["flows"] = measure_flows(args.flows, args.flows_runs)
+    doc["meta"]["load_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    path = args.results_dir / f"footprint-{doc['meta']['started']}.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    (args.results_dir / "footprint-latest.json").write_text(path.read_text())
+    print(f"results in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
