@@ -261,10 +261,54 @@ def render(doc: dict[str, Any], img_rel: str) -> str:
             f"![throughput]({img_rel}/bench-throughput.png)", ""]
     for metric in METRICS:
         out += metric_table(metric, summaries)
-    out += control_section(doc) + datapath_section(doc) + hostlocal_section() + method_section(doc)
+    out += (control_section(doc) + footprint_section(FOOTPRINT_RESULTS) + datapath_section(doc) + hostlocal_section()
+            + method_section(doc))
     if doc["errors"]:
         out += ["## Errors in this run", ""] + [f"- {e}" for e in doc["errors"]] + [""]
     return "\n".join(out)
+
+
+FOOTPRINT_RESULTS = Path(__file__).resolve().parent / "results" / "footprint-latest.json"
+
+
+def footprint_section(path: Path) -> list[str]:
+    """The daemon's memory and restart figures of `make bench-footprint` (bench/footprint.py), when it ran."""
+    if not path.exists():
+        return []
+    fp = json.loads(path.read_text())
+    daemon, flows, meta = fp["daemon"], fp["flows"], fp["meta"]
+    out = ["### v6nat: memory, start and restart (`make bench-footprint`)", "",
+           f"From `bench/results/footprint-{meta['started']}.json` (one run, {meta['started']}; 1-min load average "
+           f"{meta['load_before'][0]} before, {meta['load_after'][0]} after: a busy machine inflates the times). "
+           "The daemon compiles nowhere but in a short-lived child at its first start; it adopts the pinned "
+           "programs and maps afterwards and never maps LLVM. Mappings are published by Docker (containers of "
+           "5,000 ports); *steady* is after two resyncs and GC sweeps; *ready* is `v6nat run` started until "
+           "`/readyz` answers 200 (polled every 20 ms with curl).", "",
+           f"- First start on an empty pin path (compiles): ready after {daemon['first_start_s']:.2f} s; "
+           f"idle RSS {daemon['idle']['VmRSS'] / 1024:.1f} MiB.", "",
+           "| mappings | daemon RSS MiB, steady | peak (VmHWM) MiB | LLVM mapped | ready after restart s (median) | "
+           "restarts that compiled | RSS after restarts MiB |",
+           "| ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for row in daemon["levels"]:
+        out.append(f"| {row['mappings']:,} | {row['VmRSS'] / 1024:.1f} | {row['VmHWM'] / 1024:.1f} | "
+                   f"{'yes' if row['llvm_mapped'] else 'no'} | {row['restart_ready_median_s']:.2f} "
+                   f"({', '.join(f'{r:.2f}' for r in row['restart_ready_s'])}) | "
+                   f"{row.get('restarts_that_compiled', 0)} of {len(row['restart_ready_s'])} | "
+                   f"{row['after_restart']['VmRSS'] / 1024:.1f} |")
+    if "extrapolated_50000_kib" in daemon:
+        out += ["", f"50,000 mappings, extrapolated from the two levels (Docker 20.10 here cannot publish more than "
+                f"about 9,000 ports: a socket per port and family, 20,000 open files per process): "
+                f"{daemon['extrapolated_50000_kib'] / 1024:.0f} MiB."]
+    out += ["", f"`v6nat flows` over {flows['flows']:,} conntrack flows (a private datapath, one SYN per flow): "
+            f"{flows['text']['median_s']:.2f} s, `--json` {flows['json']['median_s']:.2f} s (median of "
+            f"{len(flows['text']['runs_s'])})."]
+    if flows.get("baseline"):
+        out.append(f"The same pins read by `{flows['baseline']}`, interleaved run by run: "
+                   f"{flows['text']['baseline_median_s']:.2f} s, `--json` {flows['json']['baseline_median_s']:.2f} s "
+                   f"({flows['text']['baseline_median_s'] / flows['text']['median_s']:.1f}x and "
+                   f"{flows['json']['baseline_median_s'] / flows['json']['median_s']:.1f}x the time).")
+    out.append("")
+    return out
 
 
 def control_section(doc: dict[str, Any]) -> list[str]:

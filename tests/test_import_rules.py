@@ -83,3 +83,21 @@ def test_model_imports_only_the_standard_library() -> None:
     names = {n.split(".")[0] for n in imported_modules(PACKAGE / "model.py")} - {"__future__"}
     assert names, "model.py imports nothing at all? the check would be vacuous"
     assert names <= set(sys.stdlib_module_names), names - set(sys.stdlib_module_names)
+
+
+def test_the_daemon_loads_neither_bcc_nor_the_docker_sdk() -> None:
+    """Footprint (issue 15): bcc maps LLVM (about 150 MB) and the Docker SDK costs about 15 MB; the daemon
+    (`v6nat run`, every command registered as `v6nat` does) needs neither: compiling happens in a child
+    process, Docker is spoken to by docker_api."""
+    code = (
+        "import importlib, sys\n"
+        "from v6nat_ebpf.cli import build_parser\n"
+        "build_parser()\n"
+        f"for m in {DAEMON_PATH!r} + ('v6nat_ebpf.docker_api', 'v6nat_ebpf.observe.snapshot'): importlib.import_module(m)\n"
+        "from v6nat_ebpf.observe.snapshot import build_info\n"
+        "build_info()\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('bcc', 'docker', 'requests'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
