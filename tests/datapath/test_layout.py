@@ -4,10 +4,22 @@ bcc's ctypes types for every table, and the kernel's view of the pinned maps."""
 from __future__ import annotations
 
 import ctypes as ct
+from typing import Any, Iterator
 
 import pytest
 
 from v6nat_ebpf.datapath import Datapath, layout, loader
+
+
+@pytest.fixture(scope="module")
+def compiled(loaded: Datapath) -> Iterator[Any]:
+    """bcc's view of the sources, compiled here against the session datapath's pins and capacities
+    (the daemon compiles only in a child process and keeps no BPF object)."""
+    from bcc import BPF
+
+    bpf = BPF(text=loader.program_source().encode(), cflags=loader.cflags(loader.pin_dir(loaded.pin_path), loaded.config))
+    yield bpf
+    bpf.cleanup()
 
 
 def layout_of(t: type) -> list[tuple[str, int, int]]:
@@ -29,8 +41,8 @@ def mismatches(ours: type, compiled: type) -> list[str]:
 
 
 @pytest.mark.parametrize("name", list(layout.map_specs(1024, 1024)))
-def test_struct_layouts_match_the_compiler(loaded: Datapath, name: str) -> None:
-    table = loaded._bpf.get_table(name.encode())
+def test_struct_layouts_match_the_compiler(loaded: Datapath, compiled: Any, name: str) -> None:
+    table = compiled.get_table(name.encode())
     spec = loaded.specs[name]
     assert mismatches(spec.key, table.Key) == []
     leaf = getattr(table, "sLeaf", table.Leaf)  # per-CPU tables: one CPU's value
@@ -38,12 +50,12 @@ def test_struct_layouts_match_the_compiler(loaded: Datapath, name: str) -> None:
     assert table.max_entries == spec.max_entries
 
 
-def test_the_comparison_catches_a_wrong_mirror(loaded: Datapath) -> None:
+def test_the_comparison_catches_a_wrong_mirror(compiled: Any) -> None:
     class ShiftedCtKey(ct.Structure):  # forgot a port: proto lands 2 bytes early
         _fields_ = [("saddr", layout.Addr), ("daddr", layout.Addr), ("sport", layout.u16),
                     ("proto", layout.u8), ("_pad", layout.u8 * 5)]
 
-    problems = mismatches(ShiftedCtKey, loaded._bpf.get_table(b"conntrack").Key)
+    problems = mismatches(ShiftedCtKey, compiled.get_table(b"conntrack").Key)
     assert any(p.startswith("proto") for p in problems)
 
 
@@ -51,14 +63,14 @@ def test_pinned_maps_are_what_layout_says(loaded: Datapath) -> None:
     loader.check_pinned_maps(loader.pin_dir(loaded.pin_path), loaded.specs)  # raises on mismatch
 
 
-def test_counter_names_come_from_the_header(loaded: Datapath) -> None:
+def test_counter_names_come_from_the_header(loaded: Datapath, compiled: Any) -> None:
     h = layout.header()
     assert h.hooks == ("public_ingress", "public_egress", "bridge_ingress", "veth_ingress", "bridge_egress")
     assert h.counters[0] == "pass" and "drop_direct_ula" in h.counters
     assert len(set(h.counters)) == len(h.counters)
     counters = loaded.counters()
     assert list(counters) == list(h.counters)
-    assert loaded._bpf.get_table(b"counters").max_entries == len(h.hooks) * len(h.counters)
+    assert compiled.get_table(b"counters").max_entries == len(h.hooks) * len(h.counters)
 
 
 def test_network_flags_are_distinct_bits_and_every_gateway_mode_round_trips(loaded: Datapath) -> None:

@@ -9,11 +9,11 @@ only in a short-lived child (`python -m v6nat_ebpf.datapath.build`), and only
 when no programs of the current build id are pinned: a restart over matching
 pins compiles nothing, and this process never loads bcc.
 
-bcc reuses a pinned map
-without any check, so before compiling, every existing pin is checked (type,
-key size, value size, max entries, flags) against layout.py, which a test
-checks against the compiler: a mismatch is a one-line V6natError. A pin
-directory of another layout version is refused; `Datapath.cleanup` removes it.
+bcc reuses a pinned map without any check, so before compiling, every existing
+pin is checked (type, key size, value size, max entries, flags) against
+layout.py, which a test checks against the compiler: a mismatch is a one-line
+V6natError. A pin directory of another layout version is refused;
+`Datapath.cleanup` removes it.
 
 Filters stay attached and maps stay pinned when the process exits: the
 datapath keeps translating established flows while the daemon restarts, and
@@ -174,7 +174,7 @@ def build_programs(pin_path: Path, config: DatapathConfig) -> str:
     if final.exists():
         shutil.rmtree(final)
     staging.rename(final)
-    for old in pins.glob("progs-*"):
+    for old in [*pins.glob("progs-*"), *pins.glob("staging-*")]:  # other builds, and builds cut short
         if old != final:
             shutil.rmtree(old)
     log.info("datapath compiled and pinned in %.1f s (build %s)", time.monotonic() - started, build)
@@ -183,8 +183,8 @@ def build_programs(pin_path: Path, config: DatapathConfig) -> str:
 
 def run_build(pin_path: Path, config: DatapathConfig) -> None:
     """`build_programs` in a child process, so that LLVM leaves with it (-P: never modules from
-    the working directory). Its one-line error
-    becomes ours; what the compiler said before it is passed on to stderr."""
+    the working directory). Its one-line error becomes ours; what the compiler said before it
+    goes on to stderr."""
     argv = [sys.executable, "-P", "-m", "v6nat_ebpf.datapath.build", "--pin-path", str(pin_path),
             "--conntrack-max", str(config.conntrack_max), "--dnat-max", str(config.dnat_max)]
     result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
