@@ -4,6 +4,7 @@ atomic replace, detach and cleanup that never disturb other tools' filters."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -74,7 +75,10 @@ def test_replace_by_a_new_load_swaps_the_program_atomically(ns: str) -> None:
         with Datapath.open(pin_path, netns=ns) as first:
             first.attach_public("pub0")
             old = filters(ns, "pub0", "ingress")[0]["options"]["prog"]["id"]
-        with Datapath.open(pin_path, netns=ns) as second:  # a restarted daemon
+        # An upgraded daemon: its programs are of another build (here: the pinned ones renamed away).
+        [progs] = Path(pin_path).glob("v*/progs-*")
+        progs.rename(progs.with_name("progs-0123456789abcdef"))
+        with Datapath.open(pin_path, netns=ns) as second:
             assert second.attached() == {"pub0": "public"}
             second.attach_public("pub0")
             [now] = filters(ns, "pub0", "ingress")
