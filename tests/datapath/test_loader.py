@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget
+from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, hostlocal
 from v6nat_ebpf.datapath.loader import layout_version, program_names
 from v6nat_ebpf.errors import V6natError
 from dp_packets import CLIENT, HOST, LO_IFINDEX, PUBLIC_INGRESS, addr, go, tcp
@@ -37,7 +37,9 @@ def test_maps_survive_a_restart_and_are_adopted(pin_path: Path) -> None:
         go(first, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080))
     builds = [p.name for p in (pin_path / CURRENT).iterdir() if p.name.startswith("progs-")]
     assert sorted(p.name for p in (pin_path / CURRENT).iterdir()) == sorted([*first.specs, *builds])
-    assert len(builds) == 1 and sorted(os.listdir(pin_path / CURRENT / builds[0])) == sorted(program_names())
+    # Every TC program and (this kernel takes them) the socket hooks of host-local access.
+    assert len(builds) == 1 and sorted(os.listdir(pin_path / CURRENT / builds[0])) == sorted(
+        [*program_names(), *hostlocal.PROGRAMS])
     with Datapath.open(pin_path, SMALL) as second:
         assert second.dnat.items() == [(key, target)]
         assert second.mapping_stats()[1][0] == 1  # counters survive the restart
