@@ -87,11 +87,19 @@ def render_status(status: Mapping[str, Any]) -> str:
         ),
         _table(("NETWORK", "PREFIX", "MODE"), [(n["network"], n["prefix"], n["mode"]) for n in status["networks"]]),
         _table(
-            ("PROTO", "HOST PORT", "CONTAINER", "NETWORK", "PACKETS", "BYTES", "HOST CONNECTS", "HOST SENDS"),
+            ("PROTO", "HOST PORT", "CONTAINER", "NETWORK", "PACKETS", "BYTES", "REFUSED", "HOST CONNECTS",
+             "HOST SENDS"),
             [(m["protocol"], m["host_port"], m["container"], m["network"], m["packets"], m["bytes"],
-              m.get("host_connects", 0), m.get("host_sendmsgs", 0)) for m in status["mappings"]],
+              m.get("policy_drops", 0), m.get("host_connects", 0), m.get("host_sendmsgs", 0))
+             for m in status["mappings"]],
         ),
     ]
+    policy = status.get("policy") or {}
+    sections.append(f"bans active: {policy.get('bans_active', 0)} (v6nat bans)")
+    if policy.get("errors"):
+        sections.append(_table(
+            ("NOT PUBLISHED: CONTAINER", "NETWORK", "LABEL", "BAD VALUE"),
+            [(e["container"] or "-", e["network"] or "-", e["label"], e["value"]) for e in policy["errors"]]))
     return "\n\n".join(sections) + "\n"
 
 
