@@ -7,13 +7,12 @@ import json
 import re
 import subprocess
 import sys
-import time
 from ipaddress import IPv6Address
 from typing import Iterator
 
 import pytest
 from docker.models.networks import Network
-from e2e_support import V6nat, eventually, tcp_echo_server
+from e2e_support import LIVE_CLIENT, V6nat, eventually, tcp_echo_server
 
 from v6nat_ebpf.datapath import Datapath
 from v6nat_ebpf.lab import Lab
@@ -23,26 +22,6 @@ pytestmark = pytest.mark.lab
 B = IPv6Address("2001:db8:5::2")  # a second outside client, on another prefix than the lab's client
 ECHO_PORT, WHO_PORT = 8090, 8091
 
-# A client that keeps one TCP connection open: it sends a line and reads it back, then waits for a line
-# on stdin before each further round; prints "echo" per answered round, "cut: <why>" when one fails.
-LIVE_CLIENT = """
-import socket, sys
-addr, port, source = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.create_connection((addr, port), timeout=5, source_address=(source, 0))
-s.settimeout(3)
-while True:
-    try:
-        s.sendall(b"ping\\n")
-        data = s.recv(100)
-        print("echo" if data else "cut: closed", flush=True)
-        if not data:
-            break
-    except OSError as exc:
-        print(f"cut: {exc.__class__.__name__}", flush=True)
-        break
-    if not sys.stdin.readline():
-        break
-"""
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from e2e_support import V6NAT, V6nat, eventually, tcp_echo_server
-from test_bans import LIVE_CLIENT
+from e2e_support import LIVE_CLIENT, V6NAT, V6nat, eventually, tcp_echo_server
 
 from v6nat_ebpf.lab import Lab
 

@@ -24,7 +24,6 @@ from ipaddress import IPv6Network
 from typing import Any, Iterator
 
 from v6nat_ebpf.config import add_pin_path_argument
-from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.model import PROTOCOL_NUMBERS, protocol_name
 from v6nat_ebpf.policy import parse_prefixes
 
