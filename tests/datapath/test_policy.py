@@ -11,6 +11,7 @@ from dp_packets import (
     C1, CLIENT, HOST, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, ROUTED1, SHOT, addr, assert_translated, go, rewritten,
     tcp, udp,
 )
+from test_fragments_exthdrs import fragments
 
 OFFICE = IPv6Network("2001:db8:2::/48")  # CLIENT is in it
 ELSEWHERE = "2001:db8:7::5"
@@ -98,3 +99,16 @@ def test_a_ban_holds_for_routed_networks(dp: Datapath) -> None:
     ban(dp, ELSEWHERE)
     assert go(dp, PUBLIC_INGRESS, udp(ELSEWHERE, ROUTED1, 4000, 53)).verdict == SHOT
     assert go(dp, PUBLIC_INGRESS, udp(CLIENT, ROUTED1, 4000, 53)).verdict != SHOT
+
+
+def test_a_ban_holds_for_later_fragments_of_an_established_flow(dp: Datapath) -> None:
+    dp.dnat.put(DnatKey(17, None, 5353), DnatTarget(addr(C1), 53, 2))
+    go(dp, PUBLIC_INGRESS, udp(ELSEWHERE, HOST, 4000, 5353))
+    go(dp, PUBLIC_EGRESS, udp(C1, ELSEWHERE, 53, 4000))  # the container answered
+    first, *later = fragments(ELSEWHERE, HOST, 4000, 5353)
+    assert go(dp, PUBLIC_INGRESS, first).verdict != SHOT  # its ports remembered for the later fragments
+    ban(dp, ELSEWHERE)
+    results = [go(dp, PUBLIC_INGRESS, frag) for frag in later]
+    assert results[0].verdict == SHOT and dp.flows() == []
+    # The flow is gone: what follows is left untranslated, to the host, never sent on to the container.
+    assert all(r.verdict == SHOT or r.raw == frag for r, frag in zip(results[1:], later[1:]))
