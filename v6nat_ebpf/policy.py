@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from ipaddress import IPv6Network, ip_network
 from typing import Any, Iterable, Mapping
 
@@ -71,16 +72,17 @@ class SourceRules:
     def default_deny(self) -> bool:
         return self.allow is not None
 
+    @cached_property
     def entries(self) -> tuple[tuple[IPv6Network, bool], ...]:
         """(prefix, allowed) for the datapath's longest-prefix lookup: every deny, and the allows not
         inside a deny (those could never win: deny comes first)."""
         allows = [(p, True) for p in self.allow or () if not any(p.subnet_of(d) for d in self.deny)]
         return tuple(sorted([(p, False) for p in self.deny] + allows))
 
-    @property
+    @cached_property
     def policy_id(self) -> int:
         """Stable across restarts (a hash of the entries): mappings with equal rules share one id."""
-        text = ";".join(f"{p}={int(a)}" for p, a in self.entries()) + f";default_deny={int(self.default_deny)}"
+        text = ";".join(f"{p}={int(a)}" for p, a in self.entries) + f";default_deny={int(self.default_deny)}"
         return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little") or 1
 
     def __str__(self) -> str:
@@ -197,15 +199,24 @@ def resolve(desired: DesiredState, declarations: Declarations, host_allow: Prefi
     kept: list[PortMapping] = []
     rules: dict[int, SourceRules] = {}
     by_id: dict[int, SourceRules] = {}
+    # One SourceRules per (container, port with labels of its own, network): the mappings of a container
+    # publishing thousands of ports share one object, whose entries and id are worked out once.
+    shared: dict[tuple[str, tuple[int, int] | None, str], SourceRules] = {}
     problems = list(desired.problems)
     for mapping in desired.mappings:
         container = declarations.containers.get(mapping.container_name)
         if container is None or container.bad or mapping.network_name in bad_networks:
             continue
-        inherited = declarations.networks.get(mapping.network_name, host_allow)
-        found = container.rules(mapping.container_port, mapping.proto, inherited)
+        port = (mapping.container_port, mapping.proto)
+        own = port if port in container.port_allow or port in container.port_deny else None
+        key = (mapping.container_name, own, mapping.network_name)
+        found = shared.get(key)
+        if found is None:
+            inherited = declarations.networks.get(mapping.network_name, host_allow)
+            found = shared[key] = container.rules(*port, inherited)
         if not found.empty:
-            if by_id.setdefault(found.policy_id, found) != found:  # two rule sets, one hash: never mix them
+            prior = by_id.setdefault(found.policy_id, found)
+            if prior is not found and prior != found:  # two rule sets, one hash: never mix them
                 problems.append(f"{mapping}: its source rules collide with others' policy id; not published")
                 continue
             rules[mapping.mapping_id] = found

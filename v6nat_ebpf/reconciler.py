@@ -189,7 +189,8 @@ class Reconciler:
         reconciler last read or wrote for each table instead of reading the maps again. `rules`: the
         source rules of the mappings that have any (policy.resolve)."""
         rules = rules or {}
-        policy = {(r.policy_id, prefix): allowed for r in rules.values() for prefix, allowed in r.entries()}
+        rule_sets = {r.policy_id: r for r in rules.values()}  # mappings share sets: each written once
+        policy = {(pid, prefix): allowed for pid, r in rule_sets.items() for prefix, allowed in r.entries}
         started = time.monotonic()
         dp = self._dp
         tables: dict[str, TableSummary] = {}
