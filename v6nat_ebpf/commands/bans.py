@@ -140,20 +140,17 @@ def ban_records(dp: Any) -> list[dict[str, Any]]:
 
 def cmd_bans(args: argparse.Namespace) -> int:
     from v6nat_ebpf.commands import open_pinned_datapath
+    from v6nat_ebpf.commands.status import text_table
 
     with contextlib.closing(open_pinned_datapath(args.pin_path)) as dp:
         records = ban_records(dp)
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
-    rows = [("PREFIX", "PORT", "BANNED AT (UTC)", "EXPIRES IN")]
-    for r in records:
-        rows.append((r["prefix"], f"{r['port']}/{r['protocol']}" if r["port"] else "all",
-                     time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["banned_at"])),
-                     "never" if r["seconds_left"] is None else f"{r['seconds_left']} s"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    rows = [(r["prefix"], f"{r['port']}/{r['protocol']}" if r["port"] else "all",
+             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["banned_at"])),
+             "never" if r["seconds_left"] is None else f"{r['seconds_left']} s") for r in records]
+    print(text_table(("PREFIX", "PORT", "BANNED AT (UTC)", "EXPIRES IN"), rows))
     print(f"v6nat bans: {len(records)} in force")
     return 0
 
