@@ -189,8 +189,6 @@ class Reconciler:
         reconciler last read or wrote for each table instead of reading the maps again. `rules`: the
         source rules of the mappings that have any (policy.resolve)."""
         rules = rules or {}
-        rule_sets = {r.policy_id: r for r in rules.values()}  # mappings share sets: each written once
-        policy = {(pid, prefix): allowed for pid, r in rule_sets.items() for prefix, allowed in r.entries}
         started = time.monotonic()
         dp = self._dp
         tables: dict[str, TableSummary] = {}
@@ -206,17 +204,17 @@ class Reconciler:
             dnat = {DnatKey(proto=m.proto, host_addr=m.host_addr, host_port=m.host_port):
                     _dnat_target(m, rules.get(m.mapping_id)) for m in desired.mappings}
             # Source rules around the dnat writes: a mapping's new rules are there before it names them,
-            # and rules no mapping names any more go after (issue 16).
-            policy_plan = plan({PolicyKey(pid, prefix): allowed for (pid, prefix), allowed in policy.items()},
-                               self._current(dp.policy, "policy", reread))
+            # and rules no mapping names any more go after (issue 16). Mappings share rule sets: each once.
+            rule_sets = {r.policy_id: r for r in rules.values()}
+            policy = {PolicyKey(pid, prefix): allowed for pid, r in rule_sets.items() for prefix, allowed in r.entries}
+            policy_plan = plan(policy, self._current(dp.policy, "policy", reread))
             policy_added = apply_plan(dp.policy, "policy", Plan(policy_plan.puts, (), policy_plan.unchanged))
             current_dnat = self._current(dp.dnat, "dnat", reread)
             tables["dnat"] = self._table(dp.dnat, "dnat", dnat, reread, current_dnat)
             policy_removed = apply_plan(dp.policy, "policy", Plan((), policy_plan.deletes, 0))
             tables["policy"] = TableSummary(policy_added.added, policy_removed.removed, policy_plan.unchanged,
                                             policy_added.errors + policy_removed.errors)
-            self._note_written("policy", {PolicyKey(pid, prefix): a for (pid, prefix), a in policy.items()},
-                               tables["policy"].errors)
+            self._note_written("policy", policy, tables["policy"].errors)
             unpublished = {current_dnat[k].mapping_id for k in current_dnat if k not in dnat} - desired.mapping_ids
             # Before any attachment: a veth's program drops every packet until its entry is there.
             veths = {ifindex: VethEntry(network_id=p.network_id, bridge_ifindex=p.bridge_ifindex,
