@@ -29,7 +29,7 @@ from functools import cached_property
 from ipaddress import IPv6Network, ip_network
 from typing import Any, Iterable, Mapping
 
-from v6nat_ebpf.model import PROTOCOL_NUMBERS, DesiredState, PortMapping
+from v6nat_ebpf.model import PROTOCOL_NUMBERS, DesiredState, PortMapping, is_running
 
 ALLOW = "v6nat.allow"
 DENY = "v6nat.deny"
@@ -174,7 +174,7 @@ def declarations_from_inspect(networks: Iterable[Mapping[str, Any]],
         except ValueError as exc:
             errors.append(PolicyError("", name, ALLOW, value, str(exc)))
     by_container = {}
-    for data in containers:
+    for data in filter(is_running, containers):  # only running containers publish anything
         name = (data.get("Name") or data.get("Id", "")[:12]).lstrip("/")
         labels = (data.get("Config") or {}).get("Labels") or {}
         by_container[name], found = container_declaration(name, labels)

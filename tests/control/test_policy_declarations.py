@@ -16,8 +16,8 @@ def net(text: str) -> IPv6Network:
     return IPv6Network(text)
 
 
-def container(name: str, labels: dict[str, str]) -> dict:
-    return {"Name": "/" + name, "Config": {"Labels": labels}}
+def container(name: str, labels: dict[str, str], running: bool = True) -> dict:
+    return {"Name": "/" + name, "Config": {"Labels": labels}, "State": {"Running": running}}
 
 
 def mapping(name: str, port: int, proto: int = 6, network: str = "ula", host_port: int | None = None) -> PortMapping:
@@ -112,3 +112,8 @@ def test_a_mapping_whose_container_has_no_declarations_yet_is_held_back() -> Non
     mapping is never published without its container's rules."""
     result = resolved([], [mapping("new", 80)])
     assert result.desired.mappings == ()
+
+
+def test_a_stopped_container_reports_nothing() -> None:
+    result = resolved([container("off", {"v6nat.allow": "2001:db8::/zz"}, running=False)], [])
+    assert result.errors == ()
