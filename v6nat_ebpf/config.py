@@ -255,13 +255,6 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sources that may open flows to published ports of networks and containers that "
                              "declare no allowlist (label or network option v6nat.allow; docs/policy.md) "
                              "(env V6NAT_DEFAULT_ALLOW; default: every source)")
-    # host-local access (issue 14)
-    parser.add_argument("--host-local", choices=("on", "off"), type=str.lower, default=env("HOST_LOCAL") or "on",
-                        help="let processes on the host reach published ports (cgroup socket hooks; env "
-                             "V6NAT_HOST_LOCAL; default on)")
-    parser.add_argument("--cgroup-path", metavar="DIR", default=env("CGROUP_PATH"),
-                        help="cgroup v2 whose processes get host-local access (env V6NAT_CGROUP_PATH; default: the "
-                             "root of the cgroup v2 hierarchy in /proc/mounts)")
 
     # host-local access (issue 14)
     parser.add_argument("--host-local", choices=("on", "off"), type=str.lower, default=env("HOST_LOCAL") or "on",
