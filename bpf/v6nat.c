@@ -252,8 +252,10 @@ static __always_inline int published_port_start(struct __sk_buff *skb, __u32 hoo
 		return v6nat_drop(hook, V6NAT_DROP_BAD_CHECKSUM);
 	} else {
 		/* Outside: bans and the mapping's rules, before DNAT. */
-		orig.ban_gen = ban_generation();
-		reason = ingress_verdict(orig.ban_gen, pkt, target);
+		__u32 generation = ban_generation();
+
+		orig.ban_gen = (__u16)generation;
+		reason = ingress_verdict(generation, pkt, target);
 		if (reason)
 			return v6nat_drop(hook, reason);
 	}
@@ -334,9 +336,8 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 		return v6nat_drop(hook, V6NAT_DROP_DIRECT_ULA);
 	if (net && addr_is_ula(pkt->saddr))
 		return v6nat_drop(hook, V6NAT_DROP_BOGON_SOURCE);
-	/* A banned source reaches no container: not a routed network's, and
-	 * not one whose flow an ICMPv6 error quotes. */
-	if ((net || r == PARSE_ICMP_ERROR) && source_banned(ban_generation(), pkt->saddr, 0, 0))
+	/* A banned source reaches no container of a routed network either. */
+	if (net && source_banned(ban_generation(), pkt->saddr, 0, 0))
 		return v6nat_drop(hook, V6NAT_DROP_BANNED);
 	if (net && gateway_open_inbound(net->flags))
 		return direct_inbound(skb, hook, pkt, &key, net, r);

@@ -316,12 +316,12 @@ struct ct_entry {
 	__u32 td_end;
 	__u32 td_ack;
 	__u8 td_known; /* TD_* */
-	__u8 _pad[3];
+	__u8 _pad;
+	/* Public ingress halves: the low 16 bits of the ban_state generation
+	 * this flow's source was last found unbanned at (lib/policy.h; never 0
+	 * once a ban was written, so a half made before any ban looks). */
+	__u16 ban_gen;
 	__u64 peer_until_ns;
-	/* Public ingress halves: the ban_state generation this flow's source
-	 * was last found unbanned at (lib/policy.h). */
-	__u32 ban_gen;
-	__u32 _pad2;
 };
 
 /* A RST's sequence may lag the receiver's last acknowledgement by this much

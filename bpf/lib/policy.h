@@ -19,9 +19,27 @@
 #include "lib/conntrack.h"
 #include "lib/stats.h"
 
-/* Nested expired bans a lookup steps over before it gives up (the daemon
- * prunes expired bans, so more are at most a GC period's leftovers). */
+/* Nested expired bans a lookup steps over before it gives up (`v6nat ban`
+ * prunes expired bans at every write, so more are rare leftovers). */
 #define V6NAT_BAN_EXPIRED_DEPTH 4
+
+/* The lookup keys live in per-CPU map memory, not on the stack: public
+ * ingress inlines these checks beside the gateway modes' and would pass the
+ * 512-byte stack. Program-private (not pinned), one user at a time. */
+struct policy_scratch {
+	struct ban_key ban;
+	struct policy_key rule;
+	struct ct_key peer;
+};
+
+BPF_PERCPU_ARRAY(policy_keys, struct policy_scratch, 1);
+
+static __always_inline struct policy_scratch *policy_scratch_get(void)
+{
+	__u32 zero = 0;
+
+	return policy_keys.lookup(&zero);
+}
 
 static __always_inline __u32 ban_generation(void)
 {
@@ -31,43 +49,45 @@ static __always_inline __u32 ban_generation(void)
 	return st ? st->generation : 0;
 }
 
-/* The longest unexpired ban of `saddr` for (port, proto) exactly. */
-static __always_inline int ban_lookup(const __u8 *saddr, __be16 port, __u8 proto, __u64 now)
-{
-	struct ban_key key = {};
-	struct ban_info *ban;
-
-	key.prefixlen = 32 + 128;
-	key.port = port;
-	key.proto = proto;
-	addr_copy(key.addr, saddr);
-#pragma unroll
-	for (int i = 0; i < V6NAT_BAN_EXPIRED_DEPTH; i++) {
-		ban = bans.lookup(&key);
-		if (!ban)
-			return 0;
-		if (!ban->expires_ns || now < ban->expires_ns)
-			return 1;
-		if (ban->prefixlen <= 32) /* an expired ban of every source */
-			return 0;
-		key.prefixlen = ban->prefixlen - 1; /* shorter bans than the expired one */
-	}
-	return 0;
-}
-
 /* Is `saddr` banned from every port, or from the published port `port`/`proto`
  * (port 0: only bans of every port apply)? `generation` is ban_generation()
- * read before: 0 means no ban was ever written. */
+ * read before: 0 means no ban was ever written. One loop, not unrolled (it
+ * is inlined in several places of public ingress): the longest ban of every
+ * port first, then the port's; a hit that has expired retries the shorter
+ * prefixes (its prefixlen - 1). */
 static __always_inline int source_banned(__u32 generation, const __u8 *saddr, __be16 port, __u8 proto)
 {
+	struct policy_scratch *scratch;
+	struct ban_key *key;
+	struct ban_info *ban;
 	__u64 now;
 
 	if (!generation)
 		return 0;
+	scratch = policy_scratch_get();
+	if (!scratch)
+		return 0;
 	now = bpf_ktime_get_boot_ns();
-	if (ban_lookup(saddr, 0, 0, now))
-		return 1;
-	return port && ban_lookup(saddr, port, proto, now);
+	key = &scratch->ban;
+	__builtin_memset(key, 0, sizeof(*key));
+	key->prefixlen = 32 + 128;
+	addr_copy(key->addr, saddr);
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < 2 * V6NAT_BAN_EXPIRED_DEPTH; i++) {
+		ban = bans.lookup(key);
+		if (ban && (!ban->expires_ns || now < ban->expires_ns))
+			return 1;
+		if (ban && ban->prefixlen > 32) {
+			key->prefixlen = ban->prefixlen - 1; /* shorter bans than the expired one */
+			continue;
+		}
+		if (!port || key->port) /* every scope asked */
+			return 0;
+		key->port = port;
+		key->proto = proto;
+		key->prefixlen = 32 + 128;
+	}
+	return 0;
 }
 
 /* A packet of an established flow at public ingress (key: its tuple, e: the
@@ -76,17 +96,20 @@ static __always_inline int source_banned(__u32 generation, const __u8 *saddr, __
 static __always_inline int flow_banned(struct ct_key *key, struct ct_entry *e)
 {
 	__u32 generation = ban_generation();
-	struct ct_key peer_key;
+	struct policy_scratch *scratch;
 	__be16 port = e->kind == CT_KIND_DNAT ? key->dport : 0;
 
-	if (e->ban_gen == generation)
+	if (e->ban_gen == (__u16)generation)
 		return 0;
 	if (!source_banned(generation, key->saddr, port, key->proto)) {
-		e->ban_gen = generation;
+		e->ban_gen = (__u16)generation;
 		return 0;
 	}
-	ct_key_mirror(&peer_key, e, key->proto);
-	ct_delete(&peer_key);
+	scratch = policy_scratch_get();
+	if (scratch) {
+		ct_key_mirror(&scratch->peer, e, key->proto);
+		ct_delete(&scratch->peer);
+	}
 	ct_delete(key);
 	return 1;
 }
@@ -107,15 +130,20 @@ static __always_inline void mapping_policy_drop(__u32 mapping_id)
 /* The mapping's rules for a new flow from `saddr`: 0, or V6NAT_DROP_POLICY. */
 static __always_inline int policy_verdict(const __u8 *saddr, const struct dnat_target *target)
 {
-	struct policy_key key = {};
+	struct policy_scratch *scratch;
+	struct policy_key *key;
 	struct policy_rule *rule;
 
 	if (!target->policy_id)
 		return 0;
-	key.prefixlen = 32 + 128;
-	key.policy_id = target->policy_id;
-	addr_copy(key.addr, saddr);
-	rule = policy.lookup(&key);
+	scratch = policy_scratch_get();
+	if (!scratch)
+		return V6NAT_DROP_POLICY; /* cannot ask: refuse (never happens: a per-CPU array of one) */
+	key = &scratch->rule;
+	key->prefixlen = 32 + 128;
+	key->policy_id = target->policy_id;
+	addr_copy(key->addr, saddr);
+	rule = policy.lookup(key);
 	if (rule)
 		return rule->verdict == V6NAT_RULE_ALLOW ? 0 : V6NAT_DROP_POLICY;
 	return (target->policy_flags & V6NAT_POLICY_DEFAULT_DENY) ? V6NAT_DROP_POLICY : 0;

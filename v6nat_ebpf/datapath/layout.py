@@ -186,10 +186,9 @@ class RawCtEntry(ct.Structure):
         ("td_end", u32),
         ("td_ack", u32),
         ("td_known", u8),
-        ("_pad", u8 * 3),
+        ("_pad", u8),
+        ("ban_gen", u16),
         ("peer_until_ns", u64),
-        ("ban_gen", u32),
-        ("_pad2", u32),
     ]
 
 

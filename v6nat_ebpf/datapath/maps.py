@@ -386,7 +386,10 @@ class BansTable(_Table[BanKey, Ban]):
 
     def bump_generation(self) -> None:
         """Tell every established flow to check its source again (after the new bans are written)."""
-        self.state.update(layout.u32(0), layout.RawBanState((self.generation + 1) & 0xFFFFFFFF or 1, 0), BPF_ANY)
+        generation = (self.generation + 1) & 0xFFFFFFFF
+        if not generation & 0xFFFF:  # flows keep its low 16 bits: 0 is theirs before any ban
+            generation += 1
+        self.state.update(layout.u32(0), layout.RawBanState(generation, 0), BPF_ANY)
 
     def active(self, now_boot_ns: int) -> int:
         return sum(1 for _, ban in self.items() if ban.active(now_boot_ns))
