@@ -29,7 +29,10 @@ from scapy.layers.inet import TCP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
-from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry, VethEntry  # noqa: E402
+from v6nat_ebpf.datapath import (Ban, BanKey, Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry,  # noqa: E402
+                                 PolicyKey, VethEntry)
+from v6nat_ebpf.policy import SourceRules  # noqa: E402
+from bench.systems import policy_allowlist, policy_bans  # noqa: E402
 from v6nat_ebpf.datapath import layout  # noqa: E402
 from v6nat_ebpf.lab.testrun import run  # noqa: E402
 from v6nat_ebpf.lab.datapath import clear, ct_delete_half, ct_halves  # noqa: E402
@@ -140,6 +143,20 @@ def measure(dp: Datapath, repeat: int, runs: int, dnat_entries: int) -> list[tup
                  single(dp, pe, tcp(CONTAINER, REMOTE, 61500, 443, "S"), runs, reset)))
     rows.append(("bridge ingress: new hairpin flow (SYN)", "single",
                  single(dp, bi, tcp(CONTAINER2, HOST, 61500, 8080, "S"), runs, reset)))
+
+    # Source policy (issue 16): the published port with a 1,000-prefix allowlist, 10,000 bans in force.
+    rules = SourceRules(allow=tuple(policy_allowlist(IPv6Address(CLIENT))))
+    for prefix, allowed in rules.entries:
+        dp.policy.put(PolicyKey(rules.policy_id, prefix), allowed)
+    dp.dnat.put(DnatKey(6, None, 8080), DnatTarget(IPv6Address(CONTAINER), 80, 99999, rules.policy_id, True))
+    for prefix in policy_bans():
+        dp.bans.put(BanKey(prefix), Ban(0, 0))
+    dp.bans.bump_generation()
+    rows.append(("public ingress: new DNAT flow (SYN), with policy", "single",
+                 single(dp, pi, tcp(CLIENT, HOST, 40000, 8080, "S"), runs, reset)))
+    a, b = (CLIENT, HOST, 40000, 8080), (CLIENT, TARGET_OUTSIDE, 40000, 80)
+    ping_pong(dp, a, b, "DNAT")
+    rows.append(("public ingress: established DNAT, with policy", "repeat", repeated(dp, pi, tcp(*a), repeat)))
     return rows
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 REFERENCE = "v6nat"
-SYSTEM_ORDER = ("v6nat", "routed", "ip6tables", "nftables", "docker-proxy")
+SYSTEM_ORDER = ("v6nat", "v6nat-policy", "routed", "ip6tables", "nftables", "docker-proxy")
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,11 @@ def check_targets(doc: dict[str, Any]) -> list[Target]:
                 ("new_conn_cpu_us", "v6nat", 5000), ("new_conn_cpu_us", "routed", 5000), 1 / 0.95)
     cost_target("(companion) CPU per new connection, v6nat at 50,000 ports vs v6nat at 1",
                 ("new_conn_cpu_us", "v6nat", 50_000), ("new_conn_cpu_us", "v6nat", 1), 1 / 0.95)
+    # Issue 16: source policy (1,000 allowlist prefixes on every mapping, 10,000 bans) costs new flows almost nothing.
+    ratio_target("v6nat with source policy vs without, new connections at 5,000 ports",
+                 ("new_conn_per_s", "v6nat-policy", 5000), ("new_conn_per_s", "v6nat", 5000), 0.95)
+    cost_target("(companion) CPU per new connection, v6nat with source policy vs without, 5,000 ports",
+                ("new_conn_cpu_us", "v6nat-policy", 5000), ("new_conn_cpu_us", "v6nat", 5000), 1 / 0.95)
     for m in ("tcp1_gbit_per_s", "tcp4_gbit_per_s"):
         ratio_target(f"v6nat vs routed, {METRIC_BY_KEY[m].title}", (m, "v6nat", 1), (m, "routed", 1), 0.95)
     ratio_target("fast path: v6nat vs routed, new connections at 1 port",

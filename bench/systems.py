@@ -341,9 +341,13 @@ class V6nat(System):
         if not Path(V6NAT).exists():
             raise SystemError_(f"{V6NAT} is missing (run scripts/setup)")
         self.daemon = LabDaemon(self.lab, extra=["--resync-interval", str(RESYNC_INTERVAL_S)], log_level="info",
-                                log_dir=self.conf_dir.parent)
+                                env=self.daemon_env(), log_dir=self.conf_dir.parent)
         self.stack.callback(self.daemon.close)  # before the lab's teardown: `v6nat cleanup` for its pin path
         self.daemon.start(wait_ready=False)
+
+    def daemon_env(self) -> dict[str, str]:
+        """Hook: V6NAT_* settings of the daemon."""
+        return {}
 
     def after_server(self) -> None:
         """Wait for the daemon's /readyz (maps adopted, interfaces attached, first resync done)."""
@@ -437,4 +441,43 @@ class V6nat(System):
         return out
 
 
-ALL_SYSTEMS: tuple[type[System], ...] = (V6nat, Routed, DockerIp6tables, Nftables, DockerProxy)
+# Source policy (issue 16) for V6natPolicy: an allowlist of POLICY_PREFIXES /48s (the lab client's among
+# them, in the middle) on every mapping, and POLICY_BANS banned /64s (none the client's) in force.
+POLICY_PREFIXES = 1_000
+POLICY_BANS = 10_000
+
+
+def policy_allowlist(client: IPv6Address) -> list[IPv6Network]:
+    others = [IPv6Network((int(IPv6Address("2001:db8:4000::")) + (i << 80), 48)) for i in range(POLICY_PREFIXES - 1)]
+    return others[:len(others) // 2] + [IPv6Network((client, 48), strict=False)] + others[len(others) // 2:]
+
+
+def policy_bans() -> list[IPv6Network]:
+    return [IPv6Network((int(IPv6Address("2001:db8:8000::")) + (i << 64), 64)) for i in range(POLICY_BANS)]
+
+
+class V6natPolicy(V6nat):
+    """v6nat with source policy on every mapping: `--default-allow` of 1,000 prefixes, and 10,000 bans
+    written into the pinned map (what `v6nat ban` does), so each new flow asks both tries."""
+
+    name = "v6nat-policy"
+    title = f"v6nat, {POLICY_PREFIXES:,} allowlist prefixes + {POLICY_BANS:,} bans"
+    max_ports = DOCKER_PORTS_MAX
+
+    def daemon_env(self) -> dict[str, str]:
+        return {"V6NAT_DEFAULT_ALLOW": ",".join(map(str, policy_allowlist(self.lab.client_addr)))}
+
+    def after_server(self) -> None:
+        super().after_server()
+        from v6nat_ebpf.datapath import Ban, BanKey, Datapath
+
+        with Datapath.open_pinned(str(self.lab.pin_path)) as dp:
+            for prefix in policy_bans():
+                dp.bans.put(BanKey(prefix), Ban(0, int(time.time())))
+            dp.bans.bump_generation()
+            self.notes.append(f"V6NAT_DEFAULT_ALLOW with {POLICY_PREFIXES:,} /48s (the client's among them); "
+                              f"{len(dp.bans):,} bans of /64s (not the client's) in the pinned map: each new flow "
+                              "does 2 ban lookups and 1 policy lookup")
+
+
+ALL_SYSTEMS: tuple[type[System], ...] = (V6nat, V6natPolicy, Routed, DockerIp6tables, Nftables, DockerProxy)

@@ -3,7 +3,8 @@
  * v6nat_public_ingress  clsact ingress of each public interface:
  *     published ports (DNAT, new and established), SNAT replies, ICMPv6 errors
  *     about either, isolation of NAT'd prefixes; new flows straight to a
- *     routed or nat-unprotected network (lib/gateway.h).
+ *     routed or nat-unprotected network (lib/gateway.h); bans and each mapping's
+ *     source rules (lib/policy.h).
  * v6nat_public_egress   clsact egress of each public interface:
  *     masquerade (SNAT), DNAT replies, ICMPv6 errors about either; internal
  *     and untranslatable traffic of NAT'd networks never leaves; a routed
@@ -34,6 +35,7 @@
 #include "lib/fib.h"
 #include "lib/isolation.h"
 #include "lib/gateway.h"
+#include "lib/policy.h"
 
 /* The parsed packet lives in per-CPU map memory, not on the stack: the
  * verifier then forgets which extension-header path produced it, and those
@@ -201,8 +203,11 @@ static __always_inline int fragment_verdict(struct __sk_buff *skb, __u32 hook, s
 	if (frag_recall(pkt) == 0) {
 		ct_key_of_pkt(&key, pkt);
 		e = ct_lookup(&key);
-		if (e && ct_allowed(hook, e))
+		if (e && ct_allowed(hook, e)) {
+			if (hook == V6NAT_HOOK_PUBLIC_INGRESS && flow_banned(&key, e))
+				return v6nat_drop(hook, V6NAT_DROP_BANNED);
 			return flow_translate(skb, hook, pkt, &key, e, V6NAT_ACT_FRAGMENT);
+		}
 	}
 	return masquerade ? v6nat_drop(hook, V6NAT_DROP_FRAG_NO_FIRST) : v6nat_pass(hook);
 }
@@ -245,6 +250,14 @@ static __always_inline int published_port_start(struct __sk_buff *skb, __u32 hoo
 		return v6nat_drop(hook, V6NAT_DROP_BOGON_SOURCE);
 	} else if (!l4_csum_valid(skb, pkt)) {
 		return v6nat_drop(hook, V6NAT_DROP_BAD_CHECKSUM);
+	} else {
+		/* Outside: bans and the mapping's rules, before DNAT. */
+		__u32 generation = ban_generation();
+
+		orig.ban_gen = (__u16)generation;
+		reason = ingress_verdict(generation, pkt, target);
+		if (reason)
+			return v6nat_drop(hook, reason);
 	}
 	addr_copy(orig.saddr, new_saddr);
 	addr_copy(orig.daddr, target->addr);
@@ -306,6 +319,8 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 		reason = flow_of(skb, hook, &key, pkt, &e);
 		if (reason)
 			return v6nat_drop(hook, reason);
+		if (e && flow_banned(&key, e))
+			return v6nat_drop(hook, V6NAT_DROP_BANNED);
 		if (e)
 			return flow_forward(skb, hook, pkt, &key, e);
 	}
@@ -321,6 +336,9 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 		return v6nat_drop(hook, V6NAT_DROP_DIRECT_ULA);
 	if (net && addr_is_ula(pkt->saddr))
 		return v6nat_drop(hook, V6NAT_DROP_BOGON_SOURCE);
+	/* A banned source reaches no container of a routed network either. */
+	if (net && source_banned(ban_generation(), pkt->saddr, 0, 0))
+		return v6nat_drop(hook, V6NAT_DROP_BANNED);
 	if (net && gateway_open_inbound(net->flags))
 		return direct_inbound(skb, hook, pkt, &key, net, r);
 	if (r == PARSE_ICMP_ERROR)

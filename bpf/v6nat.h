@@ -17,7 +17,7 @@
 #ifndef V6NAT_H
 #define V6NAT_H
 
-#define V6NAT_LAYOUT_VERSION 7
+#define V6NAT_LAYOUT_VERSION 8
 
 /* Map capacities: defaults, overridable with -D by the loader. */
 #ifndef V6NAT_CT_MAX
@@ -42,6 +42,10 @@
 #endif
 #define V6NAT_VETHS_MAX 4096
 #define V6NAT_VETH_ADDRS 4
+/* Source policy (issue 16, lib/policy.h): prefixes of every published
+ * mapping's allow/deny lists together, and bans. */
+#define V6NAT_POLICY_MAX 262144
+#define V6NAT_BANS_MAX 65536
 
 /* tc hooks, the first index of the counters map. */
 #define V6NAT_HOOKS(X)                                                         \
@@ -91,7 +95,9 @@
 	X(BAD_CHECKSUM, bad_checksum)     /* would create or change a flow, L4 checksum wrong */ \
 	X(TCP_WINDOW, tcp_window)         /* RST outside the tracked sequence window */ \
 	X(ICMP_FOREIGN, icmp_foreign)     /* an error about another endpoint's flow */ \
-	X(UNPUBLISHED, unpublished)       /* from outside to a routed network, port not published */
+	X(UNPUBLISHED, unpublished)       /* from outside to a routed network, port not published */ \
+	X(POLICY, policy)                 /* a new flow the mapping's allow/deny lists refuse */ \
+	X(BANNED, banned)                 /* from a banned source (v6nat ban), new or established */
 
 #define V6NAT_ENUM_ACTION(id, name) V6NAT_ACT_##id,
 #define V6NAT_ENUM_DROP(id, name) V6NAT_DROP_##id,
@@ -138,8 +144,57 @@ struct dnat_key {
 struct dnat_target {
 	__u8 addr[16]; /* the container's ULA address */
 	__be16 port;
-	__u16 _pad;
+	__u16 policy_flags; /* V6NAT_POLICY_* */
 	__u32 mapping_id; /* index into mapping_stats, chosen by the control plane */
+	__u32 policy_id;  /* the mapping's rules in `policy`; 0: none, every source may connect */
+};
+
+/* dnat_target.policy_flags */
+#define V6NAT_POLICY_DEFAULT_DENY 0x1 /* a source no rule matches is refused (an allowlist is in force) */
+
+/* policy: LPM trie of source rules, written by the control plane. A rule
+ * belongs to one policy_id (mappings with equal rules share one); the
+ * longest prefix of the source decides, else the mapping's default. The
+ * control plane leaves out allow prefixes inside a deny prefix, so one
+ * lookup gives "deny, then allow, then default". */
+struct policy_key {
+	__u32 prefixlen; /* 32 + the source prefix length */
+	__u32 policy_id;
+	__u8 addr[16];
+};
+
+#define V6NAT_RULE_ALLOW 1
+#define V6NAT_RULE_DENY 2
+
+struct policy_rule {
+	__u32 verdict; /* V6NAT_RULE_* */
+};
+
+/* bans: LPM trie of banned sources, written by `v6nat ban` (the CLI opens
+ * the pinned map itself; the daemon only prunes expired entries). port and
+ * proto zero: every port of every container; else only the published port
+ * (host port) `port`/`proto`. */
+struct ban_key {
+	__u32 prefixlen; /* 32 + the source prefix length */
+	__be16 port;
+	__u8 proto;
+	__u8 _pad;
+	__u8 addr[16];
+};
+
+struct ban_info {
+	__u64 expires_ns; /* CLOCK_BOOTTIME (bpf_ktime_get_boot_ns); 0: never */
+	__u64 created_s;  /* Unix time, for `v6nat bans` */
+	__u32 prefixlen;  /* the key's: a lookup that hits an expired ban retries shorter ones */
+	__u32 _pad;
+};
+
+/* ban_state: ARRAY of one record, written by `v6nat ban` after each new ban.
+ * A flow's half remembers the generation it was last checked at
+ * (ct_entry.ban_gen): established flows look the bans up only when it moved. */
+struct ban_state {
+	__u32 generation; /* 0: no ban was ever written */
+	__u32 _pad;
 };
 
 /* networks: a managed Docker network's IPv6 prefix, ULA or global (LPM trie
@@ -261,7 +316,11 @@ struct ct_entry {
 	__u32 td_end;
 	__u32 td_ack;
 	__u8 td_known; /* TD_* */
-	__u8 _pad[3];
+	__u8 _pad;
+	/* Public ingress halves: the low 16 bits of the ban_state generation
+	 * this flow's source was last found unbanned at (lib/policy.h; never 0
+	 * once a ban was written, so a half made before any ban looks). */
+	__u16 ban_gen;
 	__u64 peer_until_ns;
 };
 
@@ -313,6 +372,7 @@ struct frag_ports {
 struct mapping_stat {
 	__u64 packets;
 	__u64 bytes;
+	__u64 policy_drops; /* new flows refused by the mapping's rules */
 };
 
 /* ---- host-local access (bpf/sock.c, lib/sock.h): cgroup socket hooks ---- */

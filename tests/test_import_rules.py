@@ -23,6 +23,7 @@ DAEMON_PATH = (
     "v6nat_ebpf.commands.run",
     "v6nat_ebpf.commands.status",
     "v6nat_ebpf.commands.flows",
+    "v6nat_ebpf.commands.bans",
     "v6nat_ebpf.commands.cleanup",
     "v6nat_ebpf.daemon",
     "v6nat_ebpf.reconciler",

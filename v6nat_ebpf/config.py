@@ -73,6 +73,7 @@ class RunOptions:
     # issue 13: start even though Docker writes its own IPv6 rules / runs docker-proxy (the user knows)
     allow_docker_ip6tables: bool = False
     allow_docker_userland_proxy: bool = False
+    default_allow: tuple[ipaddress.IPv6Network, ...] | None = None  # --default-allow (issue 16); None: open
 
     @property
     def timeouts_below_rfc(self) -> list[str]:
@@ -249,6 +250,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-docker-userland-proxy", action="store_true", default=None,
                         help="start even though Docker runs docker-proxy on published ports (its default) "
                              "(env V6NAT_ALLOW_DOCKER_USERLAND_PROXY)")
+    parser.add_argument("--default-allow", metavar="PREFIX,...", type=_as_type(parse_default_allow),
+                        default=env("DEFAULT_ALLOW"),
+                        help="sources that may open flows to published ports of networks and containers that "
+                             "declare no allowlist (label or network option v6nat.allow; docs/policy.md) "
+                             "(env V6NAT_DEFAULT_ALLOW; default: every source)")
 
     # host-local access (issue 14)
     parser.add_argument("--host-local", choices=("on", "off"), type=str.lower, default=env("HOST_LOCAL") or "on",
@@ -257,6 +263,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cgroup-path", metavar="DIR", default=env("CGROUP_PATH"),
                         help="cgroup v2 whose processes get host-local access (env V6NAT_CGROUP_PATH; default: the "
                              "root of the cgroup v2 hierarchy in /proc/mounts)")
+
+
+def parse_default_allow(text: str) -> tuple[ipaddress.IPv6Network, ...]:
+    from v6nat_ebpf.policy import parse_prefixes  # the one syntax of labels and flag
+
+    try:
+        return parse_prefixes(text)
+    except ValueError as exc:
+        raise V6natError(f"--default-allow {text!r}: {exc}") from None
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -289,4 +304,5 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         cgroup_path=args.cgroup_path,
         allow_docker_ip6tables=_flag_or_env(args.allow_docker_ip6tables, "ALLOW_DOCKER_IP6TABLES"),
         allow_docker_userland_proxy=_flag_or_env(args.allow_docker_userland_proxy, "ALLOW_DOCKER_USERLAND_PROXY"),
+        default_allow=args.default_allow,  # argparse applied parse_default_allow to the env default too
     )

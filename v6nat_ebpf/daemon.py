@@ -43,6 +43,7 @@ from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.host_effects import PortReservation, renew_neighbours, uninstall
 from v6nat_ebpf.host_source import HostWatcher, read_host_state
 from v6nat_ebpf.model import DesiredState, EndpointKey, desired_state, new_endpoints
+from v6nat_ebpf.policy import resolve as resolve_policy
 from v6nat_ebpf.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -271,17 +272,22 @@ class Daemon:
     def sync(self, kinds: set[str]) -> None:
         """One reconcile pass: the current host and Docker state into the maps, then the neighbour
         entries of container addresses that appeared since the last pass."""
-        docker = self.docker.state()
+        docker, declarations = self.docker.state_and_policy()
         # The containers' namespaces, so that host_source can tell which container each veth belongs to.
         host = read_host_state(self.opts.public_ifaces, strict=False, netns=[s.netns for s in docker.sandboxes])
-        desired = desired_state(docker, host)
-        problems = frozenset(desired.problems)
+        # Source policy (issue 16): rules per mapping; mappings with bad declarations are not published.
+        resolution = resolve_policy(desired_state(docker, host), declarations, self.opts.default_allow)
+        desired = resolution.desired
+        problems = frozenset(desired.problems) | frozenset(map(str, resolution.errors))
         for problem in sorted(problems - self._last_problems):
             log.warning("%s", problem)
         self._last_problems = problems
         if desired.unowned_veths and self.docker.known:
             log.debug("veths no running container owns (their IPv6 is dropped): %s", ", ".join(desired.unowned_veths))
-        summary = self.reconciler.apply(desired, docker_known=self.docker.known, reread=bool(kinds & REREAD_KINDS))
+        summary = self.reconciler.apply(desired, docker_known=self.docker.known, reread=bool(kinds & REREAD_KINDS),
+                                        rules=resolution.rules)
+        if self.stats is not None:
+            self.stats.set_policy_errors(tuple((e.container, e.network, e.label, e.value) for e in resolution.errors))
         if self.stats is not None and summary.flows_forgotten:
             self.stats.flows_forgotten(summary.flows_forgotten)
         if self.docker.known:

@@ -23,6 +23,7 @@ from v6nat_ebpf.config import docker_url
 from v6nat_ebpf.docker_api import ERRORS as DOCKER_ERRORS
 from v6nat_ebpf.docker_api import DockerApi, NotFound
 from v6nat_ebpf.model import DockerState, docker_state_from_inspect
+from v6nat_ebpf.policy import Declarations, declarations_from_inspect
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,15 @@ class DockerSource:
         return self._known
 
     def state(self) -> DockerState:
+        return self.state_and_policy()[0]
+
+    def state_and_policy(self) -> tuple[DockerState, Declarations]:
+        """The state and the source-policy declarations (labels, network options), from one read of the
+        cache: a mapping never comes without its container's declarations."""
         with self._lock:
             networks = list(self._networks.values())
             containers = list(self._containers.values())
-        return docker_state_from_inspect(networks, containers)
+        return docker_state_from_inspect(networks, containers), declarations_from_inspect(networks, containers)
 
     # ------------------------------------------------------------------ thread
 

@@ -546,7 +546,7 @@ def mappings_of(data: Mapping[str, Any], endpoint: Endpoint, network: Network) -
     return result
 
 
-def _is_running(data: Mapping[str, Any]) -> bool:
+def is_running(data: Mapping[str, Any]) -> bool:
     state = data.get("State") or {}
     return bool(state.get("Running")) and not state.get("Restarting")
 
@@ -563,7 +563,7 @@ def docker_state_from_inspect(networks: Iterable[Mapping[str, Any]],
     sandboxes: list[Sandbox] = []
     mappings: dict[tuple[int, IPv6Address | None, int], PortMapping] = {}
     for data in sorted(containers, key=_container_name):
-        if not _is_running(data):
+        if not is_running(data):
             continue
         sandbox = sandbox_of(data, by_id)
         if sandbox is not None:

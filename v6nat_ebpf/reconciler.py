@@ -36,9 +36,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Hashable, Iterable, Mapping, Protocol, TypeVar
 
-from v6nat_ebpf.datapath import DnatKey, DnatTarget, NetworkEntry, VethEntry
+from v6nat_ebpf.datapath import DnatKey, DnatTarget, NetworkEntry, PolicyKey, VethEntry
 from v6nat_ebpf.errors import V6natError
-from v6nat_ebpf.model import DesiredState
+from v6nat_ebpf.model import DesiredState, PortMapping
+from v6nat_ebpf.policy import SourceRules
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,13 @@ def apply_plan(table: Table, name: str, todo: Plan[Any, Any]) -> TableSummary:
     return TableSummary(len(todo.puts), len(todo.deletes), todo.unchanged, errors)
 
 
+def _dnat_target(m: PortMapping, rules: SourceRules | None) -> DnatTarget:
+    if rules is None:
+        return DnatTarget(addr=m.container_addr, port=m.container_port, mapping_id=m.mapping_id)
+    return DnatTarget(addr=m.container_addr, port=m.container_port, mapping_id=m.mapping_id,
+                      policy_id=rules.policy_id, default_deny=rules.default_deny)
+
+
 class Reconciler:
     """Applies DesiredStates to one open Datapath.
 
@@ -175,9 +183,12 @@ class Reconciler:
         # (container id, address) of the last pass with Docker known: flows of the ones that go are forgotten
         self._owners: frozenset[tuple[str, Any]] | None = None
 
-    def apply(self, desired: DesiredState, docker_known: bool = True, reread: bool = True) -> Summary:
+    def apply(self, desired: DesiredState, docker_known: bool = True, reread: bool = True,
+              rules: Mapping[int, SourceRules] | None = None) -> Summary:
         """Make the maps and attachments equal to `desired`; `reread=False` trusts what this
-        reconciler last read or wrote for each table instead of reading the maps again."""
+        reconciler last read or wrote for each table instead of reading the maps again. `rules`: the
+        source rules of the mappings that have any (policy.resolve)."""
+        rules = rules or {}
         started = time.monotonic()
         dp = self._dp
         tables: dict[str, TableSummary] = {}
@@ -191,10 +202,19 @@ class Reconciler:
                       for r in desired.routes}
             tables["networks"] = self._table(dp.networks, "networks", routes, reread)
             dnat = {DnatKey(proto=m.proto, host_addr=m.host_addr, host_port=m.host_port):
-                    DnatTarget(addr=m.container_addr, port=m.container_port, mapping_id=m.mapping_id)
-                    for m in desired.mappings}
+                    _dnat_target(m, rules.get(m.mapping_id)) for m in desired.mappings}
+            # Source rules around the dnat writes: a mapping's new rules are there before it names them,
+            # and rules no mapping names any more go after (issue 16). Mappings share rule sets: each once.
+            rule_sets = {r.policy_id: r for r in rules.values()}
+            policy = {PolicyKey(pid, prefix): allowed for pid, r in rule_sets.items() for prefix, allowed in r.entries}
+            policy_plan = plan(policy, self._current(dp.policy, "policy", reread))
+            policy_added = apply_plan(dp.policy, "policy", Plan(policy_plan.puts, (), policy_plan.unchanged))
             current_dnat = self._current(dp.dnat, "dnat", reread)
             tables["dnat"] = self._table(dp.dnat, "dnat", dnat, reread, current_dnat)
+            policy_removed = apply_plan(dp.policy, "policy", Plan((), policy_plan.deletes, 0))
+            tables["policy"] = TableSummary(policy_added.added, policy_removed.removed, policy_plan.unchanged,
+                                            policy_added.errors + policy_removed.errors)
+            self._note_written("policy", policy, tables["policy"].errors)
             unpublished = {current_dnat[k].mapping_id for k in current_dnat if k not in dnat} - desired.mapping_ids
             # Before any attachment: a veth's program drops every packet until its entry is there.
             veths = {ifindex: VethEntry(network_id=p.network_id, bridge_ifindex=p.bridge_ifindex,
@@ -220,11 +240,14 @@ class Reconciler:
         if current is None:
             current = self._current(table, name, reread)
         summary = apply_plan(table, name, plan(desired, current))
-        if summary.errors:
+        self._note_written(name, desired, summary.errors)
+        return summary
+
+    def _note_written(self, name: str, desired: dict[Any, Any], errors: int) -> None:
+        if errors:
             self._written.pop(name, None)  # some writes failed: read the map next time
         else:
             self._written[name] = desired
-        return summary
 
     def _forget_flows(self, desired: DesiredState, unpublished: set[int], reread: bool) -> int:
         """Remove the conntrack pairs of container addresses that went and of mappings no longer

@@ -41,5 +41,11 @@ BPF_TABLE_PINNED("lru_hash", struct hostlocal_sock_key, struct hostlocal_publish
 		 V6NAT_HOSTLOCAL_SOCKS_MAX, V6NAT_PIN(hostlocal_socks));
 BPF_TABLE_PINNED("percpu_hash", __u32, struct hostlocal_stat, hostlocal_stats, V6NAT_MAPPINGS_MAX,
 		 V6NAT_PIN(hostlocal_stats));
+/* source policy (lib/policy.h) */
+BPF_TABLE_PINNED("lpm_trie", struct policy_key, struct policy_rule, policy, V6NAT_POLICY_MAX,
+		 V6NAT_PIN(policy), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("lpm_trie", struct ban_key, struct ban_info, bans, V6NAT_BANS_MAX, V6NAT_PIN(bans),
+		 BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("array", __u32, struct ban_state, ban_state, 1, V6NAT_PIN(ban_state));
 
 #endif

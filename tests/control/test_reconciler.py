@@ -353,3 +353,28 @@ def test_host_source_names_a_containers_namespace_as_its_veths_peer(lab: Lab) ->
         assert public is not None and public.peer_netnsid is not None and public.mac is not None
         assert host.nsid_of(client) == public.peer_netnsid
         assert host.nsid_of(gone) is None
+
+
+def test_source_rules_are_written_once_per_set_and_go_with_their_last_mapping(dp: Datapath) -> None:
+    from v6nat_ebpf.policy import SourceRules
+
+    office = SourceRules(deny=(IPv6Network("2001:db8:1:bad::/64"),), allow=(IPv6Network("2001:db8:1::/48"),))
+    home = SourceRules(allow=(IPv6Network("2001:db8:2::/48"),))
+    desired = _many(100)
+    rules = {m.mapping_id: office for m in desired.mappings}
+    rules[desired.mappings[0].mapping_id] = home
+    reconciler = Reconciler(dp)
+    summary = reconciler.apply(desired, rules=rules)
+    assert summary.tables["policy"].added == 3 and summary.errors == 0
+    assert {(k.policy_id, str(k.prefix)): allowed for k, allowed in dp.policy.items()} == {
+        (office.policy_id, "2001:db8:1:bad::/64"): False, (office.policy_id, "2001:db8:1::/48"): True,
+        (home.policy_id, "2001:db8:2::/48"): True}
+    targets = {key.host_port: target for key, target in dp.dnat.items()}
+    assert (targets[20000].policy_id, targets[20000].default_deny) == (home.policy_id, True)
+    assert {targets[p].policy_id for p in range(20001, 20100)} == {office.policy_id}
+    again = reconciler.apply(desired, rules=rules)
+    assert again.added == 0 and again.removed == 0
+    del rules[desired.mappings[0].mapping_id]  # the one mapping of `home` is now open to all
+    summary = reconciler.apply(desired, rules=rules, reread=False)
+    assert summary.tables["policy"].removed == 1 and len(dp.policy) == 2
+    assert dict(dp.dnat.items())[DnatKey(6, None, 20000)].policy_id == 0

@@ -84,7 +84,7 @@ def test_a_pinned_map_of_another_shape_is_refused(pin_path: Path) -> None:
     (pin_path / CURRENT).mkdir(parents=True)
     subprocess.run(["bpftool", "map", "create", str(pin_path / CURRENT / "dnat"), "type", "hash", "key", "20",
                     "value", "8", "entries", "64", "name", "dnat"], check=True)
-    with pytest.raises(V6natError, match=r"pinned map .*dnat is hash key 20 value 8 .*expected hash key 20 value 24"):
+    with pytest.raises(V6natError, match=r"pinned map .*dnat is hash key 20 value 8 .*expected hash key 20 value 28"):
         Datapath.open(pin_path, SMALL)
 
 

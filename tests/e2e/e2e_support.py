@@ -15,7 +15,7 @@ from peer_echo import UDP_PEER_ECHO
 from v6nat_ebpf.lab import Lab, LabConfig
 from v6nat_ebpf.lab.daemon import V6NAT, LabDaemon as V6nat
 
-__all__ = ["V6NAT", "V6nat", "address_in", "eventually", "lab_config", "tcp_echo_server", "udp_echo_server", "udp_ask"]
+__all__ = ["LIVE_CLIENT", "V6NAT", "V6nat", "address_in", "eventually", "lab_config", "tcp_echo_server", "udp_echo_server", "udp_ask"]
 
 
 def lab_config(**kw: Any) -> LabConfig:
@@ -71,3 +71,25 @@ def udp_ask(lab: Lab, ns: str, addr: Any, port: int, timeout_s: float = 5) -> IP
     result = lab.exec(ns, [sys.executable, "-c", UDP_ASK, str(addr), str(port), f"{timeout_s:g}"], check=False,
                       timeout=timeout_s + 10)
     return address_in(result.stdout)
+
+
+# A client that keeps one TCP connection open: it sends a line and reads it back, then waits for a line
+# on stdin before each further round; prints "echo" per answered round, "cut: <why>" when one fails.
+LIVE_CLIENT = """
+import socket, sys
+addr, port, source = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.create_connection((addr, port), timeout=5, source_address=(source, 0))
+s.settimeout(3)
+while True:
+    try:
+        s.sendall(b"ping\\n")
+        data = s.recv(100)
+        print("echo" if data else "cut: closed", flush=True)
+        if not data:
+            break
+    except OSError as exc:
+        print(f"cut: {exc.__class__.__name__}", flush=True)
+        break
+    if not sys.stdin.readline():
+        break
+"""

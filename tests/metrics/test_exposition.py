@@ -57,7 +57,7 @@ def snapshot(datapath: Datapath) -> Snapshot:
 
 @pytest.mark.parametrize("accept", ACCEPT_HEADERS)
 def test_body_is_the_encoders_byte_for_byte(snapshot: Snapshot, accept: str) -> None:
-    big = replace(snapshot, mapping_traffic={**snapshot.mapping_traffic, 4: (1_234_567, 98_765_432_109), 5: (999_999, 10**6)})
+    big = replace(snapshot, mapping_traffic={**snapshot.mapping_traffic, 4: (1_234_567, 98_765_432_109, 3), 5: (999_999, 10**6, 0)})
     for snap in (snapshot, big):
         encoder, content_type = choose_encoder(accept)
         assert render_metrics(snap, accept) == (encoder(SnapshotCollector(snap)), content_type)
@@ -83,4 +83,6 @@ def test_parsers_read_back_the_mapping_series(snapshot: Snapshot, accept: str) -
         ("v6nat_mapping_bytes_total", "web3", "ula"): 0,
         ("v6nat_mapping_packets_total", "web4", "ula"): 0,
         ("v6nat_mapping_bytes_total", "web4", "ula"): 0,
+        **{("v6nat_mapping_policy_drops_total", c, n): 0
+           for c, n in (('we"b\\1\n', "ülä"), ("dns", "ula"), ("web3", "ula"), ("web4", "ula"))},
     }

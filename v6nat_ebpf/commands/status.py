@@ -65,33 +65,41 @@ def render_status(status: Mapping[str, Any]) -> str:
                 _host_local_line(status.get("host_local")),
             )
         ),
-        _table(
+        text_table(
             ("INTERFACE", "ROLE", "ATTACHED"),
             [(n, i["role"], "yes" if i["attached"] else "NO") for n, i in status["interfaces"].items()],
         ),
-        _table(
+        text_table(
             ("TRANSLATED", "PACKETS"),
             [*((k, n) for k, n in status["translations"].items()), ("pass", status["passed"])],
         ),
-        _table(("DROP REASON", "PACKETS"), sorted(status["drops"].items())),
-        _table(
+        text_table(("DROP REASON", "PACKETS"), sorted(status["drops"].items())),
+        text_table(
             ("MAP", "ENTRIES", "CAPACITY", "FILL"),
             [
                 (n, m["entries"], m["capacity"], f"{m['entries'] / m['capacity']:.1%}" if m["capacity"] else "-")
                 for n, m in status["maps"].items()
             ],
         ),
-        _table(
+        text_table(
             ("PROTO", "KIND", "STATE", "FLOWS"),
             [(f["protocol"], f["kind"], f["state"], f["flows"]) for f in status["conntrack_flows"]],
         ),
-        _table(("NETWORK", "PREFIX", "MODE"), [(n["network"], n["prefix"], n["mode"]) for n in status["networks"]]),
-        _table(
-            ("PROTO", "HOST PORT", "CONTAINER", "NETWORK", "PACKETS", "BYTES", "HOST CONNECTS", "HOST SENDS"),
+        text_table(("NETWORK", "PREFIX", "MODE"), [(n["network"], n["prefix"], n["mode"]) for n in status["networks"]]),
+        text_table(
+            ("PROTO", "HOST PORT", "CONTAINER", "NETWORK", "PACKETS", "BYTES", "REFUSED", "HOST CONNECTS",
+             "HOST SENDS"),
             [(m["protocol"], m["host_port"], m["container"], m["network"], m["packets"], m["bytes"],
-              m.get("host_connects", 0), m.get("host_sendmsgs", 0)) for m in status["mappings"]],
+              m.get("policy_drops", 0), m.get("host_connects", 0), m.get("host_sendmsgs", 0))
+             for m in status["mappings"]],
         ),
     ]
+    policy = status.get("policy") or {}
+    sections.append(f"bans active: {policy.get('bans_active', 0)} (v6nat bans)")
+    if policy.get("errors"):
+        sections.append(text_table(
+            ("NOT PUBLISHED: CONTAINER", "NETWORK", "LABEL", "BAD VALUE"),
+            [(e["container"] or "-", e["network"] or "-", e["label"], e["value"]) for e in policy["errors"]]))
     return "\n\n".join(sections) + "\n"
 
 
@@ -117,7 +125,8 @@ def _claims_by_tries(histogram: Mapping[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Aligned columns under a header line (status, bans)."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     return "\n".join(
         "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in (header, *rows)

@@ -6,6 +6,8 @@ loader.py and maps.py; everything they name is importable from here.
 
 from v6nat_ebpf.datapath.loader import DEFAULT_PIN_PATH, PROGRAMS, Datapath
 from v6nat_ebpf.datapath.maps import (
+    Ban,
+    BanKey,
     ConntrackSummary,
     DatapathConfig,
     DnatKey,
@@ -13,11 +15,14 @@ from v6nat_ebpf.datapath.maps import (
     Flow,
     FlowTuple,
     NetworkEntry,
+    PolicyKey,
     SnatAllocations,
     VethEntry,
 )
 
 __all__ = [
+    "Ban",
+    "BanKey",
     "DEFAULT_PIN_PATH",
     "PROGRAMS",
     "ConntrackSummary",
@@ -28,6 +33,7 @@ __all__ = [
     "Flow",
     "FlowTuple",
     "NetworkEntry",
+    "PolicyKey",
     "SnatAllocations",
     "VethEntry",
 ]

@@ -101,7 +101,27 @@ class RawDnatKey(ct.Structure):
 
 
 class RawDnatTarget(ct.Structure):
-    _fields_ = [("addr", Addr), ("port", u16), ("_pad", u16), ("mapping_id", u32)]
+    _fields_ = [("addr", Addr), ("port", u16), ("policy_flags", u16), ("mapping_id", u32), ("policy_id", u32)]
+
+
+class RawPolicyKey(ct.Structure):
+    _fields_ = [("prefixlen", u32), ("policy_id", u32), ("addr", Addr)]
+
+
+class RawPolicyRule(ct.Structure):
+    _fields_ = [("verdict", u32)]
+
+
+class RawBanKey(ct.Structure):
+    _fields_ = [("prefixlen", u32), ("port", u16), ("proto", u8), ("_pad", u8), ("addr", Addr)]
+
+
+class RawBanInfo(ct.Structure):
+    _fields_ = [("expires_ns", u64), ("created_s", u64), ("prefixlen", u32), ("_pad", u32)]
+
+
+class RawBanState(ct.Structure):
+    _fields_ = [("generation", u32), ("_pad", u32)]
 
 
 class RawNetworkKey(ct.Structure):
@@ -166,7 +186,8 @@ class RawCtEntry(ct.Structure):
         ("td_end", u32),
         ("td_ack", u32),
         ("td_known", u8),
-        ("_pad", u8 * 3),
+        ("_pad", u8),
+        ("ban_gen", u16),
         ("peer_until_ns", u64),
     ]
 
@@ -191,7 +212,7 @@ class RawFragPorts(ct.Structure):
 
 
 class RawMappingStat(ct.Structure):
-    _fields_ = [("packets", u64), ("bytes", u64)]
+    _fields_ = [("packets", u64), ("bytes", u64), ("policy_drops", u64)]
 
 
 class RawHostlocalConfig(ct.Structure):
@@ -260,5 +281,9 @@ def map_specs(ct_max: int, dnat_max: int) -> dict[str, MapSpec]:
         MapSpec("hostlocal_socks", LRU_HASH, RawHostlocalSockKey, RawHostlocalPublished,
                 h.const("V6NAT_HOSTLOCAL_SOCKS_MAX")),
         MapSpec("hostlocal_stats", PERCPU_HASH, u32, RawHostlocalStat, dnat_max),
+        # source policy (bpf/lib/policy.h)
+        MapSpec("policy", LPM_TRIE, RawPolicyKey, RawPolicyRule, h.const("V6NAT_POLICY_MAX"), BPF_F_NO_PREALLOC),
+        MapSpec("bans", LPM_TRIE, RawBanKey, RawBanInfo, h.const("V6NAT_BANS_MAX"), BPF_F_NO_PREALLOC),
+        MapSpec("ban_state", ARRAY, u32, RawBanState, 1),
     ]
     return {s.name: s for s in specs}

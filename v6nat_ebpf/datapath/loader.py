@@ -39,6 +39,7 @@ from pathlib import Path
 from v6nat_ebpf.constants import DEFAULT_PIN_PATH
 from v6nat_ebpf.datapath import bpfsys, hostlocal, layout
 from v6nat_ebpf.datapath.maps import (
+    BansTable,
     Conntrack,
     ConntrackSummary,
     DatapathConfig,
@@ -47,6 +48,7 @@ from v6nat_ebpf.datapath.maps import (
     FlowRow,
     HostAddrsTable,
     NetworksTable,
+    PolicyTable,
     PublicIfacesTable,
     SnatAllocations,
     VethsTable,
@@ -287,6 +289,8 @@ class Datapath:
         self.host_addrs = HostAddrsTable(maps["host_addrs"])
         self.veths = VethsTable(maps["veths"])
         self.conntrack = Conntrack([maps["conntrack"], maps["ct_unassured"]], maps["config"])
+        self.policy = PolicyTable(maps["policy"])
+        self.bans = BansTable(maps["bans"], maps["ban_state"])
 
     @classmethod
     def open(cls, pin_path: str | Path = DEFAULT_PIN_PATH, config: DatapathConfig | None = None,
@@ -463,9 +467,13 @@ class Datapath:
                 total[name] = total.get(name, 0) + value
         return total
 
-    def mapping_stats(self) -> dict[int, tuple[int, int]]:
-        """mapping_id -> (packets, bytes) over every CPU."""
+    def mapping_stats(self) -> dict[int, tuple[int, int, int]]:
+        """mapping_id -> (packets, bytes, new flows refused by its source rules) over every CPU."""
         return read_mapping_stats(self._maps["mapping_stats"])
+
+    def bans_active(self) -> int:
+        """Bans in force now (expired ones may stay in the map until the next `v6nat ban`)."""
+        return self.bans.active(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
 
     def snat_allocations(self) -> SnatAllocations:
         """Successful SNAT/hairpin port claims by tries needed (buckets 1, 2-3, 4-7, 8-16)."""

@@ -94,6 +94,34 @@ class DnatTarget:
     addr: IPv6Address
     port: int
     mapping_id: int  # 0 = not counted in mapping_stats
+    policy_id: int = 0  # the mapping's source rules in the policy table; 0 = none
+    default_deny: bool = False  # a source no rule of policy_id matches is refused
+
+
+@dataclass(frozen=True, order=True)
+class PolicyKey:
+    """One source rule of a policy (bpf/v6nat.h policy_key)."""
+
+    policy_id: int
+    prefix: IPv6Network
+
+
+@dataclass(frozen=True, order=True)
+class BanKey:
+    """A banned source prefix; port 0 (and proto 0): every port, else one published port."""
+
+    prefix: IPv6Network
+    port: int = 0
+    proto: int = 0
+
+
+@dataclass(frozen=True)
+class Ban:
+    expires_ns: int  # CLOCK_BOOTTIME; 0 = never
+    created_s: int  # Unix time
+
+    def active(self, now_boot_ns: int) -> bool:
+        return not self.expires_ns or now_boot_ns < self.expires_ns
 
 
 @dataclass(frozen=True)
@@ -306,7 +334,9 @@ class DnatTable(_Table[DnatKey, DnatTarget]):
         return layout.RawDnatKey(_addr_bytes(key.host_addr), _be16(key.host_port), key.proto, 0)
 
     def _value(self, value: DnatTarget) -> layout.RawDnatTarget:
-        return layout.RawDnatTarget(_addr_bytes(value.addr), _be16(value.port), 0, value.mapping_id)
+        flags = layout.header().const("V6NAT_POLICY_DEFAULT_DENY") if value.default_deny else 0
+        return layout.RawDnatTarget(_addr_bytes(value.addr), _be16(value.port), flags, value.mapping_id,
+                                    value.policy_id)
 
     def _unkey(self, raw: bytes) -> DnatKey:
         k = layout.RawDnatKey.from_buffer_copy(raw)
@@ -315,7 +345,78 @@ class DnatTable(_Table[DnatKey, DnatTarget]):
 
     def _unvalue(self, raw: bytes) -> DnatTarget:
         v = layout.RawDnatTarget.from_buffer_copy(raw)
-        return DnatTarget(_addr(v.addr), _port(v.port), v.mapping_id)
+        return DnatTarget(_addr(v.addr), _port(v.port), v.mapping_id, v.policy_id,
+                          bool(v.policy_flags & layout.header().const("V6NAT_POLICY_DEFAULT_DENY")))
+
+
+class PolicyTable(_Table[PolicyKey, bool]):
+    """The mappings' source rules: (policy id, prefix) -> allow (True) or deny (False)."""
+
+    key_type = layout.RawPolicyKey
+    value_type = layout.RawPolicyRule
+    batch = False  # LPM tries have no batch operations
+
+    def _key(self, key: PolicyKey) -> layout.RawPolicyKey:
+        return layout.RawPolicyKey(32 + key.prefix.prefixlen, key.policy_id, _addr_bytes(key.prefix.network_address))
+
+    def _value(self, value: bool) -> layout.RawPolicyRule:
+        h = layout.header()
+        return layout.RawPolicyRule(h.const("V6NAT_RULE_ALLOW") if value else h.const("V6NAT_RULE_DENY"))
+
+    def _unkey(self, raw: bytes) -> PolicyKey:
+        k = layout.RawPolicyKey.from_buffer_copy(raw)
+        return PolicyKey(k.policy_id, IPv6Network((_addr(k.addr), k.prefixlen - 32)))
+
+    def _unvalue(self, raw: bytes) -> bool:
+        return layout.RawPolicyRule.from_buffer_copy(raw).verdict == layout.header().const("V6NAT_RULE_ALLOW")
+
+
+class BansTable(_Table[BanKey, Ban]):
+    """Banned sources (written by `v6nat ban`, read by the programs and metrics) and the generation
+    that tells established flows to look again (ban_state)."""
+
+    key_type = layout.RawBanKey
+    value_type = layout.RawBanInfo
+    batch = False  # LPM tries have no batch operations
+
+    def __init__(self, raw: BpfMap, state: BpfMap) -> None:
+        super().__init__(raw)
+        self.state = state
+
+    def _key(self, key: BanKey) -> layout.RawBanKey:
+        return layout.RawBanKey(32 + key.prefix.prefixlen, _be16(key.port), key.proto, 0,
+                                _addr_bytes(key.prefix.network_address))
+
+    def put(self, key: BanKey, value: Ban) -> None:
+        # The value carries its key's prefix length: a lookup that hits an expired ban retries shorter ones.
+        try:
+            self.raw.update(self._key(key), layout.RawBanInfo(value.expires_ns, value.created_s,
+                                                              32 + key.prefix.prefixlen, 0), BPF_ANY)
+        except OSError as exc:
+            raise V6natError(f"cannot write the ban of {key.prefix}: {exc.strerror} (map full?)") from exc
+
+    def _unkey(self, raw: bytes) -> BanKey:
+        k = layout.RawBanKey.from_buffer_copy(raw)
+        return BanKey(IPv6Network((_addr(k.addr), k.prefixlen - 32)), _port(k.port), k.proto)
+
+    def _unvalue(self, raw: bytes) -> Ban:
+        v = layout.RawBanInfo.from_buffer_copy(raw)
+        return Ban(v.expires_ns, v.created_s)
+
+    @property
+    def generation(self) -> int:
+        found = self.state.lookup(layout.u32(0))
+        return layout.RawBanState.from_buffer_copy(found).generation if found else 0
+
+    def bump_generation(self) -> None:
+        """Tell every established flow to check its source again (after the new bans are written)."""
+        generation = (self.generation + 1) & 0xFFFFFFFF
+        if not generation & 0xFFFF:  # flows keep its low 16 bits: 0 is theirs before any ban
+            generation += 1
+        self.state.update(layout.u32(0), layout.RawBanState(generation, 0), BPF_ANY)
+
+    def active(self, now_boot_ns: int) -> int:
+        return sum(1 for _, ban in self.items() if ban.active(now_boot_ns))
 
 
 class NetworksTable(_Table[IPv6Network, NetworkEntry]):
@@ -501,9 +602,9 @@ def read_counters(raw: BpfMap) -> dict[str, dict[str, int]]:
     return out
 
 
-def read_mapping_stats(raw: BpfMap) -> dict[int, tuple[int, int]]:
-    """mapping_id -> (packets, bytes), summed over CPUs."""
-    return {key: (packets, nbytes) for key, (packets, nbytes) in _read_percpu(raw, 2).items()}
+def read_mapping_stats(raw: BpfMap) -> dict[int, tuple[int, int, int]]:
+    """mapping_id -> (packets, bytes, new flows its source rules refused), summed over CPUs."""
+    return _read_percpu(raw, 3)  # type: ignore[return-value]
 
 
 def read_hostlocal_stats(raw: BpfMap) -> dict[int, tuple[int, int]]:
@@ -757,6 +858,36 @@ class ConntrackTable:
             self.raw.delete(layout.RawCtKey.from_buffer_copy(kb))
         return pairs
 
+    def cut_sources(self, ban: BanKey) -> int:
+        """Remove the pairs whose outside end is in `ban.prefix` (the halves public ingress translates:
+        DNAT originals and SNAT replies, keyed by that end's address), only DNAT pairs of the
+        published port `ban.port`/`ban.proto` when it names one; returns the pairs removed."""
+        ks, vs = self.raw.key_size, self.raw.value_size
+        e, k = layout.RawCtEntry, layout.RawCtKey
+        h = layout.header()
+        dnat, snat = h.const("CT_KIND_DNAT"), h.const("CT_KIND_SNAT")
+        original, reply = h.const("CT_DIR_ORIGINAL"), h.const("CT_DIR_REPLY")
+        net, mask = int(ban.prefix.network_address), int(ban.prefix.netmask)
+        doomed: set[bytes] = set()
+        pairs = 0
+        for keys, values, n in self.raw.batches():
+            for i in range(n):
+                key, value = keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs]
+                kind, direction = value[e.kind.offset], value[e.dir.offset]
+                if not ((kind == dnat and direction == original) or (kind == snat and direction == reply)):
+                    continue
+                if int.from_bytes(key[k.saddr.offset:k.saddr.offset + 16], "big") & mask != net:
+                    continue
+                if ban.port and (kind != dnat or key[k.proto.offset] != ban.proto
+                                 or _port(int.from_bytes(key[k.dport.offset:k.dport.offset + 2], "little")) != ban.port):
+                    continue
+                entry = layout.RawCtEntry.from_buffer_copy(value)
+                doomed.update((key, _mirror_key(entry, key[k.proto.offset])))
+                pairs += 1
+        for kb in doomed:
+            self.raw.delete(layout.RawCtKey.from_buffer_copy(kb))
+        return pairs
+
     def gc(self, now_ns: int | None = None) -> int:
         """Remove pairs idle longer than their timeout, both halves together
         (a lone half too); returns the number of pairs removed."""
@@ -805,6 +936,10 @@ class Conntrack:
 
     def gc(self, now_ns: int | None = None) -> int:
         return sum(table.gc(now_ns) for table in self.tables)
+
+    def cut_sources(self, ban: BanKey) -> int:
+        """Remove the flows a ban covers (see ConntrackTable.cut_sources), both tables."""
+        return sum(table.cut_sources(ban) for table in self.tables)
 
     def forget(self, addresses: Iterable[IPv6Address] = (), mapping_ids: Iterable[int] = (), *,
                prefixes: Iterable[IPv6Network] = (), owned: Iterable[IPv6Address] = (),

@@ -271,14 +271,21 @@ class Lab:
             raise LabError(f"container {container.name} has no IPv6 address on {net_name}")
         return ipaddress.IPv6Address(addr)
 
+    def add_client_address(self, addr: ipaddress.IPv6Address) -> None:
+        """Another outside source on the client's interface (a /128: the host's default route, via the
+        client, already leads back to it); `probe_peer(..., source=addr)` uses it."""
+        self.exec(self.client_ns, ["ip", "-6", "addr", "add", f"{addr}/128", "dev", CLIENT_IFACE, "nodad"])
+
     def probe_peer(self, addr: ipaddress.IPv6Address, port: int, ns: str | None = None,
-                   timeout_s: float = 3.0) -> PeerProbe:
-        """Connect from `ns` (default: the client) to [addr]:port and read the peer echo."""
+                   timeout_s: float = 3.0, source: ipaddress.IPv6Address | None = None) -> PeerProbe:
+        """Connect from `ns` (default: the client), from `source` if given, to [addr]:port and read the
+        peer echo."""
         target = f"[{addr}]:{port}"
+        bind = f",bind=[{source}]" if source else ""
         started = time.monotonic()
         result = self.exec(ns or self.client_ns,
                            ["socat", "-d", "-d", f"-T{timeout_s:g}", f"-t{timeout_s:g}", "-",
-                            f"TCP6:{target},connect-timeout={timeout_s:g}"],
+                            f"TCP6:{target},connect-timeout={timeout_s:g}{bind}"],
                            input="", check=False, timeout=3 * timeout_s + 5)
         elapsed = time.monotonic() - started
         answer = result.stdout.strip().strip("[]")

@@ -49,6 +49,8 @@ EVENT_METRICS = {
 MAPPING_FAMILIES = {
     "v6nat_mapping_packets": ("Packets through a published mapping (both directions).", "mapping_traffic", 0),
     "v6nat_mapping_bytes": ("Bytes through a published mapping (both directions).", "mapping_traffic", 1),
+    "v6nat_mapping_policy_drops": ("New flows to a published mapping its source rules refused (docs/policy.md).",
+                                   "mapping_traffic", 2),
     "v6nat_hostlocal_connects": ("connect() calls of host processes (TCP, connected UDP) that the socket hooks sent "
                                  "to a published mapping's container.", "hostlocal_calls", 0),
     "v6nat_hostlocal_sendmsgs": ("Unconnected UDP datagrams of host processes that the socket hooks sent to a "
@@ -125,6 +127,14 @@ def snapshot_metrics(snap: Snapshot, mapping_samples: bool = True) -> Iterator[M
     yield GaugeMetricFamily(
         "v6nat_snat_pool_ports", "SNAT ports available per SNAT address and protocol.", value=snap.snat_pool_ports
     )
+    yield GaugeMetricFamily("v6nat_bans_active", "Bans in force (v6nat ban), expired ones not counted.",
+                            value=snap.bans_active)
+    policy_errors = GaugeMetricFamily(
+        "v6nat_policy_errors", "Source-policy declarations that do not parse; their mappings are not published.",
+        labels=["container", "network", "label", "value"])
+    for error in snap.control.policy_errors:
+        policy_errors.add_metric(list(error), 1)
+    yield policy_errors
     c = snap.control
     yield GaugeMetricFamily("v6nat_mappings", "Published mappings in the datapath.", value=len(snap.control.mappings))
     yield GaugeMetricFamily("v6nat_docker_connected", "1 while the Docker event stream is up.", value=int(c.docker_connected))

@@ -30,7 +30,8 @@ class DatapathReader(Protocol):
     """The read side of `v6nat_ebpf.datapath.Datapath` that metrics use."""
 
     def counters(self) -> dict[str, int]: ...
-    def mapping_stats(self) -> dict[int, tuple[int, int]]: ...
+    def mapping_stats(self) -> dict[int, tuple[int, int, int]]: ...
+    def bans_active(self) -> int: ...
     def map_fill(self, conntrack_entries: int | None = None) -> dict[str, tuple[int, int]]: ...
     def conntrack_summary(self) -> Any: ...  # ConntrackSummary: entries, flows, snat_ports
     def snat_allocations(self) -> Any: ...  # SnatAllocations: buckets (most tries, claims), tries
@@ -68,7 +69,7 @@ class Snapshot:
     passed: int
     drops: Mapping[str, int]
     events: Mapping[str, int]  # every other datapath counter, by its name in bpf/v6nat.h
-    mapping_traffic: Mapping[int, tuple[int, int]]  # mapping id -> (packets, bytes); ids of control.mappings are exported
+    mapping_traffic: Mapping[int, tuple[int, int, int]]  # mapping id -> (packets, bytes, policy drops); ids of control.mappings are exported
     conntrack_flows: Mapping[tuple[str, str, str], int]  # (protocol, kind, state) -> flows
     maps: Mapping[str, tuple[int, int]]  # map -> (entries, capacity)
     snat_ports_in_use: Mapping[str, int]  # protocol -> distinct (address, port) in use
@@ -81,6 +82,7 @@ class Snapshot:
     # hooks attached now (program -> cgroup id; empty: off)
     hostlocal_calls: Mapping[int, tuple[int, int]] = field(default_factory=dict)
     hostlocal_hooks: Mapping[str, int] = field(default_factory=dict)
+    bans_active: int = 0  # bans in force (v6nat ban)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (for `v6nat status --json` and `/status`)."""
@@ -102,11 +104,15 @@ class Snapshot:
             "events": dict(self.events),
             "mappings": [
                 {"mapping_id": mapping_id, **vars(labels), "packets": packets, "bytes": octets,
-                 "host_connects": connects, "host_sendmsgs": sendmsgs}
+                 "policy_drops": refused, "host_connects": connects, "host_sendmsgs": sendmsgs}
                 for mapping_id, labels in sorted(c.mappings.items())
-                for packets, octets in (self.mapping_traffic.get(mapping_id, (0, 0)),)
+                for packets, octets, refused in (self.mapping_traffic.get(mapping_id, (0, 0, 0)),)
                 for connects, sendmsgs in (self.hostlocal_calls.get(mapping_id, (0, 0)),)
             ],
+            "policy": {
+                "bans_active": self.bans_active,
+                "errors": [dict(zip(("container", "network", "label", "value"), e)) for e in c.policy_errors],
+            },
             "host_local": {
                 "hooks": dict(sorted(self.hostlocal_hooks.items())),
                 "connects": sum(c for c, _ in self.hostlocal_calls.values()),
@@ -187,6 +193,7 @@ def take_snapshot(dp: DatapathReader, stats: ControlPlaneStats) -> Snapshot:
         readiness=readiness(control, attached),
         hostlocal_calls=dp.hostlocal_stats(),
         hostlocal_hooks={a.program: a.cgroup_id for a in dp.hostlocal_attachments()},
+        bans_active=dp.bans_active(),
     )
 
 

@@ -67,12 +67,13 @@ class MappingSeries:
             mapping_ids=tuple(tuple(group) for group in ids.values()),
         )
 
-    def values(self, traffic: Mapping[int, tuple[int, int]]) -> list[tuple[int, int]]:
-        """(packets, bytes) of each series from the datapath's per-mapping-id counts."""
-        zero = (0, 0)
+    def values(self, traffic: Mapping[int, tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """Each series' counts (a tuple per mapping id: packets, bytes, policy drops; or host-local connects,
+        sendmsgs), from the datapath's per-mapping-id counts; an id without counts counts zero."""
+        zero = (0, 0, 0)
         return [
             traffic.get(ids[0], zero) if len(ids) == 1
-            else (sum(traffic.get(i, zero)[0] for i in ids), sum(traffic.get(i, zero)[1] for i in ids))
+            else tuple(sum(column) for column in zip(*(traffic.get(i, zero) for i in ids)))
             for ids in self.mapping_ids
         ]
 
@@ -137,6 +138,7 @@ class ControlPlaneView:
     mappings: Mapping[int, MappingLabels]
     mapping_series: MappingSeries
     networks: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # prefix -> (network name, gateway mode)
+    policy_errors: tuple[tuple[str, str, str, str], ...] = ()  # (container, network, label, value) refused
 
 
 class ControlPlaneStats:
@@ -161,6 +163,7 @@ class ControlPlaneStats:
         self._mappings: dict[int, MappingLabels] = {}
         self._mapping_series: MappingSeries | None = None  # of _mappings; worked out at the first view after a change
         self._networks: dict[str, tuple[str, str]] = {}
+        self._policy_errors: tuple[tuple[str, str, str, str], ...] = ()
 
     def maps_adopted(self, adopted: bool = True) -> None:
         """The datapath's maps are created or adopted (after `Datapath.open`)."""
@@ -219,6 +222,12 @@ class ControlPlaneStats:
         with self._lock:
             self._networks = dict(networks)
 
+    def set_policy_errors(self, errors: tuple[tuple[str, str, str, str], ...]) -> None:
+        """The source-policy declarations that did not parse now: (container, network, label, value); their
+        mappings are not published (replaces the set)."""
+        with self._lock:
+            self._policy_errors = tuple(errors)
+
     def view(self) -> ControlPlaneView:
         with self._lock:
             if self._mapping_series is None:
@@ -238,6 +247,7 @@ class ControlPlaneStats:
                 mappings=self._mappings,  # replaced, never mutated, by set_mappings
                 mapping_series=self._mapping_series,
                 networks=self._networks,  # replaced, never mutated, by set_networks
+                policy_errors=self._policy_errors,
             )
 
 
