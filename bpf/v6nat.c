@@ -34,17 +34,25 @@
 #include "lib/fib.h"
 #include "lib/isolation.h"
 #include "lib/gateway.h"
+#include "lib/trace.h"
 
 /* The parsed packet lives in per-CPU map memory, not on the stack: the
  * verifier then forgets which extension-header path produced it, and those
  * paths merge instead of multiplying through the rest of the program. */
 BPF_PERCPU_ARRAY(scratch, struct v6nat_pkt, 1);
 
+/* The packet this CPU's program parsed last. */
+static __always_inline struct v6nat_pkt *hook_pkt(void)
+{
+	__u32 zero = 0;
+
+	return scratch.lookup(&zero);
+}
+
 /* Every entry point's prologue: the packet parsed into per-CPU memory. */
 static __always_inline struct v6nat_pkt *hook_parse(struct __sk_buff *skb, int *result)
 {
-	__u32 zero = 0;
-	struct v6nat_pkt *pkt = scratch.lookup(&zero);
+	struct v6nat_pkt *pkt = hook_pkt();
 
 	if (!pkt) {
 		*result = PARSE_NOT_IPV6;
@@ -287,7 +295,7 @@ static __always_inline int direct_inbound(struct __sk_buff *skb, __u32 hook, str
 	return flow_start(skb, hook, pkt, key, &orig, 0);
 }
 
-int v6nat_public_ingress(struct __sk_buff *skb)
+static __always_inline int public_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_PUBLIC_INGRESS;
 	struct ct_key key;
@@ -335,7 +343,7 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 	return published_port_start(skb, hook, pkt, &key, pkt->saddr, 0);
 }
 
-int v6nat_public_egress(struct __sk_buff *skb)
+static __always_inline int public_egress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_PUBLIC_EGRESS;
 	struct ct_key key;
@@ -400,7 +408,7 @@ int v6nat_public_egress(struct __sk_buff *skb)
 	}
 }
 
-int v6nat_bridge_ingress(struct __sk_buff *skb)
+static __always_inline int bridge_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_BRIDGE_INGRESS;
 	struct ct_key key;
@@ -436,7 +444,7 @@ int v6nat_bridge_ingress(struct __sk_buff *skb)
 	return published_port_start(skb, hook, pkt, &key, pkt->daddr, net);
 }
 
-int v6nat_bridge_egress(struct __sk_buff *skb)
+static __always_inline int bridge_egress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_BRIDGE_EGRESS;
 	int r;
@@ -456,7 +464,7 @@ int v6nat_bridge_egress(struct __sk_buff *skb)
 	return v6nat_pass(hook);
 }
 
-int v6nat_veth_ingress(struct __sk_buff *skb)
+static __always_inline int veth_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_VETH_INGRESS;
 	struct veth_info *veth;
@@ -478,3 +486,17 @@ int v6nat_veth_ingress(struct __sk_buff *skb)
 	ct_key_of_pkt(&key, pkt);
 	return container_outbound(skb, hook, pkt, &key, veth);
 }
+
+/* The entry points, one per hook (v6nat_<hook>): the hook's decision, shown
+ * to `v6nat trace` when a tracer is on (lib/trace.h). */
+#define V6NAT_ENTRY(id, name)                                                  \
+	int v6nat_##name(struct __sk_buff *skb)                                \
+	{                                                                      \
+		int verdict = name(skb);                                       \
+		struct trace_filter *filter = trace_active();                  \
+									       \
+		if (filter)                                                    \
+			trace_emit(skb, V6NAT_HOOK_##id, hook_pkt(), filter, verdict); \
+		return verdict;                                                \
+	}
+V6NAT_HOOKS(V6NAT_ENTRY)

@@ -352,6 +352,68 @@ struct hostlocal_stat {
 };
 /* ---- end host-local access ---- */
 
+/* ---- trace: `v6nat trace` (lib/trace.h) ---------------------------------- */
+
+/* trace_filter: ARRAY of one record, written by `v6nat trace` while it runs and
+ * put back as it was when it stops. Off (flags without V6NAT_TRACE_ON, or
+ * expires_ns passed) the programs pay one lookup and one test per packet. The
+ * tracer renews expires_ns while it reads, so a killed tracer turns itself off.
+ * Every condition set must hold (zero fields match anything). */
+struct trace_filter {
+	__u8 addr[16];      /* either end, before or after translation, ... */
+	__u32 prefixlen;    /* ... within this prefix; 0: any address */
+	__u32 mapping_id;   /* the flow's published mapping; 0: any */
+	__be16 port;        /* either end, before or after translation; 0: any */
+	__u8 proto;         /* 0: any */
+	__u8 _pad;
+	__u32 flags;        /* V6NAT_TRACE_* */
+	__u32 rate;         /* events per second and CPU at most (the rest: limited) */
+	__u32 _pad2;
+	__u64 expires_ns;   /* v6nat_now() from which the filter is off */
+};
+
+#define V6NAT_TRACE_ON 0x1
+#define V6NAT_TRACE_DROPS 0x2 /* only packets the programs drop */
+
+/* trace_events: RINGBUF of V6NAT_TRACE_RING_BYTES; one record per packet per
+ * hook that matched the filter, written by the programs. */
+#define V6NAT_TRACE_RING_BYTES 262144 /* 256 KiB */
+#define V6NAT_TRACE_NO_DROP 0xffff
+
+struct trace_event {
+	__u64 ts_ns;         /* v6nat_now() */
+	__u8 saddr[16];      /* the tuple as the packet arrived at the hook */
+	__u8 daddr[16];
+	__u8 new_saddr[16];  /* the tuple as the packet left the program */
+	__u8 new_daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__be16 new_sport;
+	__be16 new_dport;
+	__s32 verdict;       /* the TC action returned (TC_ACT_*) */
+	__u32 ifindex;
+	__u32 mapping_id;    /* of the flow found for the arriving tuple; 0: none */
+	__u16 drop_reason;   /* V6NAT_DROP_* for TC_ACT_SHOT, else V6NAT_TRACE_NO_DROP */
+	__u8 hook;           /* enum v6nat_hook */
+	__u8 proto;
+	__u8 kind;           /* enum ct_kind of that flow; 0: none */
+	__u8 dir;            /* enum ct_dir of that flow's half */
+	__u8 _pad[6];
+};
+
+/* trace_state: PERCPU_ARRAY of one record, written by the programs: the last
+ * drop reason of this CPU (v6nat_drop writes it; the trace reads it back for
+ * the packet it just dropped) and the rate limit's window and losses. */
+struct trace_state {
+	__u64 window_ns;     /* start of the current one-second window */
+	__u32 sent;          /* events sent in it */
+	__u32 drop_reason;   /* V6NAT_DROP_* of this CPU's last drop */
+	__u64 limited;       /* events not sent: over the rate */
+	__u64 lost;          /* events not sent: ring buffer full */
+};
+
+/* ---- end of trace ---------------------------------------------------------- */
+
 /* SNAT port allocation: candidates tried before giving up (exhaustion). */
 #define V6NAT_SNAT_TRIES 16
 

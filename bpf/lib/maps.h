@@ -6,6 +6,19 @@
 
 #ifndef V6NAT_PIN_DIR
 #error "V6NAT_PIN_DIR must be defined by the loader"
+BPF_TABLE_PINNED("array", __u32, struct trace_filter, trace_filter, 1, V6NAT_PIN(trace_filter));
+BPF_TABLE_PINNED("percpu_array", __u32, struct trace_state, trace_state, 1, V6NAT_PIN(trace_state));
+/* bcc 0.26's BPF_RINGBUF_OUTPUT cannot pin: its table, with a pin path. */
+struct trace_events_table_t {
+	int key;
+	struct trace_event leaf;
+	int (*ringbuf_output)(void *, u64, u64);
+	u32 max_entries;
+};
+__attribute__((section("maps/ringbuf:" V6NAT_PIN(trace_events))))
+struct trace_events_table_t trace_events = { .max_entries = V6NAT_TRACE_RING_BYTES };
+BPF_ANNOTATE_KV_PAIR(trace_events, int, struct trace_event);
+
 #endif
 #define V6NAT_PIN(name) V6NAT_PIN_DIR "/" #name
 
@@ -41,5 +54,18 @@ BPF_TABLE_PINNED("lru_hash", struct hostlocal_sock_key, struct hostlocal_publish
 		 V6NAT_HOSTLOCAL_SOCKS_MAX, V6NAT_PIN(hostlocal_socks));
 BPF_TABLE_PINNED("percpu_hash", __u32, struct hostlocal_stat, hostlocal_stats, V6NAT_MAPPINGS_MAX,
 		 V6NAT_PIN(hostlocal_stats));
+
+BPF_TABLE_PINNED("array", __u32, struct trace_filter, trace_filter, 1, V6NAT_PIN(trace_filter));
+BPF_TABLE_PINNED("percpu_array", __u32, struct trace_state, trace_state, 1, V6NAT_PIN(trace_state));
+/* bcc 0.26's BPF_RINGBUF_OUTPUT cannot pin: its table, with a pin path. */
+struct trace_events_table_t {
+	int key;
+	struct trace_event leaf;
+	int (*ringbuf_output)(void *, u64, u64);
+	u32 max_entries;
+};
+__attribute__((section("maps/ringbuf:" V6NAT_PIN(trace_events))))
+struct trace_events_table_t trace_events = { .max_entries = V6NAT_TRACE_RING_BYTES };
+BPF_ANNOTATE_KV_PAIR(trace_events, int, struct trace_event);
 
 #endif
