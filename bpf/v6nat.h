@@ -118,6 +118,10 @@ struct v6nat_config {
 	__u16 snat_port_min; /* host order, inclusive */
 	__u16 snat_port_max;
 	__u32 flags; /* V6NAT_CFG_* */
+	/* The secret of the SNAT port an internal endpoint prefers (lib/nat.h,
+	 * nat_mapping_port): random, kept across daemon restarts. */
+	__u32 port_salt;
+	__u32 _pad;
 };
 
 /* config.flags */

@@ -93,6 +93,8 @@ class Config(ct.Structure):
         ("snat_port_min", u16),
         ("snat_port_max", u16),
         ("flags", u32),
+        ("port_salt", u32),
+        ("_pad", u32),
     ]
 
 

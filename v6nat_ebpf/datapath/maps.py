@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes as ct
 import errno
 import logging
+import secrets
 import struct
 import time
 from dataclasses import dataclass
@@ -466,7 +467,13 @@ def config_from_raw(raw: layout.Config, conntrack_max: int, dnat_max: int) -> Da
 
 
 def write_config(raw: BpfMap, cfg: DatapathConfig) -> None:
-    raw.update(layout.u32(0), cfg.to_raw())
+    """Write `cfg`, keeping the port salt already in force (a new random one the first time), so
+    that internal endpoints keep their SNAT ports across daemon restarts."""
+    value = cfg.to_raw()
+    found = raw.lookup(layout.u32(0))
+    salt = layout.Config.from_buffer_copy(found).port_salt if found else 0
+    value.port_salt = salt or secrets.randbits(32) or 1
+    raw.update(layout.u32(0), value)
 
 
 def _percpu_sums(raw: BpfMap, keys: bytes, values: bytes, n: int, fields: int) -> dict[int, tuple[int, ...]]:
