@@ -76,7 +76,8 @@ def _end(addr: Any, port: int) -> str:
 
 def event_line(ev: Any) -> str:
     """One event as text: time, hook, protocol, before => after, verdict, why, flow."""
-    stamp = time.strftime("%H:%M:%S", time.localtime()) + f".{(ev.ts_ns // 1_000_000) % 1000:03d}"
+    wall = time.time() - (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - ev.ts_ns) / 1e9
+    stamp = time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall * 1000) % 1000:03d}"
     before = f"{_end(ev.before.saddr, ev.before.sport)} > {_end(ev.before.daddr, ev.before.dport)}"
     after = (f" => {_end(ev.after.saddr, ev.after.sport)} > {_end(ev.after.daddr, ev.after.dport)}"
              if ev.translated else "")
@@ -116,8 +117,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     tracer = dp.tracer()
     try:
         tracer.start(want)
-        if not args.json:
-            print(f"v6nat trace: {args.count} events at most; Ctrl-C to stop", file=sys.stderr, flush=True)
+        print(f"v6nat trace: on, {args.count} events at most; Ctrl-C to stop", file=sys.stderr, flush=True)
         while shown < args.count and not (deadline and time.monotonic() >= deadline):
             for ev in tracer.poll(100)[:args.count - shown]:
                 print(event_json(ev) if args.json else event_line(ev), flush=True)
