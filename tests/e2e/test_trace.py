@@ -69,7 +69,8 @@ def test_a_dropped_packet_shows_its_reason(lab: Lab, web: Container) -> None:
 
 
 def test_a_published_port_shows_the_translation_and_sigterm_ends_it(lab: Lab, web: Container) -> None:
-    proc = start_trace(lab, "--addr", f"{lab.client_addr}/128", "--proto", "tcp", "--mapping", f"{WEB_PORT}/tcp")
+    proc = start_trace(lab, "--container", "trace-web", "--docker-host", lab.docker_url, "--proto", "tcp",
+                       "--mapping", f"{WEB_PORT}/tcp")
     assert lab.probe_peer(lab.host_addr, WEB_PORT).peer == lab.client_addr
     eventually(lambda: trace_filter_flags(lab) != 0, what="trace on")  # still running: no count reached
     proc.send_signal(signal.SIGTERM)

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from v6nat_ebpf.config import add_pin_path_argument
+from v6nat_ebpf.config import add_pin_path_argument, env
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.model import PROTOCOL_NUMBERS, protocol_name
 
@@ -30,6 +30,7 @@ examples:
   sudo v6nat trace --port 8080                   every packet to or from port 8080, any hook
   sudo v6nat trace --addr 2001:db8:5::/48 --proto tcp --count 20
   sudo v6nat trace --mapping 8080/tcp --json     the flows of one published port, as JSON lines
+  sudo v6nat trace --container web --drops       what is dropped of one container's traffic
   sudo v6nat trace --drops --timeout 30          only what is dropped, and why
 """
 
@@ -70,6 +71,26 @@ def _mapping_id(dp: Any, spec: str) -> int:
     return ids[0]
 
 
+def _container_prefix(name: str, docker_host: str | None) -> ipaddress.IPv6Network:
+    """The one global IPv6 address of a container, as a /128 (its flows before and after translation)."""
+    import docker
+
+    from v6nat_ebpf.config import docker_url
+
+    url = docker_url(docker_host)
+    try:
+        client = docker.APIClient(base_url=url, timeout=10)
+        data = client.inspect_container(name)
+    except Exception as exc:  # the SDK raises DockerException, requests and OS errors alike
+        raise V6natError(f"--container {name}: {str(exc).splitlines()[0][:160]}") from None
+    addrs = sorted({ep.get("GlobalIPv6Address") for ep in ((data.get("NetworkSettings") or {}).get("Networks")
+                                                           or {}).values() if ep.get("GlobalIPv6Address")})
+    if len(addrs) != 1:
+        raise V6natError(f"--container {name}: it has {len(addrs) or 'no'} IPv6 addresses ({', '.join(addrs)}); "
+                         f"give --addr instead")
+    return ipaddress.IPv6Network(f"{addrs[0]}/128")
+
+
 def _end(addr: Any, port: int) -> str:
     return f"[{addr}]:{port}"
 
@@ -106,8 +127,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from v6nat_ebpf.commands import open_pinned_datapath
     from v6nat_ebpf.datapath.trace import TraceFilter
 
+    if args.container and args.addr:
+        raise V6natError("give --addr or --container, not both")
+    prefix = _container_prefix(args.container, args.docker_host) if args.container else args.addr
     dp = open_pinned_datapath(args.pin_path)
-    want = TraceFilter(prefix=args.addr, port=args.port,
+    want = TraceFilter(prefix=prefix, port=args.port,
                        proto=PROTOCOL_NUMBERS[args.proto] if args.proto else None,
                        mapping_id=_mapping_id(dp, args.mapping) if args.mapping else None,
                        drops_only=args.drops, rate=args.rate)
@@ -146,6 +170,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--addr", type=_prefix, metavar="ADDR[/LEN]",
                         help="only packets with an address in this prefix at either end, before or after translation")
+    parser.add_argument("--container", metavar="NAME",
+                        help="only packets of this container (its IPv6 address, before or after translation)")
+    parser.add_argument("--docker-host", metavar="URL", default=env("DOCKER_HOST"),
+                        help="with --container: the Docker API (env V6NAT_DOCKER_HOST; default $DOCKER_HOST or the "
+                             "local socket)")
     parser.add_argument("--port", type=_port, help="only packets with this port at either end, before or after")
     parser.add_argument("--proto", choices=sorted(PROTOCOL_NUMBERS), help="only this protocol")
     parser.add_argument("--mapping", metavar="ID|PORT/PROTO",
