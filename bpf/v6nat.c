@@ -34,6 +34,7 @@
 #include "lib/fib.h"
 #include "lib/isolation.h"
 #include "lib/gateway.h"
+#include "lib/fullcone.h"
 #include "lib/trace.h"
 
 /* The parsed packet lives in per-CPU map memory, not on the stack: the
@@ -229,6 +230,26 @@ static __always_inline int unparsed_verdict(__u32 hook, int result, int masquera
 	return v6nat_pass(hook);
 }
 
+/* An unsolicited datagram through a full-cone mapping (lib/fullcone.h):
+ * its pair created, then translated as the reply it is. */
+static __always_inline int full_cone_start(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
+					   struct ct_key *key)
+{
+	struct ct_entry *e;
+	int reason = full_cone_pair(skb, pkt);
+
+	if (reason == FULL_CONE_NONE)
+		return v6nat_pass(hook);
+	if (reason)
+		return v6nat_drop(hook, reason);
+	e = ct_lookup_in(key, 1);
+	if (!e || !ct_allowed(hook, e))
+		return v6nat_drop(hook, V6NAT_DROP_CT_CLASH);
+	v6nat_count(hook, V6NAT_ACT_NEW_FLOW);
+	v6nat_count(hook, V6NAT_ACT_FULL_CONE);
+	return flow_translate(skb, hook, pkt, key, e, V6NAT_ACT_REVERSE);
+}
+
 /* The first packet to a published port starts a DNAT flow (client source
  * kept) or a hairpin flow (source new_saddr, from the SNAT port range;
  * `src_net` is the container's network). */
@@ -340,6 +361,8 @@ static __always_inline int public_ingress(struct __sk_buff *skb)
 
 	if (pkt->proto == V6NAT_IPPROTO_ICMPV6 || !is_host_addr(pkt->daddr))
 		return v6nat_pass(hook);
+	if (pkt->proto == IPPROTO_UDP && !dnat_lookup(pkt->proto, pkt->daddr, pkt->dport))
+		return full_cone_start(skb, hook, pkt, &key);
 	return published_port_start(skb, hook, pkt, &key, pkt->saddr, 0);
 }
 
@@ -351,7 +374,7 @@ static __always_inline int public_egress(struct __sk_buff *skb)
 	struct network_info *net;
 	const __u8 *source;
 	int masquerade;
-	int r;
+	int r, verdict;
 	struct v6nat_pkt *pkt = hook_parse(skb, &r);
 
 	if (r == PARSE_NOT_IPV6)
@@ -404,7 +427,10 @@ static __always_inline int public_egress(struct __sk_buff *skb)
 		orig.sport = pkt->sport;
 		orig.dport = pkt->dport;
 		orig.kind = CT_KIND_SNAT;
-		return flow_start(skb, hook, pkt, &key, &orig, 1);
+		verdict = flow_start(skb, hook, pkt, &key, &orig, 1);
+		if (verdict != TC_ACT_SHOT && pkt->proto == IPPROTO_UDP && (net->flags & V6NAT_NET_UDP_EIF))
+			nat_mapping_note(&key, &orig);
+		return verdict;
 	}
 }
 

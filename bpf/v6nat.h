@@ -68,7 +68,8 @@
 	X(FIB_MISS, fib_miss)         /* fast path: no usable route, to stack */ \
 	X(TO_STACK, to_stack)         /* fast path declined: left to the stack */ \
 	X(CT_PROMOTED, ct_promoted)   /* a flow assured: out of ct_unassured */ \
-	X(CT_RESTARTED, ct_restarted) /* a SYN on a closed tuple: a new flow */
+	X(CT_RESTARTED, ct_restarted) /* a SYN on a closed tuple: a new flow */ \
+	X(FULL_CONE, full_cone)       /* unsolicited UDP let in by an endpoint-independent filter */
 
 /* Why a packet was dropped. Every TC_ACT_SHOT goes through v6nat_drop(). */
 #define V6NAT_DROP_REASONS(X)                                                  \
@@ -161,6 +162,7 @@ struct network_key {
 #define V6NAT_NET_ROUTED 0x8      /* no NAT; from outside only published container ports */
 #define V6NAT_NET_UNPROTECTED 0x10 /* nat-unprotected: NAT, and any port reachable directly */
 #define V6NAT_NET_ISOLATED 0x20   /* nothing in or out, the host included */
+#define V6NAT_NET_UDP_EIF 0x40   /* UDP filtering endpoint-independent (full cone), RFC 4787 REQ-8 */
 
 struct network_info {
 	__u8 snat_addr[16]; /* all-zero: the public interface's snat_addr */
@@ -355,6 +357,29 @@ struct hostlocal_stat {
 	__u64 sendmsgs; /* unconnected UDP datagrams sent to the container */
 };
 /* ---- end host-local access ---- */
+
+/* nat_mappings: LRU hash, written by the programs for networks with
+ * V6NAT_NET_UDP_EIF: an external UDP address and port -> the internal
+ * endpoint that holds it, and the remote endpoint of that endpoint's newest
+ * outbound flow. The mapping lets unsolicited datagrams in only while that
+ * flow lives (its conntrack pair: forgotten with the container), so a port a
+ * container never opened outward, or stopped using, is never open. */
+struct nat_mapping_key {
+	__u8 nat_addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 _pad;
+};
+
+struct nat_mapping {
+	__u8 addr[16];   /* the internal endpoint */
+	__u8 remote[16]; /* the remote endpoint of its newest outbound flow */
+	__be16 port;
+	__be16 remote_port;
+	__u32 _pad;
+};
+
+#define V6NAT_NAT_MAPPINGS_MAX 16384
 
 /* ---- trace: `v6nat trace` (lib/trace.h) ---------------------------------- */
 

@@ -274,7 +274,7 @@ class Daemon:
         docker = self.docker.state()
         # The containers' namespaces, so that host_source can tell which container each veth belongs to.
         host = read_host_state(self.opts.public_ifaces, strict=False, netns=[s.netns for s in docker.sandboxes])
-        desired = desired_state(docker, host)
+        desired = desired_state(docker, host, self.opts.udp_filtering)
         problems = frozenset(desired.problems)
         for problem in sorted(problems - self._last_problems):
             log.warning("%s", problem)

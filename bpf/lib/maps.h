@@ -6,6 +6,8 @@
 
 #ifndef V6NAT_PIN_DIR
 #error "V6NAT_PIN_DIR must be defined by the loader"
+BPF_TABLE_PINNED("lru_hash", struct nat_mapping_key, struct nat_mapping, nat_mappings, V6NAT_NAT_MAPPINGS_MAX,
+		 V6NAT_PIN(nat_mappings));
 BPF_TABLE_PINNED("array", __u32, struct trace_filter, trace_filter, 1, V6NAT_PIN(trace_filter));
 BPF_TABLE_PINNED("percpu_array", __u32, struct trace_state, trace_state, 1, V6NAT_PIN(trace_state));
 /* bcc 0.26's BPF_RINGBUF_OUTPUT cannot pin: its table, with a pin path. */
@@ -55,6 +57,8 @@ BPF_TABLE_PINNED("lru_hash", struct hostlocal_sock_key, struct hostlocal_publish
 BPF_TABLE_PINNED("percpu_hash", __u32, struct hostlocal_stat, hostlocal_stats, V6NAT_MAPPINGS_MAX,
 		 V6NAT_PIN(hostlocal_stats));
 
+BPF_TABLE_PINNED("lru_hash", struct nat_mapping_key, struct nat_mapping, nat_mappings, V6NAT_NAT_MAPPINGS_MAX,
+		 V6NAT_PIN(nat_mappings));
 BPF_TABLE_PINNED("array", __u32, struct trace_filter, trace_filter, 1, V6NAT_PIN(trace_filter));
 BPF_TABLE_PINNED("percpu_array", __u32, struct trace_state, trace_state, 1, V6NAT_PIN(trace_state));
 /* bcc 0.26's BPF_RINGBUF_OUTPUT cannot pin: its table, with a pin path. */

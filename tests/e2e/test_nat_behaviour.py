@@ -14,6 +14,7 @@ import pytest
 from docker.models.containers import Container
 
 from e2e_support import V6nat
+from v6nat_ebpf.datapath import Datapath
 from v6nat_ebpf.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -46,6 +47,15 @@ def client(lab: Lab, v6nat: V6nat, stun_server: None) -> Iterator[Container]:
     container.remove(force=True)
 
 
+@pytest.fixture(scope="module")
+def cone_client(lab: Lab, v6nat: V6nat, stun_server: None) -> Iterator[Container]:
+    """A container on a network that asks for endpoint-independent UDP filtering (full cone)."""
+    net = lab.create_network("natcone", "fd00:18::/64", options={"v6nat.udp_filtering": "endpoint-independent"})
+    container = lab.run_container("natcone", net, "sleep 3600")
+    yield container
+    container.remove(force=True)
+
+
 def natdiscovery(lab: Lab, container: Container, *flags: str) -> str:
     code, out = container.exec_run(["turnutils_natdiscovery", *flags, "-p", str(STUN_PORT), str(lab.client_addr)])
     text = out.decode(errors="replace")
@@ -62,6 +72,14 @@ def test_udp_filtering_is_address_and_port_dependent(lab: Lab, client: Container
     """RFC 4787 REQ-8: the stringent choice (the default): only the endpoint a mapping was opened toward
     may answer through it."""
     assert "NAT with Address and Port Dependent Filtering!" in natdiscovery(lab, client, "-f")
+
+
+def test_udp_filtering_is_endpoint_independent_where_a_network_asks(lab: Lab, cone_client: Container) -> None:
+    """RFC 4787 REQ-8 (configurable): with v6nat.udp_filtering=endpoint-independent, the server's answers
+    from its other address and port reach the container through the mapping, counted as full_cone."""
+    assert "NAT with Endpoint Independent Filtering!" in natdiscovery(lab, cone_client, "-f")
+    with Datapath.open_pinned(lab.pin_path) as dp:
+        assert dp.counters()["full_cone"] >= 1
 
 
 def test_hairpinning_of_a_masquerade_mapping_is_not_supported(lab: Lab, client: Container) -> None:

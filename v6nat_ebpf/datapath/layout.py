@@ -212,6 +212,14 @@ class RawHostlocalStat(ct.Structure):
     _fields_ = [("connects", u64), ("sendmsgs", u64)]
 
 
+class RawNatMappingKey(ct.Structure):
+    _fields_ = [("nat_addr", Addr), ("port", u16), ("proto", u8), ("_pad", u8)]
+
+
+class RawNatMapping(ct.Structure):
+    _fields_ = [("addr", Addr), ("remote", Addr), ("port", u16), ("remote_port", u16), ("_pad", u32)]
+
+
 class RawTraceFilter(ct.Structure):
     _fields_ = [
         ("addr", Addr),
@@ -311,6 +319,7 @@ def map_specs(ct_max: int, dnat_max: int) -> dict[str, MapSpec]:
         MapSpec("hostlocal_socks", LRU_HASH, RawHostlocalSockKey, RawHostlocalPublished,
                 h.const("V6NAT_HOSTLOCAL_SOCKS_MAX")),
         MapSpec("hostlocal_stats", PERCPU_HASH, u32, RawHostlocalStat, dnat_max),
+        MapSpec("nat_mappings", LRU_HASH, RawNatMappingKey, RawNatMapping, h.const("V6NAT_NAT_MAPPINGS_MAX")),
         MapSpec("trace_filter", ARRAY, u32, RawTraceFilter, 1),
         MapSpec("trace_state", PERCPU_ARRAY, u32, RawTraceState, 1),
         # what the programs write into it: RawTraceEvent records
