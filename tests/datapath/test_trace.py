@@ -1,7 +1,7 @@
 """`v6nat trace` in the kernel: events for matching packets only, with the tuple before and after, the
 verdict, the drop reason and the flow; bounded by the rate and the lease; the filter put back on stop.
 Real programs on real packets (BPF_PROG_TEST_RUN); the CLI against a running daemon is in
-tests/e2e/test_trace.py."""
+tests/e2e/test_trace_cli.py."""
 
 from __future__ import annotations
 
