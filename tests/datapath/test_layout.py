@@ -86,9 +86,11 @@ def test_network_flags_are_distinct_bits_and_every_gateway_mode_round_trips(load
 
     h = layout.header()
     flags = [h.const(f"V6NAT_NET_{name}") for name in ("MASQUERADE", "ICC", "INTERNAL", "ROUTED", "UNPROTECTED",
-                                                       "ISOLATED")]
+                                                       "ISOLATED", "UDP_EIF")]
     assert all(f and f & (f - 1) == 0 for f in flags) and len(set(flags)) == len(flags)
-    assert h.const("V6NAT_LAYOUT_VERSION") == 7  # issue 13 (after issue 14's 6): gateway-mode flags, the unpublished drop
+    # issue 13 (after issue 14's 6): gateway-mode flags, the unpublished drop; issue 17: trace maps, nat_mappings,
+    # the port salt, the full_cone counter and flag
+    assert h.const("V6NAT_LAYOUT_VERSION") == 8
     clear(loaded)
     for i, mode in enumerate(GATEWAY_MODES):
         entry = NetworkEntry(i + 1, 1, masquerade=False, icc=True, internal=mode == "isolated", snat_addr=None,
