@@ -47,7 +47,7 @@ def why_unmanaged(data: Mapping[str, Any]) -> str:
         return f"network {name} uses driver {data.get('Driver')!r}; v6nat manages bridge networks"
     if not data.get("EnableIPv6"):
         return f"network {name} has IPv6 off (create it with --ipv6)"
-    return f"network {name} has no ULA (fc00::/7) subnet; v6nat translates ULA prefixes only"
+    return f"network {name} has no IPv6 subnet v6nat can serve (link-local and multicast ones are not)"
 
 
 def _binding_line(host_ip: str, host_port: str, published: bool) -> str:

@@ -44,7 +44,7 @@ def test_a_published_port_on_a_managed_network() -> None:
 
 @pytest.mark.parametrize("net,why", [
     (network("n1", "web", ipv6=False), "IPv6 off"),
-    (network("n1", "web", subnet="2001:db8::/64"), "no ULA"),
+    (network("n1", "web", subnet="fe80::/64"), "no IPv6 subnet v6nat can serve"),
     (network("n1", "web", driver="macvlan"), "driver 'macvlan'"),
 ])
 def test_an_unmanaged_network_says_why(net: dict[str, Any], why: str) -> None:
