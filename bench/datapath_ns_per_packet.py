@@ -34,6 +34,7 @@ from v6nat_ebpf.datapath import (Ban, BanKey, Datapath, DatapathConfig, DnatKey,
 from v6nat_ebpf.policy import SourceRules  # noqa: E402
 from bench.systems import policy_allowlist, policy_bans  # noqa: E402
 from v6nat_ebpf.datapath import layout  # noqa: E402
+from v6nat_ebpf.datapath.trace import TraceFilter  # noqa: E402
 from v6nat_ebpf.lab.testrun import run  # noqa: E402
 from v6nat_ebpf.lab.datapath import clear, ct_delete_half, ct_halves  # noqa: E402
 
@@ -160,6 +161,33 @@ def measure(dp: Datapath, repeat: int, runs: int, dnat_entries: int) -> list[tup
     return rows
 
 
+def measure_trace(dp: Datapath, repeat: int, rounds: int) -> list[tuple[str, str, float]]:
+    """The cost of `v6nat trace` on packets it does not show: each path with the trace off, then with a
+    tracer on whose filter matches none of them (a port no packet uses), interleaved for `rounds`,
+    medians. Runs after measure(): its ports are in place; the established flows are set up again (the
+    new-flow rows forgot every flow)."""
+    ping_pong(dp, (CLIENT, HOST, 40000, 8080), (CLIENT, TARGET_OUTSIDE, 40000, 80), "DNAT")
+    ping_pong(dp, (CONTAINER, REMOTE, 5555, 443), (CONTAINER2, REMOTE, 61001, 443), "SNAT")
+    paths = [
+        ("public ingress: not ours (host's own port)", "v6nat_public_ingress", tcp(CLIENT, HOST, 40000, 22)),
+        ("public ingress: established DNAT", "v6nat_public_ingress", tcp(CLIENT, HOST, 40000, 8080)),
+        ("public egress: established SNAT", "v6nat_public_egress", tcp(CONTAINER, REMOTE, 5555, 443)),
+        ("public ingress: isolation drop", "v6nat_public_ingress", tcp(CLIENT, CONTAINER, 40000, 80)),
+    ]
+    samples: dict[tuple[str, str], list[float]] = {}
+    tracer = dp.tracer()
+    for _ in range(rounds):
+        for state in ("trace off", "idle tracer"):
+            if state == "idle tracer":
+                tracer.start(TraceFilter(port=1))
+            try:
+                for name, prog, pkt in paths:
+                    samples.setdefault((name, state), []).append(repeated(dp, prog, pkt, repeat))
+            finally:
+                tracer.stop()
+    return [(f"{name} ({state})", "repeat", statistics.median(v)) for (name, state), v in samples.items()]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -172,6 +200,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=200_000, help="BPF_PROG_TEST_RUN repeat (default 200000)")
     parser.add_argument("--runs", type=int, default=2000, help="single runs per stateful path (default 2000)")
     parser.add_argument("--dnat-entries", type=int, default=5000, help="published ports loaded (default 5000)")
+    parser.add_argument("--trace-rounds", type=int, default=5,
+                        help="interleaved rounds of trace off / idle tracer (default 5)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("datapath_ns_per_packet: needs root (bpf)", file=sys.stderr)
@@ -183,13 +213,14 @@ def main() -> int:
         dp = Datapath.open(pin_path, cfg)  # inside: a failed load leaves its pin directory behind otherwise
         try:
             rows = measure(dp, repeat, runs, args.dnat_entries)
+            rows += measure_trace(dp, repeat, 1 if args.quick else args.trace_rounds)
         finally:
             dp.close()
     finally:
         Datapath.cleanup(pin_path)
-    print(f"{'path':<48} {'method':<7} {'ns/packet':>9}")
+    print(f"{'path':<62} {'method':<7} {'ns/packet':>9}")
     for name, method, ns in rows:
-        print(f"{name:<48} {method:<7} {ns:>9.0f}")
+        print(f"{name:<62} {method:<7} {ns:>9.0f}")
     print(f"(repeat={repeat}, single runs={runs}, published ports={args.dnat_entries + 1})")
     return 0
 

@@ -36,17 +36,26 @@
 #include "lib/isolation.h"
 #include "lib/gateway.h"
 #include "lib/policy.h"
+#include "lib/fullcone.h"
+#include "lib/trace.h"
 
 /* The parsed packet lives in per-CPU map memory, not on the stack: the
  * verifier then forgets which extension-header path produced it, and those
  * paths merge instead of multiplying through the rest of the program. */
 BPF_PERCPU_ARRAY(scratch, struct v6nat_pkt, 1);
 
+/* The packet this CPU's program parsed last. */
+static __always_inline struct v6nat_pkt *hook_pkt(void)
+{
+	__u32 zero = 0;
+
+	return scratch.lookup(&zero);
+}
+
 /* Every entry point's prologue: the packet parsed into per-CPU memory. */
 static __always_inline struct v6nat_pkt *hook_parse(struct __sk_buff *skb, int *result)
 {
-	__u32 zero = 0;
-	struct v6nat_pkt *pkt = scratch.lookup(&zero);
+	struct v6nat_pkt *pkt = hook_pkt();
 
 	if (!pkt) {
 		*result = PARSE_NOT_IPV6;
@@ -226,6 +235,26 @@ static __always_inline int unparsed_verdict(__u32 hook, int result, int masquera
 	return v6nat_pass(hook);
 }
 
+/* An unsolicited datagram through a full-cone mapping (lib/fullcone.h):
+ * its pair created, then translated as the reply it is. */
+static __always_inline int full_cone_start(struct __sk_buff *skb, __u32 hook, struct v6nat_pkt *pkt,
+					   struct ct_key *key)
+{
+	struct ct_entry *e;
+	int reason = full_cone_pair(skb, pkt);
+
+	if (reason == FULL_CONE_NONE)
+		return v6nat_pass(hook);
+	if (reason)
+		return v6nat_drop(hook, reason);
+	e = ct_lookup_in(key, 1);
+	if (!e || !ct_allowed(hook, e))
+		return v6nat_drop(hook, V6NAT_DROP_CT_CLASH);
+	v6nat_count(hook, V6NAT_ACT_NEW_FLOW);
+	v6nat_count(hook, V6NAT_ACT_FULL_CONE);
+	return flow_translate(skb, hook, pkt, key, e, V6NAT_ACT_REVERSE);
+}
+
 /* The first packet to a published port starts a DNAT flow (client source
  * kept) or a hairpin flow (source new_saddr, from the SNAT port range;
  * `src_net` is the container's network). */
@@ -300,7 +329,7 @@ static __always_inline int direct_inbound(struct __sk_buff *skb, __u32 hook, str
 	return flow_start(skb, hook, pkt, key, &orig, 0);
 }
 
-int v6nat_public_ingress(struct __sk_buff *skb)
+static __always_inline int public_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_PUBLIC_INGRESS;
 	struct ct_key key;
@@ -350,10 +379,12 @@ int v6nat_public_ingress(struct __sk_buff *skb)
 
 	if (pkt->proto == V6NAT_IPPROTO_ICMPV6 || !is_host_addr(pkt->daddr))
 		return v6nat_pass(hook);
+	if (pkt->proto == IPPROTO_UDP && !dnat_lookup(pkt->proto, pkt->daddr, pkt->dport))
+		return full_cone_start(skb, hook, pkt, &key);
 	return published_port_start(skb, hook, pkt, &key, pkt->saddr, 0);
 }
 
-int v6nat_public_egress(struct __sk_buff *skb)
+static __always_inline int public_egress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_PUBLIC_EGRESS;
 	struct ct_key key;
@@ -361,7 +392,7 @@ int v6nat_public_egress(struct __sk_buff *skb)
 	struct network_info *net;
 	const __u8 *source;
 	int masquerade;
-	int r;
+	int r, verdict;
 	struct v6nat_pkt *pkt = hook_parse(skb, &r);
 
 	if (r == PARSE_NOT_IPV6)
@@ -414,11 +445,14 @@ int v6nat_public_egress(struct __sk_buff *skb)
 		orig.sport = pkt->sport;
 		orig.dport = pkt->dport;
 		orig.kind = CT_KIND_SNAT;
-		return flow_start(skb, hook, pkt, &key, &orig, 1);
+		verdict = flow_start(skb, hook, pkt, &key, &orig, 1);
+		if (verdict != TC_ACT_SHOT && pkt->proto == IPPROTO_UDP && (net->flags & V6NAT_NET_UDP_EIF))
+			nat_mapping_note(&key, &orig);
+		return verdict;
 	}
 }
 
-int v6nat_bridge_ingress(struct __sk_buff *skb)
+static __always_inline int bridge_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_BRIDGE_INGRESS;
 	struct ct_key key;
@@ -454,7 +488,7 @@ int v6nat_bridge_ingress(struct __sk_buff *skb)
 	return published_port_start(skb, hook, pkt, &key, pkt->daddr, net);
 }
 
-int v6nat_bridge_egress(struct __sk_buff *skb)
+static __always_inline int bridge_egress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_BRIDGE_EGRESS;
 	int r;
@@ -474,7 +508,7 @@ int v6nat_bridge_egress(struct __sk_buff *skb)
 	return v6nat_pass(hook);
 }
 
-int v6nat_veth_ingress(struct __sk_buff *skb)
+static __always_inline int veth_ingress(struct __sk_buff *skb)
 {
 	const __u32 hook = V6NAT_HOOK_VETH_INGRESS;
 	struct veth_info *veth;
@@ -496,3 +530,17 @@ int v6nat_veth_ingress(struct __sk_buff *skb)
 	ct_key_of_pkt(&key, pkt);
 	return container_outbound(skb, hook, pkt, &key, veth);
 }
+
+/* The entry points, one per hook (v6nat_<hook>): the hook's decision, shown
+ * to `v6nat trace` when a tracer is on (lib/trace.h). */
+#define V6NAT_ENTRY(id, name)                                                  \
+	int v6nat_##name(struct __sk_buff *skb)                                \
+	{                                                                      \
+		int verdict = name(skb);                                       \
+		struct trace_filter *filter = trace_active();                  \
+									       \
+		if (filter)                                                    \
+			trace_emit(skb, V6NAT_HOOK_##id, hook_pkt(), filter, verdict); \
+		return verdict;                                                \
+	}
+V6NAT_HOOKS(V6NAT_ENTRY)

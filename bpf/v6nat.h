@@ -72,7 +72,8 @@
 	X(FIB_MISS, fib_miss)         /* fast path: no usable route, to stack */ \
 	X(TO_STACK, to_stack)         /* fast path declined: left to the stack */ \
 	X(CT_PROMOTED, ct_promoted)   /* a flow assured: out of ct_unassured */ \
-	X(CT_RESTARTED, ct_restarted) /* a SYN on a closed tuple: a new flow */
+	X(CT_RESTARTED, ct_restarted) /* a SYN on a closed tuple: a new flow */ \
+	X(FULL_CONE, full_cone)       /* unsolicited UDP let in by an endpoint-independent filter */
 
 /* Why a packet was dropped. Every TC_ACT_SHOT goes through v6nat_drop(). */
 #define V6NAT_DROP_REASONS(X)                                                  \
@@ -124,6 +125,10 @@ struct v6nat_config {
 	__u16 snat_port_min; /* host order, inclusive */
 	__u16 snat_port_max;
 	__u32 flags; /* V6NAT_CFG_* */
+	/* The secret of the SNAT port an internal endpoint prefers (lib/nat.h,
+	 * nat_mapping_port): random, kept across daemon restarts. */
+	__u32 port_salt;
+	__u32 _pad;
 };
 
 /* config.flags */
@@ -212,6 +217,7 @@ struct network_key {
 #define V6NAT_NET_ROUTED 0x8      /* no NAT; from outside only published container ports */
 #define V6NAT_NET_UNPROTECTED 0x10 /* nat-unprotected: NAT, and any port reachable directly */
 #define V6NAT_NET_ISOLATED 0x20   /* nothing in or out, the host included */
+#define V6NAT_NET_UDP_EIF 0x40   /* UDP filtering endpoint-independent (full cone), RFC 4787 REQ-8 */
 
 struct network_info {
 	__u8 snat_addr[16]; /* all-zero: the public interface's snat_addr */
@@ -411,6 +417,91 @@ struct hostlocal_stat {
 	__u64 sendmsgs; /* unconnected UDP datagrams sent to the container */
 };
 /* ---- end host-local access ---- */
+
+/* nat_mappings: LRU hash, written by the programs for networks with
+ * V6NAT_NET_UDP_EIF: an external UDP address and port -> the internal
+ * endpoint that holds it, and the remote endpoint of that endpoint's newest
+ * outbound flow. The mapping lets unsolicited datagrams in only while that
+ * flow lives (its conntrack pair: forgotten with the container), so a port a
+ * container never opened outward, or stopped using, is never open. */
+struct nat_mapping_key {
+	__u8 nat_addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 _pad;
+};
+
+struct nat_mapping {
+	__u8 addr[16];   /* the internal endpoint */
+	__u8 remote[16]; /* the remote endpoint of its newest outbound flow */
+	__be16 port;
+	__be16 remote_port;
+	__u32 _pad;
+};
+
+#define V6NAT_NAT_MAPPINGS_MAX 16384
+
+/* ---- trace: `v6nat trace` (lib/trace.h) ---------------------------------- */
+
+/* trace_filter: ARRAY of one record, written by `v6nat trace` while it runs and
+ * put back as it was when it stops. Off (flags without V6NAT_TRACE_ON, or
+ * expires_ns passed) the programs pay one lookup and one test per packet. The
+ * tracer renews expires_ns while it reads, so a killed tracer turns itself off.
+ * Every condition set must hold (zero fields match anything). */
+struct trace_filter {
+	__u8 addr[16];      /* either end, before or after translation, ... */
+	__u32 prefixlen;    /* ... within this prefix; 0: any address */
+	__u32 mapping_id;   /* the flow's published mapping; 0: any */
+	__be16 port;        /* either end, before or after translation; 0: any */
+	__u8 proto;         /* 0: any */
+	__u8 _pad;
+	__u32 flags;        /* V6NAT_TRACE_* */
+	__u32 rate;         /* events per second and CPU at most (the rest: limited) */
+	__u32 _pad2;
+	__u64 expires_ns;   /* v6nat_now() from which the filter is off */
+};
+
+#define V6NAT_TRACE_ON 0x1
+#define V6NAT_TRACE_DROPS 0x2 /* only packets the programs drop */
+
+/* trace_events: RINGBUF of V6NAT_TRACE_RING_BYTES; one record per packet per
+ * hook that matched the filter, written by the programs. */
+#define V6NAT_TRACE_RING_BYTES 262144 /* 256 KiB */
+#define V6NAT_TRACE_NO_DROP 0xffff
+
+struct trace_event {
+	__u64 ts_ns;         /* v6nat_now() */
+	__u8 saddr[16];      /* the tuple as the packet arrived at the hook */
+	__u8 daddr[16];
+	__u8 new_saddr[16];  /* the tuple as the packet left the program */
+	__u8 new_daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__be16 new_sport;
+	__be16 new_dport;
+	__s32 verdict;       /* the TC action returned (TC_ACT_*) */
+	__u32 ifindex;
+	__u32 mapping_id;    /* of the flow found for the arriving tuple; 0: none */
+	__u16 drop_reason;   /* V6NAT_DROP_* for TC_ACT_SHOT, else V6NAT_TRACE_NO_DROP */
+	__u8 hook;           /* enum v6nat_hook */
+	__u8 proto;
+	__u8 kind;           /* enum ct_kind of that flow; 0: none */
+	__u8 dir;            /* enum ct_dir of that flow's half */
+	__u8 _pad[6];
+};
+
+/* trace_state: PERCPU_ARRAY of one record, written by the programs: the last
+ * drop reason of this CPU (v6nat_drop writes it; the trace reads it back for
+ * the packet it just dropped) and the rate limit's window and losses. */
+struct trace_state {
+	__u64 window_ns;     /* start of the current one-second window */
+	__u32 sent;          /* events sent in it */
+	__u32 drop_reason;   /* V6NAT_DROP_* of this CPU's last drop */
+	__u64 limited;       /* events not sent: over the rate */
+	__u64 lost;          /* events not sent: ring buffer full */
+};
+
+/* ---- end of trace ---------------------------------------------------------- */
 
 /* SNAT port allocation: candidates tried before giving up (exhaustion). */
 #define V6NAT_SNAT_TRIES 16

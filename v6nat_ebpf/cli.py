@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "v6nat_ebpf.commands.status",  # status
     "v6nat_ebpf.commands.flows",  # flows
     "v6nat_ebpf.commands.bans",  # ban, unban, bans (issue 16)
+    "v6nat_ebpf.commands.trace",  # trace
     "v6nat_ebpf.commands.cleanup",  # cleanup
     "v6nat_ebpf.preflight",  # check
     "v6nat_ebpf.lab.demo",  # demo

@@ -26,6 +26,7 @@ from v6nat_ebpf.constants import (CONNTRACK_MAX, CONNTRACK_MAX_CEILING, CONNTRAC
                                   DEFAULT_METRICS_LISTEN, DEFAULT_PIN_PATH, SNAT_PORT_FLOOR, SNAT_PORT_MAX,
                                   SNAT_PORT_MIN)
 from v6nat_ebpf.errors import V6natError
+from v6nat_ebpf.model import UDP_FILTERINGS
 
 DEFAULT_SNAT_PORTS = f"{SNAT_PORT_MIN}-{SNAT_PORT_MAX}"
 LOG_FORMATS = ("text", "json")
@@ -74,6 +75,7 @@ class RunOptions:
     allow_docker_ip6tables: bool = False
     allow_docker_userland_proxy: bool = False
     default_allow: tuple[ipaddress.IPv6Network, ...] | None = None  # --default-allow (issue 16); None: open
+    udp_filtering: str = UDP_FILTERINGS[0]  # networks without their own v6nat.udp_filtering option
 
     @property
     def timeouts_below_rfc(self) -> list[str]:
@@ -238,6 +240,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="idle timeouts of tracked flows, any of tcp-established (default 7440), tcp-transitory "
                              "(240), udp (300), icmp (60); shorter than RFC 5382/4787/5508 allow is warned about "
                              "(env V6NAT_CONNTRACK_TIMEOUTS)")
+    parser.add_argument("--udp-filtering", choices=UDP_FILTERINGS, default=env("UDP_FILTERING") or UDP_FILTERINGS[0],
+                        help="which remote endpoints may send to a container's UDP mapping: only those it sent to "
+                             "(address-and-port-dependent, the default) or any (endpoint-independent, full cone: "
+                             "for WebRTC, games, P2P; only ports the container opened outward, only while it keeps "
+                             "a flow); a network's option v6nat.udp_filtering overrides it (env V6NAT_UDP_FILTERING)")
     parser.add_argument("--conntrack-max", metavar="N", type=_as_type(parse_conntrack_max),
                         default=env("CONNTRACK_MAX"),
                         help=f"conntrack capacity in entries, two per flow (a quarter more holds flows not answered "
@@ -305,4 +312,5 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         allow_docker_ip6tables=_flag_or_env(args.allow_docker_ip6tables, "ALLOW_DOCKER_IP6TABLES"),
         allow_docker_userland_proxy=_flag_or_env(args.allow_docker_userland_proxy, "ALLOW_DOCKER_USERLAND_PROXY"),
         default_allow=args.default_allow,  # argparse applied parse_default_allow to the env default too
+        udp_filtering=args.udp_filtering,
     )

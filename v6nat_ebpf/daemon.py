@@ -276,7 +276,8 @@ class Daemon:
         # The containers' namespaces, so that host_source can tell which container each veth belongs to.
         host = read_host_state(self.opts.public_ifaces, strict=False, netns=[s.netns for s in docker.sandboxes])
         # Source policy (issue 16): rules per mapping; mappings with bad declarations are not published.
-        resolution = resolve_policy(desired_state(docker, host), declarations, self.opts.default_allow)
+        resolution = resolve_policy(desired_state(docker, host, self.opts.udp_filtering), declarations,
+                                    self.opts.default_allow)
         desired = resolution.desired
         problems = frozenset(desired.problems) | frozenset(map(str, resolution.errors))
         for problem in sorted(problems - self._last_problems):

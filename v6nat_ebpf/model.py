@@ -110,6 +110,10 @@ GATEWAY_UNPROTECTED = "nat-unprotected"
 GATEWAY_ISOLATED = "isolated"
 GATEWAY_MODES = (GATEWAY_NAT, GATEWAY_ROUTED, GATEWAY_UNPROTECTED, GATEWAY_ISOLATED)
 
+# v6nat's own network option (`docker network create -o v6nat.udp_filtering=...`), RFC 4787 REQ-8's choice.
+OPT_UDP_FILTERING = "v6nat.udp_filtering"
+UDP_FILTERINGS = ("address-and-port-dependent", "endpoint-independent")  # the first: the default
+
 
 @dataclass(frozen=True)
 class Network:
@@ -125,6 +129,7 @@ class Network:
     snat_addr: IPv6Address | None = None  # None: the public interface's address
     host_binding: IPv6Address | None = None  # the address "::" bindings mean, None: every address
     mode: str = GATEWAY_NAT  # one of GATEWAY_MODES
+    udp_filtering: str | None = None  # one of UDP_FILTERINGS, None: the host-wide `--udp-filtering`
 
     @property
     def network_id(self) -> int:
@@ -282,6 +287,7 @@ class NetworkRoute:
     gateway: IPv6Address | None = None  # the bridge's address in the prefix (passes with icc=False)
     mode: str = GATEWAY_NAT
     name: str = ""  # the Docker network's name (status and metrics only)
+    udp_eif: bool = False  # UDP filtering endpoint-independent (full cone)
 
 
 # What the datapath's veth_info holds at most (bpf/v6nat.h V6NAT_VETH_ADDRS).
@@ -388,6 +394,7 @@ def network_from_inspect(data: Mapping[str, Any], problems: list[str]) -> Networ
         snat_addr=_opt_addr(options, OPT_HOST_IPV6, problems, name),
         host_binding=_host_binding(options, problems, name),
         mode=mode,
+        udp_filtering=_opt_udp_filtering(options, problems, name),
     )
 
 
@@ -400,6 +407,15 @@ def _host_binding(options: Mapping[str, str], problems: list[str], net_name: str
     if addr is None or addr == IPv6Address("::"):
         return None
     return addr
+
+
+def _opt_udp_filtering(options: Mapping[str, str], problems: list[str], net_name: str) -> str | None:
+    value = options.get(OPT_UDP_FILTERING)
+    if value is None or value in UDP_FILTERINGS:
+        return value
+    problems.append(f"network {net_name}: {OPT_UDP_FILTERING}={value!r} is not one of {', '.join(UDP_FILTERINGS)}; "
+                    f"using {UDP_FILTERINGS[0]}")
+    return UDP_FILTERINGS[0]
 
 
 def _container_name(data: Mapping[str, Any]) -> str:
@@ -587,7 +603,7 @@ def _sort_key(mapping: PortMapping) -> tuple[int, str, int]:
     return (mapping.proto, str(mapping.host_addr or ""), mapping.host_port)
 
 
-def desired_state(docker: DockerState, host: HostState) -> DesiredState:
+def desired_state(docker: DockerState, host: HostState, udp_filtering: str = UDP_FILTERINGS[0]) -> DesiredState:
     """Combine Docker's and the host's state into what the maps and attachments must hold.
 
     A network whose bridge does not exist yet (Docker creates it with the first
@@ -628,7 +644,8 @@ def desired_state(docker: DockerState, host: HostState) -> DesiredState:
         for subnet in network.subnets:
             gateway = next((addr for addr in bridge.addresses if addr in subnet), None)
             routes.append(NetworkRoute(subnet, network.network_id, bridge.ifindex, network.masquerade, network.icc,
-                                       network.internal, network.snat_addr, gateway, network.mode, network.name))
+                                       network.internal, network.snat_addr, gateway, network.mode, network.name,
+                                       udp_eif=(network.udp_filtering or udp_filtering) == "endpoint-independent"))
     public_ifaces = []
     host_addrs: dict[IPv6Address, int] = {}
     for iface in host.public:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal
 from urllib.parse import urlparse
 
-from v6nat_ebpf.config import docker_url
-from v6nat_ebpf.constants import DEFAULT_DOCKER_URL
+from v6nat_ebpf.config import add_pin_path_argument, docker_url, env
+from v6nat_ebpf.constants import DEFAULT_DOCKER_URL, DEFAULT_METRICS_LISTEN
 from v6nat_ebpf.datapath import bpfsys
 from v6nat_ebpf.errors import V6natError
 
@@ -344,7 +344,15 @@ def format_findings(findings: list[Finding]) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    findings = run_checks(args.docker_host)
+    if args.port:  # one published port, not the machine (port_check.py)
+        from v6nat_ebpf.port_check import check_port
+
+        try:
+            findings = check_port(args.port, args.docker_host, args.pin_path, args.metrics_listen)
+        except ValueError as exc:
+            raise V6natError(f"--port: {exc}") from None
+    else:
+        findings = run_checks(args.docker_host)
     if args.json:
         print(json.dumps([asdict(f) for f in findings], indent=2))
     else:
@@ -361,4 +369,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help=f"Docker API to check (default: $DOCKER_HOST or {DEFAULT_DOCKER_URL}; "
                              "env V6NAT_DOCKER_HOST)")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
+    parser.add_argument("--port", metavar="PORT/PROTO",
+                        help="instead: every reason published port PORT/PROTO (e.g. 8080/tcp) could be unreachable")
+    parser.add_argument("--metrics-listen", metavar="[ADDR]:PORT", default=env("METRICS_LISTEN") or DEFAULT_METRICS_LISTEN,
+                        help=f"with --port: where the daemon answers /readyz (default {DEFAULT_METRICS_LISTEN})")
+    add_pin_path_argument(parser)
     parser.set_defaults(func=cmd_check)

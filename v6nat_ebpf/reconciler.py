@@ -198,7 +198,8 @@ class Reconciler:
         if docker_known:
             routes = {r.prefix: NetworkEntry(network_id=r.network_id, bridge_ifindex=r.bridge_ifindex,
                                              masquerade=r.masquerade, icc=r.icc, internal=r.internal,
-                                             snat_addr=r.snat_addr, gateway=r.gateway, mode=r.mode)
+                                             snat_addr=r.snat_addr, gateway=r.gateway, mode=r.mode,
+                                             udp_eif=r.udp_eif)
                       for r in desired.routes}
             tables["networks"] = self._table(dp.networks, "networks", routes, reread)
             dnat = {DnatKey(proto=m.proto, host_addr=m.host_addr, host_port=m.host_port):

@@ -30,9 +30,13 @@ static __always_inline void v6nat_count(__u32 hook, __u32 counter)
 		*value += 1;
 }
 
+/* lib/trace.h: the reason `v6nat trace` shows for this packet. */
+static __always_inline void trace_note_drop(__u32 reason);
+
 static __always_inline int v6nat_drop(__u32 hook, __u32 reason)
 {
 	v6nat_count(hook, reason);
+	trace_note_drop(reason);
 	return TC_ACT_SHOT;
 }
 

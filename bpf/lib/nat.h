@@ -80,27 +80,49 @@ static __always_inline int port_owned_by_host(struct __sk_buff *skb, const struc
 	return 1;
 }
 
-/* Claim a port for the NAT address reply->daddr: the preferred one if it
- * lies in the configured range and is free, then random ones of the range.
+/* The SNAT port an internal endpoint (address, port, protocol of `key`)
+ * prefers: its own port when that lies in the range (port preservation),
+ * else one of the range picked by a keyed hash of the endpoint. The same
+ * endpoint thus gets the same external port toward every destination
+ * (endpoint-independent mapping, RFC 4787 REQ-1, RFC 5382 REQ-1), unless
+ * that port is taken toward the very same destination; the salt keeps the
+ * port unpredictable from outside (RFC 6056). */
+static __always_inline __be16 nat_mapping_port(const struct ct_key *key, __u32 lo, __u32 span, __u32 salt)
+{
+	const __u32 *a = (const __u32 *)key->saddr;
+	__u32 h = salt ^ ((__u32)key->sport << 8 | key->proto);
+
+	if ((__u32)v6_ntohs(key->sport) - lo < span)
+		return key->sport;
+	h = (h ^ a[0]) * 0x9e3779b1;
+	h = (h ^ a[1]) * 0x85ebca77;
+	h = (h ^ a[2]) * 0xc2b2ae3d;
+	h = (h ^ a[3]) * 0x27d4eb2f;
+	h ^= h >> 15;
+	return v6_htons(lo + h % span);
+}
+
+/* Claim a port for the NAT address reply->daddr: the internal endpoint's
+ * (nat_mapping_port) if it is free, then random ones of the range.
  * Only ports of the range (kept out of the host's ephemeral ports and
  * reserved for us) are ever used, so the host can never pick a port a flow
  * holds. A candidate is free when no host socket owns it, no published port
  * uses it, and claiming the reply half (BPF_NOEXIST in ct_unassured, absent
  * from conntrack) succeeds: that insert is the atomic claim. 0 or -1. */
-static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *reply,
-					  struct ct_entry *reply_entry, __be16 preferred)
+static __always_inline int nat_claim_port(struct __sk_buff *skb, const struct ct_key *key,
+					  struct ct_key *reply, struct ct_entry *reply_entry)
 {
 	__u32 zero = 0;
 	struct v6nat_config *cfg = config.lookup(&zero);
 	__u32 lo = V6NAT_DEFAULT_PORT_MIN, span = V6NAT_DEFAULT_PORT_MAX - V6NAT_DEFAULT_PORT_MIN + 1;
+	__be16 preferred;
 
 	if (cfg && cfg->snat_port_min && cfg->snat_port_min <= cfg->snat_port_max) {
 		lo = cfg->snat_port_min;
 		span = (__u32)cfg->snat_port_max - cfg->snat_port_min + 1;
 	}
+	preferred = nat_mapping_port(key, lo, span, cfg ? cfg->port_salt : 0);
 	for (int i = 0; i < V6NAT_SNAT_TRIES; i++) {
-		if (i == 0 && (__u32)v6_ntohs(preferred) - lo >= span)
-			continue; /* outside the range: a host port */
 		reply->dport = i == 0 ? preferred : v6_htons(lo + bpf_get_prandom_u32() % span);
 		if (reply->proto != V6NAT_IPPROTO_ICMPV6) {
 			if (port_owned_by_host(skb, reply))
@@ -120,8 +142,8 @@ static __always_inline int nat_claim_port(struct __sk_buff *skb, struct ct_key *
  * says, in ct_unassured. Each half is claimed, never written over another
  * flow's: a new packet whose reply tuple is a live flow's (a forger's SYN
  * with a live client's address and port toward another host address) is a
- * clash, as in Linux. With claim_port, orig->sport is only preferred: the
- * port really used is claimed and written back. Returns 0 or a drop reason;
+ * clash, as in Linux. With claim_port, the source port is the one
+ * nat_claim_port claimed (written back into orig->sport). Returns 0 or a drop reason;
  * `orig` then holds the half to translate with (another CPU's if it won a
  * race). */
 static __always_inline int ct_create_pair(struct __sk_buff *skb, struct ct_key *key,
@@ -141,7 +163,7 @@ static __always_inline int ct_create_pair(struct __sk_buff *skb, struct ct_key *
 	ct_key_mirror(&reply_key, orig, key->proto);
 	ct_entry_mirror(reply, key, orig);
 	if (claim_port) {
-		if (nat_claim_port(skb, &reply_key, reply, orig->sport))
+		if (nat_claim_port(skb, key, &reply_key, reply))
 			return V6NAT_DROP_PORTS_EXHAUSTED;
 		orig->sport = reply_key.dport;
 	} else if (ct_claim(&reply_key, reply, 1)) {

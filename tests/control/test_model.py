@@ -284,3 +284,32 @@ def test_veth_addresses_fit_the_datapath() -> None:
     from v6nat_ebpf.datapath import layout
 
     assert model.VETH_ADDRS_MAX == layout.header().const("V6NAT_VETH_ADDRS")
+
+
+@pytest.mark.parametrize("option,host_wide,eif", [
+    (None, "address-and-port-dependent", False),
+    (None, "endpoint-independent", True),
+    ("endpoint-independent", "address-and-port-dependent", True),
+    ("address-and-port-dependent", "endpoint-independent", False),
+])
+def test_udp_filtering_by_network_option_else_host_wide(inspect: dict[str, Any], option: str | None,
+                                                         host_wide: str, eif: bool) -> None:
+    """RFC 4787 REQ-8's choice: the network's v6nat.udp_filtering option wins over `--udp-filtering`."""
+    data = copy.deepcopy(inspect)
+    ula1 = next(n for n in data["networks_verbose"] if n["Name"] == "ula1")
+    if option is not None:
+        ula1.setdefault("Options", {})[model.OPT_UDP_FILTERING] = option
+    docker = docker_state_from_inspect(data["networks_verbose"], data["containers"])
+    net = next(n for n in docker.networks if n.name == "ula1")
+    host = HostState(public=(PublicInterface(2, "pub0", (HOST,)),), links=(Link(net.bridge, 7),))
+    [route] = model.desired_state(docker, host, host_wide).routes
+    assert route.udp_eif is eif
+
+
+def test_a_bad_udp_filtering_option_is_reported_and_the_default_kept(inspect: dict[str, Any]) -> None:
+    data = copy.deepcopy(inspect)
+    next(n for n in data["networks_verbose"] if n["Name"] == "ula1").setdefault("Options", {})[
+        model.OPT_UDP_FILTERING] = "full-cone"
+    docker = docker_state_from_inspect(data["networks_verbose"], data["containers"])
+    assert next(n for n in docker.networks if n.name == "ula1").udp_filtering == "address-and-port-dependent"
+    assert any("v6nat.udp_filtering='full-cone'" in p for p in docker.problems)

@@ -16,5 +16,5 @@ def test_bench_quick_prints_a_row_per_path() -> None:
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["path", "method", "ns/packet"]
     rows = [line for line in lines[1:] if ":" in line and not line.startswith("(")]
-    assert len(rows) == 13
+    assert len(rows) == 13 + 8  # paths, then 4 paths with the trace off and with an idle tracer
     assert all(float(row.split()[-1]) > 0 for row in rows)

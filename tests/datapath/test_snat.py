@@ -12,7 +12,7 @@ import pytest
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, NetworkEntry, SnatAllocations
 from dp_packets import (
-    C1, C2, HOST, HOST2, INTERNAL1, NET, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, ROUTED1, SHOT, addr,
+    C1, C2, CLIENT, HOST, HOST2, INTERNAL1, NET, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, ROUTED1, SHOT, addr,
     assert_translated, assert_untouched, go, l4, ping, rewritten, tcp, udp,
 )
 
@@ -133,19 +133,19 @@ def test_echo_identifier_is_the_port(dp: Datapath) -> None:
 
 
 def test_allocations_are_counted_by_tries_needed(dp: Datapath) -> None:
-    # A one-port range: the first claim keeps its port (1 try), the next takes the range's port after
-    # the preferred one, outside the range, was refused (2 tries), the third finds the range's port
-    # taken (exhausted: not a claim).
+    # A one-port range: the first claim keeps its port (1 try); the next prefers the range's one port
+    # (its own is outside the range) and finds it free toward another remote port (1 try); the third
+    # finds it taken toward the same remote endpoint, and the random tries too (exhausted: not a claim).
     dp.set_config(DatapathConfig(snat_port_min=61000, snat_port_max=61000))
     assert l4(go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 61000, 443))).sport == 61000
     assert l4(go(dp, PUBLIC_EGRESS, tcp(C2, OTHER, 5555, 444))).sport == 61000
     assert go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, 443)).verdict == SHOT
-    assert dp.snat_allocations() == SnatAllocations(buckets=((1, 1), (3, 1), (7, 0), (16, 0)), tries=3)
+    assert dp.snat_allocations() == SnatAllocations(buckets=((1, 2), (3, 0), (7, 0), (16, 0)), tries=2)
 
 
 def test_random_candidates_are_counted_in_the_bucket_of_their_try(dp: Datapath) -> None:
     # Per remote port, 3 of the range's 4 ports are claimed first by other flows (one try each); the
-    # measured claims prefer a port outside the range (refused: the first try), so each then hits
+    # measured claims prefer their own port 61000, taken (refused: the first try), so each then hits
     # the free port at a random try: 2 to 16, or never.
     dp.set_config(DatapathConfig(snat_port_min=61000, snat_port_max=61003))
     flows = 300
@@ -157,7 +157,7 @@ def test_random_candidates_are_counted_in_the_bucket_of_their_try(dp: Datapath) 
 
     translated = 0
     for remote in range(1000, 1000 + flows):
-        r = go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 5555, remote))
+        r = go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 61000, remote))
         if r.verdict != SHOT:
             assert l4(r).sport == 61003
             translated += 1
@@ -169,3 +169,16 @@ def test_random_candidates_are_counted_in_the_bucket_of_their_try(dp: Datapath) 
     assert claims[3] > 0 and claims[7] > 0 and claims[16] > 0
     tries = after.tries - before.tries
     assert 2 * claims[3] + 4 * claims[7] + 8 * claims[16] <= tries <= 3 * claims[3] + 7 * claims[7] + 16 * claims[16]
+
+
+def test_an_internal_endpoint_keeps_its_external_port_toward_every_destination(dp: Datapath) -> None:
+    """Endpoint-independent mapping (RFC 4787 REQ-1, RFC 5382 REQ-1): a container port outside the SNAT
+    range gets one port of the range, the same toward every remote address and port; another
+    endpoint gets its own."""
+    mapped = {l4(go(dp, PUBLIC_EGRESS, udp(C1, remote, 5555, rport))).sport
+              for remote in (OTHER, CLIENT) for rport in (53, 3478, 3479)}
+    assert len(mapped) == 1 and 61000 <= mapped.pop() <= 65535
+    tcp_ports = {l4(go(dp, PUBLIC_EGRESS, tcp(C1, remote, 5555, 443))).sport for remote in (OTHER, CLIENT)}
+    assert len(tcp_ports) == 1
+    others = {l4(go(dp, PUBLIC_EGRESS, udp(C1, OTHER, port, 53))).sport for port in range(5556, 5566)}
+    assert len(others) >= 9  # ten endpoints: their own ports (a collision in 4,536 is allowed)

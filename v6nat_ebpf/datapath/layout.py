@@ -93,6 +93,8 @@ class Config(ct.Structure):
         ("snat_port_min", u16),
         ("snat_port_max", u16),
         ("flags", u32),
+        ("port_salt", u32),
+        ("_pad", u32),
     ]
 
 
@@ -231,10 +233,67 @@ class RawHostlocalStat(ct.Structure):
     _fields_ = [("connects", u64), ("sendmsgs", u64)]
 
 
+class RawNatMappingKey(ct.Structure):
+    _fields_ = [("nat_addr", Addr), ("port", u16), ("proto", u8), ("_pad", u8)]
+
+
+class RawNatMapping(ct.Structure):
+    _fields_ = [("addr", Addr), ("remote", Addr), ("port", u16), ("remote_port", u16), ("_pad", u32)]
+
+
+class RawTraceFilter(ct.Structure):
+    _fields_ = [
+        ("addr", Addr),
+        ("prefixlen", u32),
+        ("mapping_id", u32),
+        ("port", u16),
+        ("proto", u8),
+        ("_pad", u8),
+        ("flags", u32),
+        ("rate", u32),
+        ("_pad2", u32),
+        ("expires_ns", u64),
+    ]
+
+
+class RawTraceEvent(ct.Structure):
+    _fields_ = [
+        ("ts_ns", u64),
+        ("saddr", Addr),
+        ("daddr", Addr),
+        ("new_saddr", Addr),
+        ("new_daddr", Addr),
+        ("sport", u16),
+        ("dport", u16),
+        ("new_sport", u16),
+        ("new_dport", u16),
+        ("verdict", ct.c_int32),
+        ("ifindex", u32),
+        ("mapping_id", u32),
+        ("drop_reason", u16),
+        ("hook", u8),
+        ("proto", u8),
+        ("kind", u8),
+        ("dir", u8),
+        ("_pad", u8 * 6),
+    ]
+
+
+class RawTraceState(ct.Structure):
+    _fields_ = [("window_ns", u64), ("sent", u32), ("drop_reason", u32), ("limited", u64), ("lost", u64)]
+
+
+class NoValue(ct.Structure):
+    """The key and value of a ring buffer: none (the kernel's sizes are 0)."""
+
+    _fields_: list = []
+
+
 # bpf_map_type values used here (their one copy is in bpfsys).
-HASH, ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LPM_TRIE = (
+HASH, ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LPM_TRIE, RINGBUF = (
     bpfsys.BPF_MAP_TYPE_HASH, bpfsys.BPF_MAP_TYPE_ARRAY, bpfsys.BPF_MAP_TYPE_PERCPU_HASH,
-    bpfsys.BPF_MAP_TYPE_PERCPU_ARRAY, bpfsys.BPF_MAP_TYPE_LRU_HASH, bpfsys.BPF_MAP_TYPE_LPM_TRIE)
+    bpfsys.BPF_MAP_TYPE_PERCPU_ARRAY, bpfsys.BPF_MAP_TYPE_LRU_HASH, bpfsys.BPF_MAP_TYPE_LPM_TRIE,
+    bpfsys.BPF_MAP_TYPE_RINGBUF)
 BPF_F_NO_PREALLOC = 1
 
 
@@ -285,5 +344,10 @@ def map_specs(ct_max: int, dnat_max: int) -> dict[str, MapSpec]:
         MapSpec("policy", LPM_TRIE, RawPolicyKey, RawPolicyRule, h.const("V6NAT_POLICY_MAX"), BPF_F_NO_PREALLOC),
         MapSpec("bans", LPM_TRIE, RawBanKey, RawBanInfo, h.const("V6NAT_BANS_MAX"), BPF_F_NO_PREALLOC),
         MapSpec("ban_state", ARRAY, u32, RawBanState, 1),
+        MapSpec("nat_mappings", LRU_HASH, RawNatMappingKey, RawNatMapping, h.const("V6NAT_NAT_MAPPINGS_MAX")),
+        MapSpec("trace_filter", ARRAY, u32, RawTraceFilter, 1),
+        MapSpec("trace_state", PERCPU_ARRAY, u32, RawTraceState, 1),
+        # what the programs write into it: RawTraceEvent records
+        MapSpec("trace_events", RINGBUF, NoValue, NoValue, h.const("V6NAT_TRACE_RING_BYTES")),
     ]
     return {s.name: s for s in specs}

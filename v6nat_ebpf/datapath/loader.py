@@ -19,7 +19,7 @@ Filters stay attached and maps stay pinned when the process exits: the
 datapath keeps translating established flows while the daemon restarts, and
 the next `Datapath.open` adopts the maps and atomically replaces the filters.
 
-Imports datapath.{bpfsys,hostlocal,layout,maps,tc}; bcc only in `build_programs`,
+Imports datapath.{bpfsys,hostlocal,layout,maps,tc,trace}; bcc only in `build_programs`,
 which runs in the child.
 """
 
@@ -60,6 +60,7 @@ from v6nat_ebpf.datapath.maps import (
     read_snat_allocations,
     write_config,
 )
+from v6nat_ebpf.datapath.trace import Tracer
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.versions import bcc_version
 
@@ -475,6 +476,10 @@ class Datapath:
         """Bans in force now (expired ones may stay in the map until the next `v6nat ban`)."""
         return self.bans.active(time.clock_gettime_ns(time.CLOCK_BOOTTIME))
 
+    def tracer(self) -> Tracer:
+        """`v6nat trace`'s access to the trace maps (see datapath/trace.py)."""
+        return Tracer(self._maps["trace_filter"], self._maps["trace_state"], self._maps["trace_events"].fd)
+
     def snat_allocations(self) -> SnatAllocations:
         """Successful SNAT/hairpin port claims by tries needed (buckets 1, 2-3, 4-7, 8-16)."""
         return read_snat_allocations(self._maps["snat_tries"])
@@ -484,6 +489,8 @@ class Datapath:
         conntrack_summary() of the same scrape found, so conntrack is not read twice."""
         out = {}
         for name, spec in self.specs.items():
+            if spec.type == layout.RINGBUF:
+                continue  # bytes in flight, not entries
             if spec.type in (layout.ARRAY, layout.PERCPU_ARRAY):
                 entries = spec.max_entries
             elif name == "conntrack" and conntrack_entries is not None:

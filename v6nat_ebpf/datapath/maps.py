@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes as ct
 import errno
 import logging
+import secrets
 import struct
 import time
 from dataclasses import dataclass
@@ -134,6 +135,7 @@ class NetworkEntry:
     snat_addr: IPv6Address | None  # None = the public interface's address
     gateway: IPv6Address | None = None  # the bridge's address: reachable with icc=False
     mode: str = GATEWAY_NAT  # Docker's gateway mode (model.GATEWAY_MODES)
+    udp_eif: bool = False  # UDP filtering endpoint-independent (full cone); else address-and-port-dependent
 
 
 @dataclass(frozen=True)
@@ -428,7 +430,7 @@ class NetworksTable(_Table[IPv6Network, NetworkEntry]):
         return layout.RawNetworkKey(key.prefixlen, _addr_bytes(key.network_address))
 
     def _value(self, value: NetworkEntry) -> layout.RawNetworkInfo:
-        flags = _net_flags(value.masquerade, value.icc, value.internal, value.mode)
+        flags = _net_flags(value.masquerade, value.icc, value.internal, value.mode, value.udp_eif)
         return layout.RawNetworkInfo(_addr_bytes(value.snat_addr), _addr_bytes(value.gateway), value.network_id,
                                      value.bridge_ifindex, flags, 0)
 
@@ -446,6 +448,7 @@ class NetworksTable(_Table[IPv6Network, NetworkEntry]):
             masquerade=bool(v.flags & h.const("V6NAT_NET_MASQUERADE")),
             icc=bool(v.flags & h.const("V6NAT_NET_ICC")),
             internal=bool(v.flags & h.const("V6NAT_NET_INTERNAL")),
+            udp_eif=bool(v.flags & h.const("V6NAT_NET_UDP_EIF")),
             snat_addr=None if snat == IPv6Address(0) else snat,
             gateway=None if gateway == IPv6Address(0) else gateway,
             mode=_mode_of(v.flags),
@@ -476,14 +479,16 @@ _MODE_FLAGS = {GATEWAY_ROUTED: "V6NAT_NET_ROUTED", GATEWAY_UNPROTECTED: "V6NAT_N
                GATEWAY_ISOLATED: "V6NAT_NET_ISOLATED"}
 
 
-def _net_flags(masquerade: bool, icc: bool, internal: bool, mode: str = GATEWAY_NAT) -> int:
+def _net_flags(masquerade: bool, icc: bool, internal: bool, mode: str = GATEWAY_NAT,
+               udp_eif: bool = False) -> int:
     h = layout.header()
     if mode != GATEWAY_NAT and mode not in _MODE_FLAGS:
         raise V6natError(f"unknown gateway mode {mode!r}")
     return ((h.const("V6NAT_NET_MASQUERADE") if masquerade else 0)
             | (h.const("V6NAT_NET_ICC") if icc else 0)
             | (h.const("V6NAT_NET_INTERNAL") if internal or mode == GATEWAY_ISOLATED else 0)
-            | (h.const(_MODE_FLAGS[mode]) if mode in _MODE_FLAGS else 0))
+            | (h.const(_MODE_FLAGS[mode]) if mode in _MODE_FLAGS else 0)
+            | (h.const("V6NAT_NET_UDP_EIF") if udp_eif else 0))
 
 
 def _mode_of(flags: int) -> str:
@@ -567,7 +572,13 @@ def config_from_raw(raw: layout.Config, conntrack_max: int, dnat_max: int) -> Da
 
 
 def write_config(raw: BpfMap, cfg: DatapathConfig) -> None:
-    raw.update(layout.u32(0), cfg.to_raw())
+    """Write `cfg`, keeping the port salt already in force (a new random one the first time), so
+    that internal endpoints keep their SNAT ports across daemon restarts."""
+    value = cfg.to_raw()
+    found = raw.lookup(layout.u32(0))
+    salt = layout.Config.from_buffer_copy(found).port_salt if found else 0
+    value.port_salt = salt or secrets.randbits(32) or 1
+    raw.update(layout.u32(0), value)
 
 
 def _percpu_sums(raw: BpfMap, keys: bytes, values: bytes, n: int, fields: int) -> dict[int, tuple[int, ...]]:

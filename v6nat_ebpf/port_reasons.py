@@ -1,0 +1,142 @@
+"""Why a published port would or would not be translated, from Docker's inspect data alone: the
+reasons `v6nat check --port` gives for the Docker side (model.py makes the same decisions for the
+daemon; this module names them for a person, one line each).
+
+Imports the standard library and v6nat_ebpf.model only (pure: no Docker, no BPF).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from typing import Any, Iterable, Mapping
+
+from v6nat_ebpf import model
+
+
+@dataclass(frozen=True)
+class PortReason:
+    """One fact about the port: `ok` when it helps the port work, else what is in the way."""
+
+    ok: bool
+    text: str
+
+
+@dataclass(frozen=True)
+class PortVerdict:
+    reasons: tuple[PortReason, ...]
+    # What the datapath should hold for the port: (host address or None for any, container address,
+    # container port), one per IPv6 mapping model.py makes.
+    expected: tuple[tuple[IPv6Address | None, IPv6Address, int], ...]
+
+
+def parse_port_spec(text: str) -> tuple[int, str]:
+    """'8080/tcp' (or '8080', TCP) -> (8080, 'tcp'); ValueError with a message otherwise."""
+    port_text, _, proto = text.partition("/")
+    proto = proto or "tcp"
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535 or proto not in model.DOCKER_PROTOCOLS:
+        raise ValueError(f"{text!r} is not PORT[/tcp|udp] (e.g. 8080/tcp)")
+    return int(port_text), proto
+
+
+def why_unmanaged(data: Mapping[str, Any]) -> str:
+    """Why model.network_from_inspect would not manage this network."""
+    name = data.get("Name") or data.get("Id", "")[:12]
+    if data.get("Driver") != "bridge":
+        return f"network {name} uses driver {data.get('Driver')!r}; v6nat manages bridge networks"
+    if not data.get("EnableIPv6"):
+        return f"network {name} has IPv6 off (create it with --ipv6)"
+    return f"network {name} has no IPv6 subnet v6nat can serve (link-local and multicast ones are not)"
+
+
+def _binding_line(host_ip: str, host_port: str, published: bool) -> str:
+    where = f"[{host_ip}]" if ":" in host_ip else (host_ip or "every address")
+    if published:
+        return f"Docker binds it on {where}:{host_port}"
+    try:
+        addr = ipaddress.ip_address(host_ip)
+    except ValueError:
+        return f"a binding on {host_ip!r}:{host_port} that is no address"
+    if isinstance(addr, ipaddress.IPv4Address):
+        return f"Docker binds it on {where}:{host_port} only: an IPv4 address gives no IPv6 mapping"
+    return f"Docker binds it on {where}:{host_port}: a loopback, link-local or mapped address never reaches a public interface"
+
+
+def explain(networks: Iterable[Mapping[str, Any]], containers: Iterable[Mapping[str, Any]],
+            port: int, proto: str) -> PortVerdict:
+    """Every container that publishes host port `port`/`proto` and what v6nat makes of it."""
+    networks = list(networks)
+    problems: list[str] = []
+    managed = {n.id: n for n in (model.network_from_inspect(d, problems) for d in networks) if n is not None}
+    by_name = {n.name: n for n in managed.values()}
+    raw_by_id = {d.get("Id"): d for d in networks}
+    reasons: list[PortReason] = []
+    expected: list[tuple[IPv6Address | None, IPv6Address, int]] = []
+    for data in containers:
+        name = (data.get("Name") or data.get("Id", "")[:12]).lstrip("/")
+        ports = (data.get("NetworkSettings") or {}).get("Ports") or {}
+        bound = {spec: b for spec, b in ports.items() if spec.endswith(f"/{proto}") and b
+                 and any((x.get("HostPort") or "") == str(port) for x in b)}
+        requested = {spec for spec, b in ((data.get("HostConfig") or {}).get("PortBindings") or {}).items()
+                     if spec.endswith(f"/{proto}") and any((x.get("HostPort") or "") == str(port) for x in b or [])}
+        if not bound and not requested:
+            continue
+        state = data.get("State") or {}
+        if not state.get("Running") or state.get("Restarting"):
+            reasons.append(PortReason(False, f"container {name} publishes it but is not running "
+                                             f"({state.get('Status', 'stopped')})"))
+            continue
+        if not bound:
+            reasons.append(PortReason(False, f"container {name} asked for it but Docker bound nothing "
+                                             "(port taken on the host? see `docker port`)"))
+            continue
+        endpoints = model._endpoints_of(data, managed)
+        attached = (data.get("NetworkSettings") or {}).get("Networks") or {}
+        if not endpoints:
+            for ep in attached.values():
+                raw = raw_by_id.get(ep.get("NetworkID", ""))
+                if ep.get("NetworkID") in managed:
+                    reasons.append(PortReason(False, f"container {name} has no IPv6 address on network "
+                                                     f"{managed[ep['NetworkID']].name}"))
+                elif raw is not None:
+                    reasons.append(PortReason(False, f"container {name}: {why_unmanaged(raw)}"))
+            if not attached:
+                reasons.append(PortReason(False, f"container {name} is on no network (network mode "
+                                                 f"{(data.get('HostConfig') or {}).get('NetworkMode')!r})"))
+            continue
+        chosen = model.choose_endpoint(data, endpoints, by_name, problems)
+        if chosen is None:
+            nets = ", ".join(sorted(ep.network_name for ep in endpoints))
+            reasons.append(PortReason(False, f"container {name} is only on internal networks ({nets}): "
+                                             "Docker publishes no ports there"))
+            continue
+        network = by_name[chosen.network_name]
+        for spec, bindings in sorted(bound.items()):
+            has_ipv6 = any(":" in (b.get("HostIp") or "") for b in bindings)
+            wanted = model._requested_host_ips(data, spec)
+            mine = [b for b in bindings if (b.get("HostPort") or "") == str(port)]
+            judged = [(b, *model._binding_host_addr(b.get("HostIp") or "", wanted, has_ipv6, network)) for b in mine]
+            if not any(published for _, published, _ in judged):  # else an IPv4 twin of an IPv6 binding: fine
+                reasons += [PortReason(False, f"container {name}: {_binding_line(b.get('HostIp') or '', str(port), False)}")
+                            for b, _, _ in judged]
+            for b, published, host_addr in judged:
+                if not published:
+                    continue
+                reasons.append(PortReason(True, f"container {name}: "
+                                                f"{_binding_line(b.get('HostIp') or '', str(port), True)}"))
+                target = (host_addr, chosen.address, int(spec.partition("/")[0]))
+                if target not in expected:
+                    expected.append(target)
+                    on = f"[{host_addr}]" if host_addr else "every host address"
+                    chosen_of = f" (chosen of several: label {model.NETWORK_LABEL})" if len(endpoints) > 1 else ""
+                    reasons.append(PortReason(True, f"container {name}: published on network {network.name}"
+                                                    f"{chosen_of} as {on}:{port} -> [{chosen.address}]:{target[2]}"))
+    for problem in problems:
+        if f":{port} " in problem or f":{port} ->" in problem:
+            reasons.append(PortReason(False, problem))
+    if not reasons:
+        reasons.append(PortReason(False, f"no container publishes {port}/{proto} "
+                                         f"(docker ps --filter publish={port}/{proto})"))
+    return PortVerdict(tuple(reasons), tuple(expected))
+
