@@ -240,12 +240,25 @@ def dockerd_settings(url: str) -> dict[str, bool] | None:
         if Path(argv[0]).name != "dockerd":
             continue
         flags = _parse_flags(argv[1:])
-        hosts = flags.get("-H", []) + flags.get("--host", [])
-        serves = any(urlparse(h).path == socket for h in hosts) if hosts else socket in (
-            "/var/run/docker.sock", "/run/docker.sock")
-        if socket and serves:
+        if socket and dockerd_serves(flags.get("-H", []) + flags.get("--host", []), socket):
             return _effective_settings(flags, root=proc / "root")
     return None
+
+
+DEFAULT_DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")  # /var/run is /run on Debian
+
+
+def dockerd_serves(hosts: list[str], socket: str) -> bool:
+    """Does a dockerd started with these -H values listen on the unix socket `socket`? No -H means the
+    default socket; `fd://` is systemd socket activation (Debian's and Docker's own units: docker.socket
+    listens on the default socket and hands it over)."""
+    if not hosts or any(urlparse(h).scheme == "fd" for h in hosts):
+        if socket in DEFAULT_DOCKER_SOCKETS:
+            return True
+    paths = {urlparse(h).path for h in hosts if urlparse(h).scheme == "unix"}
+    if socket in DEFAULT_DOCKER_SOCKETS:
+        return bool(paths & set(DEFAULT_DOCKER_SOCKETS))
+    return socket in paths
 
 
 def _parse_flags(args: list[str]) -> dict[str, list[str]]:

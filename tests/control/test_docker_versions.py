@@ -135,6 +135,20 @@ def test_engine_version(text: str, expected: tuple[int, int]) -> None:
     assert preflight.engine_version(text) == expected
 
 
+@pytest.mark.parametrize("hosts, socket, expected", [
+    ([], "/var/run/docker.sock", True),
+    (["fd://"], "/var/run/docker.sock", True),  # Debian's docker.service: socket activation
+    (["fd://", "tcp://0.0.0.0:2375"], "/run/docker.sock", True),
+    (["unix:///run/docker.sock"], "/var/run/docker.sock", True),
+    (["unix:///srv/lab/docker.sock"], "/srv/lab/docker.sock", True),
+    (["unix:///srv/lab/docker.sock"], "/var/run/docker.sock", False),
+    (["fd://"], "/srv/lab/docker.sock", False),
+    ([], "/srv/lab/docker.sock", False),
+])
+def test_which_dockerd_serves_a_socket(hosts: list[str], socket: str, expected: bool) -> None:
+    assert preflight.dockerd_serves(hosts, socket) is expected
+
+
 def test_flags_override_the_config_file(tmp_path) -> None:
     config = tmp_path / "daemon.json"
     config.write_text('{"ip6tables": false, "userland-proxy": false}')
