@@ -284,7 +284,7 @@ def _effective_settings(flags: dict[str, list[str]], root: Path = Path("/")) -> 
     config_file = flags.get("--config-file", ["/etc/docker/daemon.json"])[-1]
     settings: dict[str, bool] = {}
     try:
-        config = json.loads((root / config_file.lstrip("/")).read_text())
+        config = json.loads(_read_config(root, config_file))
         settings.update({k: bool(config[k]) for k in ("userland-proxy", "ip6tables") if k in config})
     except (OSError, ValueError):
         pass
@@ -292,6 +292,16 @@ def _effective_settings(flags: dict[str, list[str]], root: Path = Path("/")) -> 
         if f"--{key}" in flags:
             settings[key] = flags[f"--{key}"][-1].lower() in ("true", "1")
     return settings
+
+
+def _read_config(root: Path, config_file: str) -> str:
+    """dockerd's config file through its /proc/PID/root; where that is refused (the systemd unit has no
+    CAP_SYS_PTRACE, and dockerd holds capabilities v6nat lacks), at the same path in our own root: a
+    dockerd under systemd shares it."""
+    try:
+        return (root / config_file.lstrip("/")).read_text()
+    except PermissionError:
+        return Path(config_file).read_text()
 
 
 IPV6_CONF = Path("/proc/sys/net/ipv6/conf")  # per network namespace

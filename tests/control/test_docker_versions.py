@@ -6,6 +6,8 @@ explicit settings, FirewallBackend, userland-proxy)."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from ipaddress import IPv6Address, IPv6Network
 
 import pytest
@@ -159,3 +161,16 @@ def test_flags_override_the_config_file(tmp_path) -> None:
     (tmp_path / "etc" / "docker").mkdir(parents=True)
     (tmp_path / "etc" / "docker" / "daemon.json").write_text('{"ip6tables": true}')
     assert preflight._effective_settings({}, root=tmp_path) == {"ip6tables": True}
+
+
+def test_config_read_where_the_dockerd_root_is_refused(tmp_path) -> None:
+    """Under the systemd unit (no CAP_SYS_PTRACE) dockerd's /proc/PID/root is refused: its daemon.json is
+    then read at the same path in v6nat's own root, not taken as absent (which meant the default)."""
+    config = tmp_path / "daemon.json"
+    config.write_text('{"userland-proxy": false}')
+    code = ("from pathlib import Path; from v6nat_ebpf import preflight; "
+            f"print(preflight._effective_settings({{'--config-file': ['{config}']}}, root=Path('/proc/1/root')))")
+    result = subprocess.run(["capsh", "--drop=cap_sys_ptrace", "--", "-c",
+                             f"ls /proc/1/root/ >/dev/null 2>&1 && echo readable; {sys.executable} -c \"{code}\""],
+                            capture_output=True, text=True, timeout=30)
+    assert result.stdout.splitlines() == ["{'userland-proxy': False}"], result.stderr
