@@ -19,6 +19,11 @@ Decisions (also in README.md, "Docker semantics", and docs/docker.md):
   (NAT; any port reachable directly) or `isolated` (internal, and not even
   the host reaches it). An unknown mode is reported and taken as `nat`.
   A routed network does not masquerade, whatever enable_ip_masquerade says.
+  A `nat` network with enable_ip_masquerade=false is filtered as `routed`
+  (`Network.datapath_mode`): Docker 28 drops direct routing to its unpublished
+  ports too (only `nat-unprotected` opens them); its published ports are
+  reachable both at the host port (DNAT) and at the container's own address
+  and port.
 - In a routed network a published port is the container's own port at its
   own address (Docker: "a host port in a -p mapping is not used, and the
   host address is only used to decide whether to apply the mapping to IPv4
@@ -77,7 +82,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Iterable, Mapping
 
@@ -135,6 +140,12 @@ class Network:
     def network_id(self) -> int:
         """A stable non-zero 32-bit id for the datapath, from the Docker network id."""
         return _u32_id(self.id)
+
+    @property
+    def datapath_mode(self) -> str:
+        """The gateway mode the datapath filters this network by: a `nat` network that does not masquerade
+        takes direct routing to its published container ports only, as `routed` does."""
+        return GATEWAY_ROUTED if self.mode == GATEWAY_NAT and not self.masquerade else self.mode
 
 
 # (container id, network name, address): a container replaced at the same address is a new one.
@@ -556,9 +567,14 @@ def mappings_of(data: Mapping[str, Any], endpoint: Endpoint, network: Network) -
                 continue
             mapping = PortMapping(proto, host_addr, int(host_port_text), endpoint.address, int(port_text),
                                   endpoint.container_name, network.name)
-            if mapping.key not in seen:
-                seen.add(mapping.key)
-                result.append(mapping)
+            direct = None
+            if network.mode == GATEWAY_NAT and network.datapath_mode == GATEWAY_ROUTED and host_addr != HOST_ONLY_ADDR:
+                # Also the container's own port at its own address, which direct routing may reach.
+                direct = replace(mapping, host_addr=endpoint.address, host_port=int(port_text))
+            for m in (mapping, direct):
+                if m is not None and m.key not in seen:
+                    seen.add(m.key)
+                    result.append(m)
     return result
 
 
@@ -640,11 +656,11 @@ def desired_state(docker: DockerState, host: HostState, udp_filtering: str = UDP
                                 f"{network.name}; only the first {VETH_ADDRS_MAX} may send")
                 addrs = addrs[:VETH_ADDRS_MAX]
             policies[veth.ifindex] = VethPolicy(network.network_id, bridge.ifindex, network.masquerade, network.icc,
-                                                network.internal, addrs, bridge.mac or bytes(6), network.mode)
+                                                network.internal, addrs, bridge.mac or bytes(6), network.datapath_mode)
         for subnet in network.subnets:
             gateway = next((addr for addr in bridge.addresses if addr in subnet), None)
             routes.append(NetworkRoute(subnet, network.network_id, bridge.ifindex, network.masquerade, network.icc,
-                                       network.internal, network.snat_addr, gateway, network.mode, network.name,
+                                       network.internal, network.snat_addr, gateway, network.datapath_mode, network.name,
                                        udp_eif=(network.udp_filtering or udp_filtering) == "endpoint-independent"))
     public_ifaces = []
     host_addrs: dict[IPv6Address, int] = {}

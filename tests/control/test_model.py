@@ -77,8 +77,26 @@ def test_published_ports_follow_the_actual_bindings(inspect: dict[str, Any]) -> 
 
 def test_host_binding_ipv6_narrows_wildcard_bindings(inspect: dict[str, Any]) -> None:
     ports = published(inspect)
-    pall = {k for k, v in ports.items() if v[0] == "pall"}
-    assert len(pall) == 2 and all(k[1] == str(HOST) for k in pall)
+    pall = {k for k, v in ports.items() if v[0] == "pall" and k[1] == str(HOST)}
+    assert len(pall) == 2 and all(k[2] >= 32768 for k in pall)
+
+
+def test_a_nat_network_without_masquerade_is_filtered_as_routed(inspect: dict[str, Any]) -> None:
+    """ula2 (enable_ip_masquerade=false): Docker 28 lets direct routing reach its published container ports
+    only, so its mappings are the host ports (DNAT) and the container's own address and port, and the
+    datapath filters it as routed (unpublished ports dropped); its own mode stays nat."""
+    state = docker_state_from_inspect(inspect["networks_verbose"], inspect["containers"])
+    ula1, ula2 = (next(n for n in state.networks if n.name == name) for name in ("ula1", "ula2"))
+    assert (ula2.mode, ula2.datapath_mode) == ("nat", "routed")
+    assert ula1.datapath_mode == "nat"
+    pall = [m for m in state.mappings if m.container_name == "pall"]
+    direct = {(m.host_addr, m.host_port) for m in pall if m.host_addr in ula2.subnets[0]}
+    assert direct == {(m.container_addr, m.container_port) for m in pall}
+    assert len(pall) == 2 * len(direct) == 4
+    host = _veth_host(state, {"web": 3, "range": 4, "pall": 5})
+    desired = model.desired_state(state, host)
+    modes = {r.prefix: r.mode for r in desired.routes}
+    assert modes[ula2.subnets[0]] == "routed" and modes[ula1.subnets[0]] == "nat"
 
 
 def test_a_lone_0000_binding_means_any_only_when_no_ipv4_address_was_asked(inspect: dict[str, Any]) -> None:
@@ -106,7 +124,8 @@ def test_the_v6nat_network_label_picks_the_network(inspect: dict[str, Any]) -> N
     assert web and {m.network_name for m in web} == {"ula2"}
     assert {m.container_addr for m in web} == {IPv6Address("fd00:2::2")}
     # ula2's host_binding_ipv6 now applies to web's wildcard bindings; [::1]:9393 stays the host's own
-    assert {m.host_addr for m in web} == {HOST, IPv6Address("::1")}
+    # (and, ula2 being filtered as routed, each public one at web's own address and port too)
+    assert {m.host_addr for m in web} == {HOST, IPv6Address("::1"), IPv6Address("fd00:2::2")}
 
 
 def test_a_label_naming_another_network_falls_back_and_says_so(inspect: dict[str, Any]) -> None:
@@ -235,7 +254,8 @@ def test_each_veth_a_container_owns_gets_its_network_and_addresses(inspect: dict
     assert policies[21].addrs == (IPv6Address("fd00:1::3"),)
     # the same container's veth on the other network: that network's address, flags and bridge
     assert policies[22] == model.VethPolicy(nets["ula2"].network_id, 9, False, False, True,
-                                            (IPv6Address("fd00:2::2"),), bytes.fromhex("02420a000002"))
+                                            (IPv6Address("fd00:2::2"),), bytes.fromhex("02420a000002"),
+                                            "routed")  # no masquerade: filtered as routed
     assert policies[23].addrs == (IPv6Address("fd00:2::3"),)
     # attached (the veth program), but no entry: its namespace is no container's, so it drops (fail-closed)
     assert "veth-stray" in desired.veths and desired.unowned_veths == ("veth-stray",)
