@@ -22,6 +22,7 @@
 #include "lib/common.h"
 #include "lib/parse.h"
 #include "lib/conntrack.h"
+#include "lib/policy.h"
 
 /* Does a network of these flags take packets straight from outside? */
 static __always_inline int gateway_open_inbound(__u32 net_flags)
@@ -55,11 +56,14 @@ static __always_inline struct dnat_target *gateway_published(const struct v6nat_
 
 /* A new flow from outside into `net` (a routed or nat-unprotected network),
  * its first packet a tuple no flow holds: 0 and *mapping_id when it may
- * start, or why it is dropped. ICMPv6 is never refused here. */
+ * start, or why it is dropped. ICMPv6 is never refused here. A routed
+ * published port obeys its mapping's source rules as a DNAT one does (the
+ * caller checked bans already). */
 static __always_inline int gateway_admit(const struct network_info *net, const struct v6nat_pkt *pkt,
 					 __u32 *mapping_id)
 {
 	struct dnat_target *target;
+	int reason;
 
 	*mapping_id = 0;
 	if (!(net->flags & V6NAT_NET_ROUTED) || pkt->proto == V6NAT_IPPROTO_ICMPV6)
@@ -67,6 +71,11 @@ static __always_inline int gateway_admit(const struct network_info *net, const s
 	target = gateway_published(pkt);
 	if (!target || target->port != pkt->dport || !addr_equal(target->addr, pkt->daddr))
 		return V6NAT_DROP_UNPUBLISHED;
+	reason = policy_verdict(pkt->saddr, target);
+	if (reason) {
+		mapping_policy_drop(target->mapping_id);
+		return reason;
+	}
 	*mapping_id = target->mapping_id;
 	return 0;
 }

@@ -9,7 +9,8 @@
  *   its last check; a banned one loses both halves and the packet. Expiry
  *   is decided here, against CLOCK_BOOTTIME, which the CLI reads too.
  * - Rules (map policy, per mapping through dnat_target.policy_id) are asked
- *   once per new flow of a published port: established flows pay nothing.
+ *   once per new flow of a published port, a routed network's (gateway.h)
+ *   too: established flows pay nothing.
  * Hairpin (a container to a published port) is not outside traffic: neither
  * applies. */
 #ifndef V6NAT_POLICY_H

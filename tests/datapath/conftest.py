@@ -48,6 +48,7 @@ def dp(loaded: Datapath) -> Datapath:
     loaded.networks.put(NET, NetworkEntry(1, LO_IFINDEX, masquerade=True, icc=True, internal=False, snat_addr=None))
     loaded.networks.put(NET_INTERNAL, NetworkEntry(2, LO_IFINDEX, masquerade=False, icc=True, internal=True,
                                                    snat_addr=None))
+    # no masquerade: the model filters such a nat network as routed (Network.datapath_mode)
     loaded.networks.put(NET_ROUTED, NetworkEntry(3, LO_IFINDEX, masquerade=False, icc=True, internal=False,
-                                                 snat_addr=None))
+                                                 snat_addr=None, mode="routed"))
     return loaded

@@ -23,6 +23,7 @@ from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, ICMPv6ND_NS
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
+from v6nat_ebpf import model
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
 from v6nat_ebpf.datapath.maps import VethEntry
 from dp_packets import (
@@ -222,3 +223,35 @@ def test_routed_spoofed_source_from_a_container_is_refused(modes: Datapath) -> N
                                               BRIDGE_MAC), "spoofed_source")
     assert_dropped(modes, VETH_INGRESS, frame(IPv6(src=CLIENT, dst=OTHER) / UDP(sport=1, dport=2), BRIDGE_MAC),
                    "spoofed_source")
+
+
+NET_PLAIN = IPv6Network("fd00:7::/64")
+P1 = "fd00:7::2"
+
+
+def test_a_nat_network_without_masquerade_opens_only_its_published_ports(dp: Datapath) -> None:
+    """Docker 28: direct routing to a nat network's unpublished ports is dropped unless the mode is
+    nat-unprotected, masquerade or not. The model's entry and mappings for such a network, in the maps."""
+    data = {"Name": "plain", "Id": "ab" * 32, "Driver": "bridge", "EnableIPv6": True,
+            "IPAM": {"Config": [{"Subnet": str(NET_PLAIN)}]},
+            "Options": {model.OPT_MASQUERADE: "false"}}
+    network = model.network_from_inspect(data, [])
+    assert network is not None and network.mode == "nat" and not network.masquerade
+    dp.networks.put(NET_PLAIN, NetworkEntry(9, LO_IFINDEX, masquerade=network.masquerade, icc=True, internal=False,
+                                            snat_addr=None, mode=network.datapath_mode))
+    container = {"NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "::", "HostPort": "8080"}]}},
+                 "HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}}}
+    endpoint = model.Endpoint("c" * 64, "p1", "plain", addr(P1))
+    for m in model.mappings_of(container, endpoint, network):
+        dp.dnat.put(DnatKey(m.proto, m.host_addr, m.host_port), DnatTarget(m.container_addr, m.container_port,
+                                                                            m.mapping_id))
+    syn = tcp(CLIENT, P1, 40000, 80)
+    assert_untouched(go(dp, PUBLIC_INGRESS, syn), syn)  # the published container port, directly
+    assert_dropped(dp, PUBLIC_INGRESS, tcp(CLIENT, P1, 40000, 22), "unpublished")
+    assert_dropped(dp, PUBLIC_INGRESS, udp(CLIENT, P1, 40000, 53), "unpublished")
+    assert go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40001, 8080)).verdict != SHOT  # the host port still DNATs
+    # its own flows leave with its own address, and only their replies come in
+    out = udp(P1, OTHER, 5555, 53)
+    assert_untouched(go(dp, PUBLIC_EGRESS, out), out)
+    back = udp(OTHER, P1, 53, 5555)
+    assert_untouched(go(dp, PUBLIC_INGRESS, back), back)

@@ -8,8 +8,8 @@ from ipaddress import IPv6Network
 
 from v6nat_ebpf.datapath import Ban, BanKey, Datapath, DnatKey, DnatTarget, PolicyKey
 from dp_packets import (
-    C1, CLIENT, HOST, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, ROUTED1, SHOT, addr, assert_translated, go, rewritten,
-    tcp, udp,
+    C1, CLIENT, HOST, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, ROUTED1, SHOT, addr, assert_translated,
+    assert_untouched, go, rewritten, tcp, udp,
 )
 from test_fragments_exthdrs import fragments
 
@@ -96,6 +96,7 @@ def test_expired_bans_are_ignored_and_do_not_hide_a_shorter_one(dp: Datapath) ->
 
 
 def test_a_ban_holds_for_routed_networks(dp: Datapath) -> None:
+    dp.dnat.put(DnatKey(17, addr(ROUTED1), 53), DnatTarget(addr(ROUTED1), 53, 9))  # routed: its own port
     ban(dp, ELSEWHERE)
     assert go(dp, PUBLIC_INGRESS, udp(ELSEWHERE, ROUTED1, 4000, 53)).verdict == SHOT
     assert go(dp, PUBLIC_INGRESS, udp(CLIENT, ROUTED1, 4000, 53)).verdict != SHOT
@@ -112,3 +113,44 @@ def test_a_ban_holds_for_later_fragments_of_an_established_flow(dp: Datapath) ->
     assert results[0].verdict == SHOT and dp.flows() == []
     # The flow is gone: what follows is left untranslated, to the host, never sent on to the container.
     assert all(r.verdict == SHOT or r.raw == frag for r, frag in zip(results[1:], later[1:]))
+
+
+def publish_routed(dp: Datapath, policy_id: int = 3, default_deny: bool = True) -> None:
+    """ROUTED1 publishes tcp/80 at its own address (a routed network's published port: no DNAT)."""
+    dp.dnat.put(DnatKey(6, addr(ROUTED1), 80), DnatTarget(addr(ROUTED1), 80, 9, policy_id, default_deny))
+
+
+def test_an_allowlist_holds_for_a_routed_published_port(dp: Datapath) -> None:
+    dp.policy.put(PolicyKey(3, OFFICE), True)
+    publish_routed(dp)
+    syn = tcp(CLIENT, ROUTED1, 40000, 80)
+    assert_untouched(go(dp, PUBLIC_INGRESS, syn), syn)
+    reply = tcp(ROUTED1, CLIENT, 80, 40000, flags="SA", ack=1001)
+    assert_untouched(go(dp, PUBLIC_EGRESS, reply), reply)
+    assert go(dp, PUBLIC_INGRESS, tcp(ELSEWHERE, ROUTED1, 40000, 80)).verdict == SHOT
+    assert go(dp, PUBLIC_INGRESS, udp(ELSEWHERE, ROUTED1, 40000, 80)).verdict == SHOT  # not published at all
+    c = dp.counters()
+    assert (c["drop_policy"], c["drop_unpublished"]) == (1, 1)
+    assert dp.mapping_stats()[9][2] == 1  # the refused flow, counted on its mapping
+    assert len(dp.flows()) == 1  # CLIENT's flow only
+
+
+def test_a_routed_deny_inside_an_allow_wins_and_established_flows_are_not_asked_again(dp: Datapath) -> None:
+    dp.policy.put(PolicyKey(3, OFFICE), True)
+    publish_routed(dp)
+    syn = tcp(CLIENT, ROUTED1, 40000, 80)
+    assert_untouched(go(dp, PUBLIC_INGRESS, syn), syn)
+    dp.policy.put(PolicyKey(3, IPv6Network(f"{CLIENT}/128")), False)
+    more = tcp(CLIENT, ROUTED1, 40000, 80, flags="A", ack=1001)
+    assert_untouched(go(dp, PUBLIC_INGRESS, more), more)  # a conntrack hit: rules are for new flows
+    assert go(dp, PUBLIC_INGRESS, tcp(CLIENT, ROUTED1, 40001, 80)).verdict == SHOT
+    assert go(dp, PUBLIC_INGRESS, tcp("2001:db8:2::42", ROUTED1, 40000, 80)).verdict != SHOT
+    assert dp.counters()["drop_policy"] == 1
+
+
+def test_a_routed_mapping_without_deny_default_lets_unlisted_sources_in(dp: Datapath) -> None:
+    dp.policy.put(PolicyKey(4, IPv6Network(f"{ELSEWHERE}/128")), False)  # a denylist only
+    publish_routed(dp, policy_id=4, default_deny=False)
+    assert go(dp, PUBLIC_INGRESS, tcp(ELSEWHERE, ROUTED1, 40000, 80)).verdict == SHOT
+    assert go(dp, PUBLIC_INGRESS, tcp(CLIENT, ROUTED1, 40000, 80)).verdict != SHOT
+    assert dp.counters()["drop_policy"] == 1
