@@ -51,7 +51,7 @@ NEXT_HOP = "fe80::1"
 
 NET = IPv6Network("fd00:1::/64")
 NET_INTERNAL = IPv6Network("fd00:2::/64")
-NET_ROUTED = IPv6Network("fd00:3::/64")  # masquerade off, gateway mode nat (open, as before issue 13)
+NET_ROUTED = IPv6Network("fd00:3::/64")  # gateway mode nat, masquerade off: filtered as routed (Docker 28)
 NET_GUA_ROUTED = IPv6Network("2001:db8:40::/64")  # gateway mode routed (issue 13): published container ports only
 NET_NOICC = IPv6Network("fd00:4::/64")
 C1, C2, C3 = a("fd00:1::2"), a("fd00:1::3"), a("fd00:1::4")
@@ -72,7 +72,8 @@ class Net:
 NETWORKS = [
     Net(NET, NetworkEntry(1, 10, masquerade=True, icc=True, internal=False, snat_addr=None)),
     Net(NET_INTERNAL, NetworkEntry(2, 11, masquerade=False, icc=True, internal=True, snat_addr=None)),
-    Net(NET_ROUTED, NetworkEntry(3, 12, masquerade=False, icc=True, internal=False, snat_addr=None)),
+    Net(NET_ROUTED, NetworkEntry(3, 12, masquerade=False, icc=True, internal=False, snat_addr=None,
+                                 mode="routed")),  # what model.Network.datapath_mode writes for it
     Net(NET_NOICC, NetworkEntry(4, 13, masquerade=True, icc=False, internal=False,
                                 snat_addr=IPv6Address(HOST2), gateway=IPv6Address(NGW))),
     Net(NET_GUA_ROUTED, NetworkEntry(5, 14, masquerade=False, icc=True, internal=False, snat_addr=None,
@@ -85,6 +86,7 @@ PUBLISHED = {
     (P.UDP, None, 5353): (C1, 53, 2),
     (P.TCP, HOST2, 2222): (C2, 22, 3),
     (P.TCP, None, 8081): (R1, 80, 4),
+    (P.TCP, R1, 80): (R1, 80, 10),  # and the same port at R1's own address (no masquerade: filtered as routed)
     (P.UDP, HOST, 9999): (N1, 9999, 5),
     (P.TCP, None, 61500): (C2, 8443, 6),  # inside the SNAT range: never a SNAT port
     (P.UDP, HOST2, 61501): (C3, 61501, 7),
