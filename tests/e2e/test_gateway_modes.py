@@ -37,8 +37,8 @@ pytestmark = pytest.mark.lab
 
 OUTSIDE_TCP = 7000
 MODE = "com.docker.network.bridge.gateway_mode_ipv6"
-ROUTED_PREFIX, UNPROTECTED_PREFIX, ISOLATED_PREFIX, NAT_PREFIX = (
-    "2001:db8:40::/64", "fd00:43::/64", "fd00:42::/64", "fd00:44::/64")
+ROUTED_PREFIX, UNPROTECTED_PREFIX, ISOLATED_PREFIX, NAT_PREFIX, PLAIN_PREFIX = (
+    "2001:db8:40::/64", "fd00:43::/64", "fd00:42::/64", "fd00:44::/64", "2001:db8:45::/64")
 # Port 80 published, port 22 not: both answer with the peer address they saw.
 TWO_SERVERS = ["sh", "-c", "socat TCP6-LISTEN:22,fork,reuseaddr 'SYSTEM:echo $SOCAT_PEERADDR' & "
                            "exec socat TCP6-LISTEN:80,fork,reuseaddr 'SYSTEM:echo $SOCAT_PEERADDR'"]
@@ -57,7 +57,9 @@ def world(lab: Lab, v6nat: V6nat) -> Iterator[dict[str, Container]]:
     unprotected = lab.create_network("gw-unprotected", UNPROTECTED_PREFIX, options={MODE: "nat-unprotected"})
     isolated = lab.create_network("gw-isolated", ISOLATED_PREFIX, options={MODE: "isolated"}, internal=True)
     nat = lab.create_network("gw-x-nat", NAT_PREFIX)
-    for prefix in (ROUTED_PREFIX, UNPROTECTED_PREFIX, ISOLATED_PREFIX, NAT_PREFIX):
+    plain = lab.create_network("gw-plain", PLAIN_PREFIX,
+                               options={"com.docker.network.bridge.enable_ip_masquerade": "false"})
+    for prefix in (ROUTED_PREFIX, UNPROTECTED_PREFIX, ISOLATED_PREFIX, NAT_PREFIX, PLAIN_PREFIX):
         lab.route_to_host(prefix)
     found = {
         "routed": lab.run_container("routed-web", routed, TWO_SERVERS, ports={"80/tcp": 8080}),
@@ -67,13 +69,14 @@ def world(lab: Lab, v6nat: V6nat) -> Iterator[dict[str, Container]]:
         # Docker 20.10 gives a container on two networks its default route on the one whose name sorts
         # first (Docker 28 lets gw-priority choose), and v6nat publishes on that one too: gw-routed.
         "dual": lab.run_container("dual-web", routed, TWO_SERVERS, ports={"80/tcp": 8082}),
+        "plain": lab.run_container("plain-web", plain, TWO_SERVERS, ports={"80/tcp": 8083}),
     }
     nat.connect(found["dual"])
     time.sleep(0.3)  # the outside echo server
     yield found
     for container in found.values():
         container.remove(force=True)
-    for net in (routed, unprotected, isolated, nat):
+    for net in (routed, unprotected, isolated, nat, plain):
         net.remove()
 
 
@@ -99,6 +102,19 @@ def test_routed_global_prefix_publishes_container_ports_only(lab: Lab, world: di
     assert lab.probe_peer(lab.host_addr, 8080, timeout_s=1).peer is None
     # Outbound: the container's own address, both ways.
     assert outside_sees(world["routed"], lab) == web
+
+
+def test_nat_without_masquerade_opens_published_ports_only(lab: Lab, world: dict[str, Container]) -> None:
+    """Docker 28: direct routing to a nat network's unpublished ports is dropped, masquerade or not."""
+    web = lab.container_addr(world["plain"], "gw-plain")
+    eventually(lambda: lab.probe_peer(web, 80, timeout_s=1).peer == lab.client_addr,
+               what="the published port 80 at the container's own address")
+    before = drops(lab, "unpublished")
+    probe = lab.probe_peer(web, 22, timeout_s=1)
+    assert probe.peer is None and not probe.connected, probe
+    assert drops(lab, "unpublished") > before
+    assert lab.probe_peer(lab.host_addr, 8083, timeout_s=1).peer == lab.client_addr  # the host port too
+    assert outside_sees(world["plain"], lab) == web  # no masquerade
 
 
 def test_routed_established_flows_are_conntrack_hits(lab: Lab, world: dict[str, Container]) -> None:
