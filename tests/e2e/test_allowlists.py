@@ -131,3 +131,28 @@ def test_the_host_default_applies_where_nothing_more_specific_does(
         v6nat.stop()
         v6nat.extra = ()
         v6nat.start()
+
+
+def test_an_allowlist_holds_on_a_routed_network(lab: Lab, ula: Network, v6nat: V6nat, clean: None) -> None:
+    """A routed network's published port is the container's own, reached without DNAT: its labels hold too."""
+    prefix = "2001:db8:46::/64"
+    routed = lab.create_network("routed16", prefix, options={"com.docker.network.bridge.gateway_mode_ipv6": "routed"})
+    lab.route_to_host(prefix)
+    try:
+        smtp = lab.run_container("routed-smtp", routed, tcp_echo_server(25), ports={"25/tcp": 8025},
+                                 labels={"v6nat.allow": A_PREFIX})
+        addr = lab.container_addr(smtp, "routed16")
+
+        def reaches_routed(source: IPv6Address) -> bool:
+            return lab.probe_peer(addr, 25, timeout_s=1.5, source=source).peer == source
+
+        eventually(lambda: reaches_routed(lab.client_addr), what="A reaches the routed smtp")
+        before = Datapath.open_pinned(lab.pin_path).counters()["drop_policy"]
+        assert not reaches_routed(B)
+        assert Datapath.open_pinned(lab.pin_path).counters()["drop_policy"] > before
+        [mapping] = [m for m in status(v6nat)["mappings"] if m["container"] == "routed-smtp"]
+        assert mapping["policy_drops"] >= 1
+    finally:
+        for container in lab.docker.containers.list(all=True):
+            container.remove(force=True)
+        routed.remove()
