@@ -68,9 +68,12 @@ def test_direct_access_to_natted_containers_is_dropped(dp: Datapath, dst: str) -
     assert dp.counters()["drop_direct_ula"] == 3
 
 
-def test_routed_network_is_reachable_directly(dp: Datapath) -> None:
+def test_a_network_without_masquerade_is_reachable_directly_at_its_published_ports_only(dp: Datapath) -> None:
+    dp.dnat.put(DnatKey(6, addr(ROUTED1), 80), DnatTarget(addr(ROUTED1), 80, 9))  # the container's own port
     pkt = tcp(CLIENT, ROUTED1, 40000, 80)
     assert_untouched(go(dp, PUBLIC_INGRESS, pkt), pkt)
+    assert go(dp, PUBLIC_INGRESS, tcp(CLIENT, ROUTED1, 40000, 81)).verdict == SHOT
+    assert dp.counters()["drop_unpublished"] == 1
 
 
 NOT_OURS = {
