@@ -6,21 +6,6 @@
 
 #ifndef V6NAT_PIN_DIR
 #error "V6NAT_PIN_DIR must be defined by the loader"
-BPF_TABLE_PINNED("lru_hash", struct nat_mapping_key, struct nat_mapping, nat_mappings, V6NAT_NAT_MAPPINGS_MAX,
-		 V6NAT_PIN(nat_mappings));
-BPF_TABLE_PINNED("array", __u32, struct trace_filter, trace_filter, 1, V6NAT_PIN(trace_filter));
-BPF_TABLE_PINNED("percpu_array", __u32, struct trace_state, trace_state, 1, V6NAT_PIN(trace_state));
-/* bcc 0.26's BPF_RINGBUF_OUTPUT cannot pin: its table, with a pin path. */
-struct trace_events_table_t {
-	int key;
-	struct trace_event leaf;
-	int (*ringbuf_output)(void *, u64, u64);
-	u32 max_entries;
-};
-__attribute__((section("maps/ringbuf:" V6NAT_PIN(trace_events))))
-struct trace_events_table_t trace_events = { .max_entries = V6NAT_TRACE_RING_BYTES };
-BPF_ANNOTATE_KV_PAIR(trace_events, int, struct trace_event);
-
 #endif
 #define V6NAT_PIN(name) V6NAT_PIN_DIR "/" #name
 
@@ -62,7 +47,7 @@ BPF_TABLE_PINNED("lpm_trie", struct policy_key, struct policy_rule, policy, V6NA
 BPF_TABLE_PINNED("lpm_trie", struct ban_key, struct ban_info, bans, V6NAT_BANS_MAX, V6NAT_PIN(bans),
 		 BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("array", __u32, struct ban_state, ban_state, 1, V6NAT_PIN(ban_state));
-
+/* full-cone UDP (lib/fullcone.h) and `v6nat trace` (lib/trace.h) */
 BPF_TABLE_PINNED("lru_hash", struct nat_mapping_key, struct nat_mapping, nat_mappings, V6NAT_NAT_MAPPINGS_MAX,
 		 V6NAT_PIN(nat_mappings));
 BPF_TABLE_PINNED("array", __u32, struct trace_filter, trace_filter, 1, V6NAT_PIN(trace_filter));

@@ -204,12 +204,6 @@ class CgroupLinkInfo:
     attach_type: int
 
 
-def obj_pin(fd: int, path: str) -> None:
-    ret = _libbpf().bpf_obj_pin(fd, path.encode())
-    if ret:
-        raise V6natError(f"cannot pin BPF object at {path}: {os.strerror(_err(ret))}")
-
-
 class _ProgLoadOpts(ct.Structure):
     # The head of struct bpf_prog_load_opts: libbpf takes a shorter struct (sz says how long) as zeros beyond.
     _fields_ = [("sz", ct.c_size_t), ("attempts", ct.c_int), ("expected_attach_type", ct.c_uint32)]
