@@ -2,8 +2,8 @@
 
 The daemon (ready?), the datapath (pinned? programs attached? the port's entry there? bans that
 cover it?), Docker (who publishes it, on which binding, network and gateway mode, which source
-policy applies, and why v6nat does or does not map it: port_reasons.py), and Docker's own rules in the way (its ip6tables NAT, a FORWARD policy that drops what v6nat hands to
-the stack). Read-only.
+policy applies, and why v6nat does or does not map it: port_reasons.py), and Docker's own rules in
+the way (its ip6tables NAT, a FORWARD policy that drops what v6nat hands to the stack). Read-only.
 
 Imports: stdlib, v6nat_ebpf.{config,errors,policy,port_reasons,preflight}; docker, the datapath and
 commands.bans inside the functions (a missing one is a finding, not a crash).

@@ -101,8 +101,10 @@ def _policy_lines(name: str, network: str, container_port: int, proto: str,
         lines.append(PortReason(True, f"container {name}: only {', '.join(map(str, rules.allow))} may connect "
                                       f"(allowlist of {source})", warn=True))
     if rules.deny:
+        own = (container_port, model.PROTOCOL_NUMBERS[proto]) in decl.port_deny
+        labels = [policy.DENY] * bool(decl.deny) + [f"{policy.DENY}.{container_port}/{proto}"] * own
         lines.append(PortReason(True, f"container {name}: {', '.join(map(str, rules.deny))} may not connect "
-                                      f"(label {policy.DENY})", warn=True))
+                                      f"(label{'s' * (len(labels) > 1)} {' and '.join(labels)})", warn=True))
     return lines
 
 
@@ -172,11 +174,11 @@ def explain(networks: Iterable[Mapping[str, Any]], containers: Iterable[Mapping[
             if not any(published for _, published, _ in judged):  # else an IPv4 twin of an IPv6 binding: fine
                 reasons += [PortReason(False, f"container {name}: {_binding_line(b.get('HostIp') or '', str(port), False)}")
                             for b, _, _ in judged]
+                continue
             container_port = int(spec.partition("/")[0])
-            if any(published for _, published, _ in judged):
-                lines = _policy_lines(name, network.name, container_port, proto, declarations, host_allow)
-                reasons += [line for line in lines if line not in reasons]
-                unpublished = unpublished or any(not line.ok for line in lines)
+            lines = _policy_lines(name, network.name, container_port, proto, declarations, host_allow)
+            reasons += [line for line in lines if line not in reasons]
+            unpublished = unpublished or any(not line.ok for line in lines)
             for b, published, host_addr in judged:
                 if not published:
                     continue

@@ -146,6 +146,12 @@ def test_the_allowlist_in_force_and_where_it_was_declared(labels: dict[str, str]
     assert explain(nets, ctrs, 8080, "tcp").expected  # still published
 
 
+def test_denied_sources_name_their_labels() -> None:
+    labels = {"v6nat.deny": "2001:db8:1::/48", "v6nat.deny.80/tcp": "2001:db8:2::/48", "v6nat.deny.81/tcp": "2001:db8:3::/48"}
+    assert warnings([network("n1", "web")], [container("a", {"web": ("n1", "fd00:1::2")}, BOTH, labels=labels)]) == [
+        "container a: 2001:db8:1::/48, 2001:db8:2::/48 may not connect (labels v6nat.deny and v6nat.deny.80/tcp)"]
+
+
 def test_no_allowlist_no_policy_line() -> None:
     assert warnings([network("n1", "web")], [container("a", {"web": ("n1", "fd00:1::2")}, BOTH)]) == []
 
