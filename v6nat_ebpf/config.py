@@ -257,11 +257,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-docker-userland-proxy", action="store_true", default=None,
                         help="start even though Docker runs docker-proxy on published ports (its default) "
                              "(env V6NAT_ALLOW_DOCKER_USERLAND_PROXY)")
-    parser.add_argument("--default-allow", metavar="PREFIX,...", type=_as_type(parse_default_allow),
-                        default=env("DEFAULT_ALLOW"),
-                        help="sources that may open flows to published ports of networks and containers that "
-                             "declare no allowlist (label or network option v6nat.allow; docs/policy.md) "
-                             "(env V6NAT_DEFAULT_ALLOW; default: every source)")
+    add_default_allow_argument(parser, "sources that may open flows to published ports of networks and containers "
+                                       "that declare no allowlist (label or network option v6nat.allow; "
+                                       "docs/policy.md)")
 
     # host-local access (issue 14)
     parser.add_argument("--host-local", choices=("on", "off"), type=str.lower, default=env("HOST_LOCAL") or "on",
@@ -270,6 +268,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cgroup-path", metavar="DIR", default=env("CGROUP_PATH"),
                         help="cgroup v2 whose processes get host-local access (env V6NAT_CGROUP_PATH; default: the "
                              "root of the cgroup v2 hierarchy in /proc/mounts)")
+
+
+def add_default_allow_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """--default-allow, for `v6nat run` and for `v6nat check --port` (which names the allowlist in force)."""
+    parser.add_argument("--default-allow", metavar="PREFIX,...", type=_as_type(parse_default_allow),
+                        default=env("DEFAULT_ALLOW"),
+                        help=f"{what} (env V6NAT_DEFAULT_ALLOW; default: every source)")
 
 
 def parse_default_allow(text: str) -> tuple[ipaddress.IPv6Network, ...]:

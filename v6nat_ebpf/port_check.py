@@ -1,12 +1,12 @@
 """`v6nat check --port PORT/PROTO`: every reason a published port could be unreachable, one line each.
 
-The daemon (ready?), the datapath (pinned? programs attached? the port's entry there?), Docker (who
-publishes it, on which binding and network, and why v6nat does or does not map it: port_reasons.py),
-and Docker's own rules in the way (its ip6tables NAT, a FORWARD policy that drops what v6nat hands to
-the stack). Read-only.
+The daemon (ready?), the datapath (pinned? programs attached? the port's entry there? bans that
+cover it?), Docker (who publishes it, on which binding, network and gateway mode, which source
+policy applies, and why v6nat does or does not map it: port_reasons.py), and Docker's own rules in
+the way (its ip6tables NAT, a FORWARD policy that drops what v6nat hands to the stack). Read-only.
 
-Imports: stdlib, v6nat_ebpf.{config,errors,port_reasons,preflight}; docker and the datapath inside
-the functions (a missing one is a finding, not a crash).
+Imports: stdlib, v6nat_ebpf.{config,errors,policy,port_reasons,preflight}; docker, the datapath and
+commands.bans inside the functions (a missing one is a finding, not a crash).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from v6nat_ebpf.config import docker_url
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.model import PROTOCOL_NUMBERS
+from v6nat_ebpf.policy import Prefixes
 from v6nat_ebpf.port_reasons import PortVerdict, explain, parse_port_spec
 from v6nat_ebpf.preflight import Finding, dockerd_settings
 
@@ -51,17 +52,28 @@ def _docker_inspect(url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     return networks, containers
 
 
-def docker_findings(spec: str, url: str) -> tuple[list[Finding], PortVerdict | None]:
+def docker_findings(spec: str, url: str, host_allow: Prefixes | None) -> tuple[list[Finding], PortVerdict | None]:
     port, proto = parse_port_spec(spec)
     try:
         networks, containers = _docker_inspect(url)
     except Exception as exc:  # the SDK raises DockerException, requests and OS errors alike
         return [Finding("fail", "Docker", f"not reachable at {url}: {str(exc).splitlines()[0][:120]}")], None
-    verdict = explain(networks, containers, port, proto)
-    return [Finding("ok" if r.ok else "fail", "Docker", r.text) for r in verdict.reasons], verdict
+    verdict = explain(networks, containers, port, proto, host_allow)
+    return [Finding("warn" if r.warn else "ok" if r.ok else "fail", "Docker", r.text) for r in verdict.reasons], verdict
+
+
+def ban_finding(records: list[dict[str, Any]], port: int, proto: str) -> Finding | None:
+    """The bans of `v6nat bans` (commands/bans.py's records) that cover the port: every port's and its own."""
+    covering = [r["prefix"] for r in records if r["port"] is None or (r["port"] == port and r["protocol"] == proto)]
+    if not covering:
+        return None
+    shown = ", ".join(covering[:3]) + (f" (+{len(covering) - 3} more)" if len(covering) > 3 else "")
+    return Finding("warn", "bans", f"{len(covering)} {'ban covers' if len(covering) == 1 else 'bans cover'} "
+                                   f"{port}/{proto}, their sources are dropped: {shown} (see `v6nat bans`)")
 
 
 def datapath_findings(spec: str, pin_path: str, verdict: PortVerdict | None) -> list[Finding]:
+    from v6nat_ebpf.commands.bans import ban_records
     from v6nat_ebpf.datapath import Datapath
 
     port, proto = parse_port_spec(spec)
@@ -73,9 +85,10 @@ def datapath_findings(spec: str, pin_path: str, verdict: PortVerdict | None) -> 
         roles = dp.attached()
         entries = [(key, target) for key, target in dp.dnat.items()
                    if key.host_port == port and key.proto == PROTOCOL_NUMBERS[proto]]
+        banned = ban_finding(ban_records(dp), port, proto)
     finally:
         dp.close()
-    findings = []
+    findings = [banned] if banned else []
     public = sorted(name for name, role in roles.items() if role == "public")
     if public:
         findings.append(Finding("ok", "programs", f"attached: public {', '.join(public)}; "
@@ -135,12 +148,14 @@ def docker_rules_findings(spec: str, url: str) -> list[Finding]:
     return findings
 
 
-def check_port(spec: str, docker_host: str | None, pin_path: str, metrics_listen: str) -> list[Finding]:
-    """Every finding for published port `spec` ("8080/tcp"); ValueError for a bad spec."""
+def check_port(spec: str, docker_host: str | None, pin_path: str, metrics_listen: str,
+               host_allow: Prefixes | None = None) -> list[Finding]:
+    """Every finding for published port `spec` ("8080/tcp"); ValueError for a bad spec. `host_allow`:
+    the daemon's --default-allow."""
     parse_port_spec(spec)
     url = docker_url(docker_host)
     findings = [check_daemon(metrics_listen)]
-    docker_lines, verdict = docker_findings(spec, url)
+    docker_lines, verdict = docker_findings(spec, url, host_allow)
     findings += docker_lines
     findings += datapath_findings(spec, pin_path, verdict)
     findings += docker_rules_findings(spec, url)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal
 from urllib.parse import urlparse
 
-from v6nat_ebpf.config import add_pin_path_argument, docker_url, env
+from v6nat_ebpf.config import add_default_allow_argument, add_pin_path_argument, docker_url, env
 from v6nat_ebpf.constants import DEFAULT_DOCKER_URL, DEFAULT_METRICS_LISTEN
 from v6nat_ebpf.datapath import bpfsys
 from v6nat_ebpf.errors import V6natError
@@ -371,7 +371,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         from v6nat_ebpf.port_check import check_port
 
         try:
-            findings = check_port(args.port, args.docker_host, args.pin_path, args.metrics_listen)
+            findings = check_port(args.port, args.docker_host, args.pin_path, args.metrics_listen, args.default_allow)
         except ValueError as exc:
             raise V6natError(f"--port: {exc}") from None
     else:
@@ -396,5 +396,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="instead: every reason published port PORT/PROTO (e.g. 8080/tcp) could be unreachable")
     parser.add_argument("--metrics-listen", metavar="[ADDR]:PORT", default=env("METRICS_LISTEN") or DEFAULT_METRICS_LISTEN,
                         help=f"with --port: where the daemon answers /readyz (default {DEFAULT_METRICS_LISTEN})")
+    add_default_allow_argument(parser, "with --port: the daemon's --default-allow, to name the allowlist in force")
     add_pin_path_argument(parser)
     parser.set_defaults(func=cmd_check)

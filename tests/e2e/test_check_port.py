@@ -1,6 +1,6 @@
 """`v6nat check --port`: for a published port, one line per reason it could be unreachable, against a
 real dockerd and daemon in the lab: a working port, a loopback-only binding, a port nobody publishes,
-a daemon that does not answer, programs detached."""
+a bad source policy label, a ban on the port, a daemon that does not answer, programs detached."""
 
 from __future__ import annotations
 
@@ -58,6 +58,26 @@ def test_a_port_nobody_publishes(v6nat: V6nat, published: Container) -> None:
     code, findings = check(v6nat, "9999/udp")
     assert code == 1
     assert any("no container publishes 9999/udp" in line for line in lines(findings, "fail"))
+
+
+def test_a_bad_policy_label_and_a_ban(v6nat: V6nat, published: Container) -> None:
+    bad = v6nat.lab.run_container("check-badpolicy", "checkport", tcp_echo_server(), ports={"80/tcp": 8181},
+                                  labels={"v6nat.allow": "10.0.0.0/8"})
+    try:
+        code, findings = check(v6nat, "8181/tcp")
+        assert code == 1
+        assert any(line.startswith("Docker: container check-badpolicy: v6nat.allow='10.0.0.0/8' is not a list of "
+                                   "IPv6 prefixes") for line in lines(findings, "fail")), lines(findings, "fail")
+    finally:
+        bad.remove(force=True)
+    v6nat.cli("ban", "2001:db8:bad::/48", "--port", "8080/tcp", "--pin-path", v6nat.lab.pin_path)
+    try:
+        code, findings = check(v6nat, "8080/tcp")
+        assert code == 0 and lines(findings, "warn") == [
+            "bans: 1 ban covers 8080/tcp, their sources are dropped: 2001:db8:bad::/48 (see `v6nat bans`)"]
+    finally:
+        v6nat.cli("unban", "2001:db8:bad::/48", "--port", "8080/tcp", "--pin-path", v6nat.lab.pin_path)
+    assert lines(check(v6nat, "8080/tcp")[1], "warn") == []
 
 
 def test_a_daemon_that_does_not_answer(v6nat: V6nat, published: Container) -> None:
