@@ -173,13 +173,18 @@ def obj_pin(fd: int, path: str) -> None:
         raise V6natError(f"cannot pin a BPF object at {path}: {os.strerror(_err(ret))}")
 
 
-def map_info(fd: int) -> MapInfo:
+def _obj_info(fd: int) -> ct.Array[ct.c_uint8]:
+    """BPF_OBJ_GET_INFO_BY_FD's answer for a map, program or link, to read with its info structure."""
     buf = (ct.c_uint8 * 256)()
     size = ct.c_uint32(ct.sizeof(buf))
     ret = _libbpf().bpf_obj_get_info_by_fd(fd, buf, ct.byref(size))
     if ret:
         raise V6natError(f"BPF_OBJ_GET_INFO_BY_FD failed: {os.strerror(_err(ret))}")
-    info = _MapInfo.from_buffer(buf)
+    return buf
+
+
+def map_info(fd: int) -> MapInfo:
+    info = _MapInfo.from_buffer(_obj_info(fd))
     return MapInfo(info.type, info.key_size, info.value_size, info.max_entries, info.map_flags)
 
 
@@ -242,12 +247,7 @@ def link_detach(link_fd: int) -> None:
 
 
 def cgroup_link_info(link_fd: int) -> CgroupLinkInfo:
-    buf = (ct.c_uint8 * 256)()
-    size = ct.c_uint32(ct.sizeof(buf))
-    ret = _libbpf().bpf_obj_get_info_by_fd(link_fd, buf, ct.byref(size))
-    if ret:
-        raise V6natError(f"BPF_OBJ_GET_INFO_BY_FD failed: {os.strerror(_err(ret))}")
-    info = _LinkInfo.from_buffer(buf)
+    info = _LinkInfo.from_buffer(_obj_info(link_fd))
     return CgroupLinkInfo(info.prog_id, info.cgroup_id, info.attach_type)
 
 
