@@ -62,25 +62,28 @@ static __always_inline void ct_delete(struct ct_key *key)
 	ct_unassured.delete(key);
 }
 
-static __always_inline void ct_key_of_pkt(struct ct_key *key, const struct v6nat_pkt *pkt)
+/* The one place a conntrack key is filled in: padding zeroed, as the hash
+ * covers it. */
+static __always_inline void ct_key_set(struct ct_key *key, const __u8 *saddr, const __u8 *daddr, __be16 sport,
+				       __be16 dport, __u8 proto)
 {
 	__builtin_memset(key, 0, sizeof(*key));
-	addr_copy(key->saddr, pkt->saddr);
-	addr_copy(key->daddr, pkt->daddr);
-	key->sport = pkt->sport;
-	key->dport = pkt->dport;
-	key->proto = pkt->proto;
+	addr_copy(key->saddr, saddr);
+	addr_copy(key->daddr, daddr);
+	key->sport = sport;
+	key->dport = dport;
+	key->proto = proto;
+}
+
+static __always_inline void ct_key_of_pkt(struct ct_key *key, const struct v6nat_pkt *pkt)
+{
+	ct_key_set(key, pkt->saddr, pkt->daddr, pkt->sport, pkt->dport, pkt->proto);
 }
 
 /* The key of the half that translates replies to packets rewritten by `e`. */
 static __always_inline void ct_key_mirror(struct ct_key *peer, const struct ct_entry *e, __u8 proto)
 {
-	__builtin_memset(peer, 0, sizeof(*peer));
-	addr_copy(peer->saddr, e->daddr);
-	addr_copy(peer->daddr, e->saddr);
-	peer->sport = e->dport;
-	peer->dport = e->sport;
-	peer->proto = proto;
+	ct_key_set(peer, e->daddr, e->saddr, e->dport, e->sport, proto);
 }
 
 /* The other half of (key, e): it restores the tuple of `key`, mirrored.
@@ -323,12 +326,7 @@ static __always_inline void ct_mark_stack_in(const struct v6nat_pkt *pkt)
 	struct ct_key key, peer_key;
 	struct ct_entry *e, *peer;
 
-	__builtin_memset(&key, 0, sizeof(key));
-	addr_copy(key.saddr, pkt->daddr);
-	addr_copy(key.daddr, pkt->saddr);
-	key.sport = pkt->dport;
-	key.dport = pkt->sport;
-	key.proto = pkt->proto;
+	ct_key_set(&key, pkt->daddr, pkt->saddr, pkt->dport, pkt->sport, pkt->proto);
 	e = ct_lookup(&key);
 	if (!e || e->kind == CT_KIND_HAIRPIN || (e->tcp_flags & CT_F_STACK_IN))
 		return;

@@ -21,12 +21,7 @@ static __always_inline int nat_mapping_alive(const struct nat_mapping *m, __u8 p
 {
 	struct ct_key k;
 
-	__builtin_memset(&k, 0, sizeof(k));
-	addr_copy(k.saddr, m->addr);
-	addr_copy(k.daddr, m->remote);
-	k.sport = m->port;
-	k.dport = m->remote_port;
-	k.proto = proto;
+	ct_key_set(&k, m->addr, m->remote, m->port, m->remote_port, proto);
 	return ct_lookup(&k) != 0;
 }
 
@@ -84,7 +79,9 @@ static __always_inline int full_cone_pair(struct __sk_buff *skb, const struct v6
 		return FULL_CONE_NONE;
 	if (!l4_csum_valid(skb, pkt))
 		return V6NAT_DROP_BAD_CHECKSUM;
-	/* The pair as if the container had sent first: the datagram is its reply. */
+	/* The pair as if the container had sent first: the datagram is its reply.
+	 * Filled field by field: through ct_key_set here, clang 14 reuses the
+	 * register holding skb for the protocol and the verifier refuses it. */
 	__builtin_memset(&okey, 0, sizeof(okey));
 	addr_copy(okey.saddr, m->addr);
 	addr_copy(okey.daddr, pkt->saddr);

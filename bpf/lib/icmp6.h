@@ -180,12 +180,7 @@ static __always_inline int icmp6_error_translate(struct __sk_buff *skb, const st
 	 * the mirror of the quoted tuple. */
 	if (!addr_equal(pkt->daddr, q.saddr))
 		return 0;
-	__builtin_memset(&key, 0, sizeof(key));
-	addr_copy(key.saddr, q.daddr);
-	addr_copy(key.daddr, q.saddr);
-	key.sport = q.dport;
-	key.dport = q.sport;
-	key.proto = q.proto;
+	ct_key_set(&key, q.daddr, q.saddr, q.dport, q.sport, q.proto);
 	e = ct_lookup(&key);
 	if (!e || !ct_allowed(hook, e))
 		return 0;
