@@ -4,7 +4,10 @@ Lives here: `DockerSource`, which fetches `docker network inspect` and
 `docker container inspect` data through Docker's API (docker_api), follows the event
 stream in a thread (reconnecting with exponential backoff; every reconnect
 is a full resync), and hands the cached dicts to `model` on request. It
-decides nothing about Docker semantics: that is `model`'s job.
+decides nothing about Docker semantics: that is `model`'s job. The cache holds
+only the part of each document that model and policy read (model's
+`*_inspect_subset`): a container of thousands of published ports would
+otherwise keep several times that in the daemon's memory (issue 15).
 
 Docker being down never raises out of here: the source logs, waits and
 retries, and the last known state stays in force.
@@ -22,7 +25,7 @@ from typing import Any, Callable
 from v6nat_ebpf.config import docker_url
 from v6nat_ebpf.docker_api import ERRORS as DOCKER_ERRORS
 from v6nat_ebpf.docker_api import DockerApi, NotFound
-from v6nat_ebpf.model import DockerState, docker_state_from_inspect
+from v6nat_ebpf.model import DockerState, container_inspect_subset, docker_state_from_inspect, network_inspect_subset
 from v6nat_ebpf.policy import Declarations, declarations_from_inspect
 
 log = logging.getLogger(__name__)
@@ -163,12 +166,13 @@ class DockerSource:
         try:
             client = self._connect()
             with self._lock:
-                networks = {n["Id"]: n for n in client.networks()}
+                networks = {n["Id"]: network_inspect_subset(n) for n in client.networks()}
                 containers = {}
                 for summary in client.containers():
                     data = _inspect_or_none(client.inspect_container, summary["Id"])
                     if data is not None:
-                        containers[data["Id"]] = data
+                        containers[data["Id"]] = container_inspect_subset(data)
+                    del data  # the whole document goes before the next one is read
                 self._networks, self._containers = networks, containers
                 self._known = True
         except DOCKER_ERRORS as exc:
@@ -202,7 +206,7 @@ class DockerSource:
                 if data is not None:
                     self._containers.pop(data["Id"], None)
             else:
-                self._containers[data["Id"]] = data
+                self._containers[data["Id"]] = container_inspect_subset(data)
 
     def _refresh_network(self, network_id: str) -> None:
         client = self._connect()
@@ -211,7 +215,7 @@ class DockerSource:
             if data is None:
                 self._networks.pop(network_id, None)
             else:
-                self._networks[data["Id"]] = data
+                self._networks[data["Id"]] = network_inspect_subset(data)
 
 
 def _inspect_or_none(inspect: Callable[[str], dict[str, Any]], ident: str) -> dict[str, Any] | None:
