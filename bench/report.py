@@ -290,7 +290,8 @@ def footprint_section(path: Path) -> list[str]:
            "5,000 ports); *steady* is after two resyncs and GC sweeps; *ready* is `v6nat run` started until "
            "`/readyz` answers 200 (polled every 20 ms with curl).", "",
            f"- First start on an empty pin path (compiles): ready after {daemon['first_start_s']:.2f} s; "
-           f"idle RSS {daemon['idle']['VmRSS'] / 1024:.1f} MiB.", "",
+           f"idle RSS {daemon['idle']['VmRSS'] / 1024:.1f} MiB"
+           + (f" ({_rss_kinds(daemon['idle'])})." if "anon_kib" in daemon["idle"] else "."), "",
            "| mappings | daemon RSS MiB, steady | peak (VmHWM) MiB | LLVM mapped | ready after restart s (median) | "
            "restarts that compiled | RSS after restarts MiB |",
            "| ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
@@ -304,6 +305,21 @@ def footprint_section(path: Path) -> list[str]:
         out += ["", f"50,000 mappings, extrapolated from the two levels (Docker 20.10 here cannot publish more than "
                 f"about 9,000 ports: a socket per port and family, 20,000 open files per process): "
                 f"{daemon['extrapolated_50000_kib'] / 1024:.0f} MiB."]
+    base = fp.get("baseline_daemon")
+    if base:
+        out += ["", f"The same steps for `{base['command']}` (the checkout before this one's memory work), in a lab of "
+                "its own in the same run:", "",
+                "| | idle RSS MiB | " + " | ".join(f"RSS at {r['mappings']:,} MiB" for r in daemon["levels"])
+                + " | per mapping | 50,000 extrapolated MiB |",
+                "| --- | ---: | " + " | ".join("---:" for _ in daemon["levels"]) + " | ---: | ---: |"]
+        for name, d in (("before", base), ("after", daemon)):
+            low, high = d["levels"][0], d["levels"][-1]
+            slope = ((high["VmRSS"] - low["VmRSS"]) / (high["mappings"] - low["mappings"]) * 1024
+                     if high["mappings"] > low["mappings"] else None)
+            out.append(f"| {name} | {d['idle']['VmRSS'] / 1024:.1f} | "
+                       + " | ".join(f"{r['VmRSS'] / 1024:.1f}" for r in d["levels"])
+                       + f" | {f'{slope:,.0f} bytes' if slope is not None else '—'} | "
+                       + (f"{d['extrapolated_50000_kib'] / 1024:.0f}" if "extrapolated_50000_kib" in d else "—") + " |")
     out += ["", f"`v6nat flows` over {flows['flows']:,} conntrack flows (a private datapath, one SYN per flow): "
             f"{flows['text']['median_s']:.2f} s, `--json` {flows['json']['median_s']:.2f} s (median of "
             f"{len(flows['text']['runs_s'])})."]
@@ -314,6 +330,10 @@ def footprint_section(path: Path) -> list[str]:
                    f"{flows['json']['baseline_median_s'] / flows['json']['median_s']:.1f}x the time).")
     out.append("")
     return out
+
+
+def _rss_kinds(kib: dict[str, int]) -> str:
+    return f"{kib['anon_kib'] / 1024:.1f} MiB anonymous, {kib['file_kib'] / 1024:.1f} MiB of mapped files"
 
 
 def control_section(doc: dict[str, Any]) -> list[str]:
