@@ -61,6 +61,7 @@ _NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
 _TCMSG = struct.Struct("=BxxxiIII")  # family, ifindex, handle, parent, info
 _RTA = struct.Struct("=HH")  # len, type
 _DUMP_RETRIES = 5  # a dump the kernel marks interrupted (the table changed meanwhile) is asked again
+_RECV_BYTES = 1 << 16  # the kernel sends dumps in datagrams of at most 32 KiB
 
 # Reply bodies by message type: (the struct, its field names).
 _BODIES = {
@@ -158,8 +159,7 @@ class Rtnl:
     def __init__(self, netns: str | None = None, groups: int = 0) -> None:
         self._sock = _socket_in(netns)
         try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            self._sock.setsockopt(270, 11, 1)  # SOL_NETLINK, NETLINK_EXT_ACK: the kernel's reason in errors
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # bursts of monitor messages
             self._sock.bind((0, groups))
         except OSError:
             self._sock.close()
@@ -183,7 +183,7 @@ class Rtnl:
         count = 0
         while True:
             try:
-                self._sock.recv(1 << 16, socket.MSG_DONTWAIT)
+                self._sock.recv(_RECV_BYTES, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return count
             count += 1
@@ -207,7 +207,7 @@ class Rtnl:
         found: list[Message] = []
         interrupted = False
         while True:
-            data = self._sock.recv(1 << 20)
+            data = self._sock.recv(_RECV_BYTES)
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
                 length, kind, mflags, mseq, _ = _NLMSGHDR.unpack_from(data, offset)
