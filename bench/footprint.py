@@ -16,6 +16,11 @@ proxy off) and one run:
   4. `v6nat flows` (text and --json) over `--flows` conntrack flows of a private datapath,
      made by running one SYN per flow through the public ingress program (BPF_PROG_TEST_RUN).
 
+With --baseline-v6nat (another checkout's `v6nat`), steps 1-3 run again for it in a lab of its own
+(memory is not noisy as times are: one after the other is a fair comparison), and step 4 interleaves
+both run by run. The daemon's memory by kind (Python's heap, other anonymous memory, file-backed pages
+of the interpreter and libraries) comes from /proc/PID/smaps_rollup.
+
 Ready is polled with curl in the host netns every 20 ms: figures include up to that much.
 Output: a table on stdout and bench/results/footprint-<stamp>.json (+ footprint-latest.json).
 Timings are noisy on a shared machine: compare within a run.
@@ -23,7 +28,7 @@ Timings are noisy on a shared machine: compare within a run.
 examples:
   sudo make bench-footprint
   sudo .venv/bin/python -m bench.footprint --levels 5000 --restarts 3 --flows 50000
-  sudo .venv/bin/python -m bench.footprint --baseline-v6nat ../main/.venv/bin/v6nat   # flows: old vs new
+  sudo .venv/bin/python -m bench.footprint --baseline-v6nat ../main/.venv/bin/v6nat   # old vs new
 """
 
 from __future__ import annotations
@@ -58,6 +63,17 @@ def status_kib(pid: int) -> dict[str, int]:
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0])
     return fields
+
+
+def rollup_kib(pid: int) -> dict[str, int]:
+    """Resident memory by kind: anonymous (Python objects, malloc) and file-backed (the interpreter,
+    shared libraries), from /proc/PID/smaps_rollup."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, value = line.partition(":")
+        if name in ("Rss", "Anonymous"):
+            fields[name] = int(value.split()[0])
+    return {"anon_kib": fields.get("Anonymous", 0), "file_kib": fields.get("Rss", 0) - fields.get("Anonymous", 0)}
 
 
 def maps_llvm(pid: int) -> bool:
@@ -99,15 +115,27 @@ def wait_mappings(pin_path: str, count: int, timeout: float = 300) -> float:
     return time.monotonic() - started
 
 
-def measure_daemon(levels: list[int], restarts: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"levels": []}
+class CommandDaemon(LabDaemon):
+    """A LabDaemon running `command` (another checkout's v6nat) instead of this one's."""
+
+    def __init__(self, lab: Lab, command: str, **kwargs: Any) -> None:
+        super().__init__(lab, **kwargs)
+        self.command = command
+
+    def argv(self) -> list[str]:
+        return [self.command, *super().argv()[1:]]
+
+
+def measure_daemon(levels: list[int], restarts: int, command: str = V6NAT) -> dict[str, Any]:
+    out: dict[str, Any] = {"command": command, "levels": []}
     with Lab(LabConfig(iptables=False, ip6tables=False, userland_proxy=False)) as lab:
         network = lab.create_network("ula", "fd00:f00::/64")
-        with LabDaemon(lab, extra=["--resync-interval", str(RESYNC_S)], log_level="info") as daemon:
+        with CommandDaemon(lab, command, extra=["--resync-interval", str(RESYNC_S)], log_level="info") as daemon:
             out["first_start_s"] = round(start_timed(daemon), 3)
             assert daemon.proc is not None
             time.sleep(2 * RESYNC_S)
-            out["idle"] = {**status_kib(daemon.proc.pid), "llvm_mapped": maps_llvm(daemon.proc.pid)}
+            out["idle"] = {**status_kib(daemon.proc.pid), **rollup_kib(daemon.proc.pid),
+                           "llvm_mapped": maps_llvm(daemon.proc.pid)}
             published = 0
             for level in levels:
                 published = publish(lab, network, level, published)
@@ -115,7 +143,8 @@ def measure_daemon(levels: list[int], restarts: int) -> dict[str, Any]:
                 time.sleep(2 * RESYNC_S)
                 assert daemon.proc is not None
                 row: dict[str, Any] = {"mappings": level, "programmed_s": round(programmed, 2),
-                                       **status_kib(daemon.proc.pid), "llvm_mapped": maps_llvm(daemon.proc.pid)}
+                                       **status_kib(daemon.proc.pid), **rollup_kib(daemon.proc.pid),
+                                       "llvm_mapped": maps_llvm(daemon.proc.pid)}
                 ready, compiled = [], 0
                 for _ in range(restarts):
                     daemon.stop()
@@ -127,7 +156,7 @@ def measure_daemon(levels: list[int], restarts: int) -> dict[str, Any]:
                 time.sleep(2 * RESYNC_S)
                 row["after_restart"] = status_kib(daemon.proc.pid)
                 out["levels"].append(row)
-                print(f"mappings {level:>6}: RSS {row['VmRSS'] / 1024:.1f} MiB (peak {row['VmHWM'] / 1024:.1f}), "
+                print(f"{'baseline ' if command != V6NAT else ''}mappings {level:>6}: RSS {row['VmRSS'] / 1024:.1f} MiB (peak {row['VmHWM'] / 1024:.1f}), "
                       f"LLVM mapped {row['llvm_mapped']}, ready after restart {row['restart_ready_median_s']:.3f} s "
                       f"(median of {restarts}), RSS after restart {row['after_restart']['VmRSS'] / 1024:.1f} MiB",
                       flush=True)
@@ -206,16 +235,22 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(timezone.utc)
     doc: dict[str, Any] = {"meta": {"started": started.strftime("%Y-%m-%dT%H%M%SZ"),
                                     "load_before": Path("/proc/loadavg").read_text().split()[:3]}}
-    doc["daemon"] = measure_daemon([int(n) for n in args.levels.split(",")], args.restarts)
-    levels = doc["daemon"]["levels"]
-    if len(levels) >= 2:
-        low, high = levels[0], levels[-1]
-        slope = (high["VmRSS"] - low["VmRSS"]) / (high["mappings"] - low["mappings"])
-        doc["daemon"]["extrapolated_50000_kib"] = round(low["VmRSS"] + slope * (50_000 - low["mappings"]))
-        print(f"RSS per mapping {slope * 1024:.0f} bytes; extrapolated to 50,000 mappings: "
-              f"{doc['daemon']['extrapolated_50000_kib'] / 1024:.1f} MiB", flush=True)
-    print(f"first start (compiles): ready after {doc['daemon']['first_start_s']:.2f} s; idle RSS "
-          f"{doc['daemon']['idle']['VmRSS'] / 1024:.1f} MiB", flush=True)
+    levels = [int(n) for n in args.levels.split(",")]
+    doc["daemon"] = measure_daemon(levels, args.restarts)
+    if args.baseline_v6nat:
+        doc["baseline_daemon"] = measure_daemon(levels, args.restarts, args.baseline_v6nat)
+    for which in ("daemon", "baseline_daemon"):
+        if which not in doc:
+            continue
+        daemon = doc[which]
+        low, high = daemon["levels"][0], daemon["levels"][-1]
+        if high["mappings"] > low["mappings"]:
+            slope = (high["VmRSS"] - low["VmRSS"]) / (high["mappings"] - low["mappings"])
+            daemon["extrapolated_50000_kib"] = round(low["VmRSS"] + slope * (50_000 - low["mappings"]))
+            print(f"{which}: RSS per mapping {slope * 1024:.0f} bytes; extrapolated to 50,000 mappings: "
+                  f"{daemon['extrapolated_50000_kib'] / 1024:.1f} MiB", flush=True)
+        print(f"{which}: first start (compiles): ready after {daemon['first_start_s']:.2f} s; idle RSS "
+              f"{daemon['idle']['VmRSS'] / 1024:.1f} MiB", flush=True)
     doc["flows"] = measure_flows(args.flows, args.flows_runs, args.baseline_v6nat)
     doc["meta"]["load_after"] = Path("/proc/loadavg").read_text().split()[:3]
     args.results_dir.mkdir(parents=True, exist_ok=True)

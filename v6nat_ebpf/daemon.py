@@ -74,7 +74,7 @@ def configure_logging(log_format: str, level: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # These log every netlink message or HTTP request at debug: far too much even for --log-level debug.
-    for chatty in ("pyroute2", "asyncio", "urllib3", "docker"):
+    for chatty in ("asyncio", "urllib3", "docker"):
         logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
 
 

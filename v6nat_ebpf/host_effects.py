@@ -7,7 +7,8 @@ added in /run/v6nat/ so that an uninstall gives back exactly those, even after a
 container took (see daemon.py); and `uninstall(pin_path)`, the one sequence that removes v6nat from
 this network namespace, for `v6nat cleanup` and `v6nat run --detach-on-exit` alike.
 
-Must not import: docker, bcc (the datapath is imported in `uninstall`, which needs no compiler).
+Netlink through v6nat_ebpf.rtnl. Must not import: docker, pyroute2, bcc (the datapath is imported in
+`uninstall`, which needs no compiler).
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Iterable
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl.ndmsg import NTF_USE, NUD_NOARP, NUD_NONE, NUD_PERMANENT
+from v6nat_ebpf.rtnl import NTF_USE, NUD_NOARP, NUD_NONE, NUD_PERMANENT, NetlinkError, Rtnl
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +123,17 @@ def renew_neighbours(neighbours: Iterable[tuple[int, IPv6Address]]) -> None:
     todo = list(neighbours)
     if not todo:
         return  # no netlink socket for nothing
-    with IPRoute() as ipr:
+    with Rtnl() as nl:
         for ifindex, addr in todo:
             try:
-                entry = ipr.neigh("get", dst=str(addr), ifindex=ifindex)[0]
+                entry = nl.neighbour(ifindex, addr.packed)
             except NetlinkError:
                 continue  # no entry: the first packet to the address solicits at once
             if entry["state"] & (NUD_PERMANENT | NUD_NOARP):
                 continue
             try:
-                ipr.neigh("replace", dst=str(addr), ifindex=ifindex, state=NUD_NONE)
-                ipr.neigh("replace", dst=str(addr), ifindex=ifindex, state=NUD_NONE, flags=NTF_USE)
+                nl.neighbour_replace(ifindex, addr.packed, NUD_NONE)
+                nl.neighbour_replace(ifindex, addr.packed, NUD_NONE, flags=NTF_USE)
             except NetlinkError as exc:
                 log.warning("renewing the neighbour entry of %s (ifindex %d) failed: %s", addr, ifindex, exc)
                 continue

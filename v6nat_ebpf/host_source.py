@@ -12,7 +12,7 @@ checks in preflight.py.
 Everything reads the network namespace the process runs in: netlink, never
 /sys/class/net (per mount namespace).
 
-Must not import: docker, bcc, datapath, reconciler.
+Netlink through v6nat_ebpf.rtnl. Must not import: docker, pyroute2, bcc, datapath, reconciler.
 """
 
 from __future__ import annotations
@@ -24,14 +24,12 @@ import select
 import socket
 import threading
 from ipaddress import IPv6Address
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_IPV6_IFADDR, RTMGRP_LINK
-
+from v6nat_ebpf import rtnl
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.model import HostState, Link, NetnsRef, PublicInterface
+from v6nat_ebpf.rtnl import Rtnl
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +38,31 @@ IFA_F_DADFAILED = 0x08
 IFA_F_DEPRECATED = 0x20
 IFA_F_TENTATIVE = 0x40
 RT_SCOPE_UNIVERSE = 0
-NSID_NOT_ASSIGNED = 0xFFFFFFFF  # NETNSA_NSID_NOT_ASSIGNED (-1)
 
 
-def _global_addresses(ipr: IPRoute) -> dict[int, tuple[IPv6Address, ...]]:
+def _global_addresses(nl: Rtnl) -> dict[int, tuple[IPv6Address, ...]]:
     """ifindex -> usable global addresses, preferred first: not deprecated, not temporary, then by value."""
     found: dict[int, list[tuple[bool, bool, IPv6Address]]] = {}
-    for msg in ipr.get_addr(family=socket.AF_INET6):
-        flags = msg.get("IFA_FLAGS") or msg["flags"]
-        if msg["scope"] != RT_SCOPE_UNIVERSE or flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+    for msg in nl.addresses(socket.AF_INET6):
+        flags = rtnl.u32(msg.attrs.get(rtnl.IFA_FLAGS)) or msg["flags"]
+        raw = msg.attrs.get(rtnl.IFA_ADDRESS)
+        if msg["scope"] != RT_SCOPE_UNIVERSE or flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) or raw is None:
             continue
-        addr = IPv6Address(msg.get("IFA_ADDRESS"))
+        addr = IPv6Address(raw)
         found.setdefault(msg["index"], []).append((bool(flags & IFA_F_DEPRECATED), bool(flags & IFA_F_TEMPORARY), addr))
     return {index: tuple(addr for *_, addr in sorted(addrs)) for index, addrs in found.items()}
 
 
-def _mac(text: Any) -> bytes | None:
-    try:
-        raw = bytes.fromhex(str(text).replace(":", ""))
-    except ValueError:
-        return None
-    return raw if len(raw) == 6 else None
+def _mac(raw: bytes | None) -> bytes | None:
+    return raw if raw is not None and len(raw) == 6 else None
+
+
+def _link(msg: rtnl.Message, addresses: dict[int, tuple[IPv6Address, ...]]) -> Link:
+    attrs = msg.attrs
+    kind = rtnl.text(rtnl.nested(attrs.get(rtnl.IFLA_LINKINFO)).get(rtnl.IFLA_INFO_KIND)) or ""
+    return Link(rtnl.text(attrs.get(rtnl.IFLA_IFNAME)) or "", msg["index"], rtnl.u32(attrs.get(rtnl.IFLA_MASTER)),
+                addresses.get(msg["index"], ()), kind, rtnl.s32(attrs.get(rtnl.IFLA_LINK_NETNSID)),
+                _mac(attrs.get(rtnl.IFLA_ADDRESS)))
 
 
 def _open_netns(ref: NetnsRef) -> int | None:
@@ -78,13 +80,13 @@ def _open_netns(ref: NetnsRef) -> int | None:
 
 
 # (SandboxKey, inode of the namespace it holds) -> nsid: an nsid stays the same for a namespace's life, and
-# a SandboxKey path names one sandbox only, so a hit cannot be stale. RTM_GETNSID through pyroute2 costs
+# a SandboxKey path names one sandbox only, so a hit cannot be stale. RTM_GETNSID costs
 # about 0.6 ms; with the cache a pass pays it only for containers new since the last one.
 _nsid_cache: dict[tuple[str, int], int] = {}
 _nsid_lock = threading.Lock()
 
 
-def _netns_ids(ipr: IPRoute, refs: Iterable[NetnsRef]) -> tuple[tuple[NetnsRef, int], ...]:
+def _netns_ids(nl: Rtnl, refs: Iterable[NetnsRef]) -> tuple[tuple[NetnsRef, int], ...]:
     """The nsid this namespace gave each container's (the peer_netnsid of the container's veths).
 
     By the SandboxKey file when this process sees it (no race: a removed sandbox cannot be opened);
@@ -108,15 +110,14 @@ def _netns_ids(ipr: IPRoute, refs: Iterable[NetnsRef]) -> tuple[tuple[NetnsRef, 
             try:
                 nsid = _nsid_cache.get(cache_key) if cache_key is not None else None
                 if nsid is None:
-                    answer = ipr.get_netnsid(**query)
-                    nsid = (answer or {}).get("nsid")
-            except (OSError, NetlinkError) as exc:
+                    nsid = nl.netnsid(**query)
+            except OSError as exc:
                 log.debug("nsid of container namespace %s: %s", ref, exc)
                 continue
             finally:
                 if fd is not None:
                     os.close(fd)
-            if nsid is not None and nsid != NSID_NOT_ASSIGNED:
+            if nsid is not None:  # None: not assigned
                 found.append((ref, nsid))
                 if cache_key is not None:
                     _nsid_cache[cache_key] = nsid
@@ -133,14 +134,10 @@ def read_host_state(public_names: Iterable[str], strict: bool = True, netns: Ite
     start-up), and simply absent otherwise (it went away while running; it is
     picked up again when it comes back).
     """
-    with IPRoute() as ipr:
-        addresses = _global_addresses(ipr)
-        links = {link.name: link for link in (
-            Link(msg.get("IFLA_IFNAME"), msg["index"], msg.get("IFLA_MASTER"), addresses.get(msg["index"], ()),
-                 msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or "", msg.get("IFLA_LINK_NETNSID"),
-                 _mac(msg.get("IFLA_ADDRESS")))
-            for msg in ipr.get_links())}
-        netns_ids = _netns_ids(ipr, netns)
+    with Rtnl() as nl:
+        addresses = _global_addresses(nl)
+        links = {link.name: link for link in (_link(msg, addresses) for msg in nl.links())}
+        netns_ids = _netns_ids(nl, netns)
     public = []
     for name in public_names:
         if name not in links:
@@ -171,15 +168,13 @@ class HostWatcher:
         self._thread.join(timeout=2)
 
     def _run(self) -> None:
-        # pyroute2's synchronous IPRoute belongs to the thread that made it: make it here.
-        with IPRoute() as ipr:
-            ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV6_IFADDR)
+        with Rtnl(groups=rtnl.RTMGRP_LINK | rtnl.RTMGRP_IPV6_IFADDR) as nl:
             while not self._stop.is_set():
-                ready, _, _ = select.select([ipr.fileno()], [], [], 0.5)
+                ready, _, _ = select.select([nl.fileno()], [], [], 0.5)
                 if not ready:
                     continue
                 try:
-                    ipr.get()
-                except (OSError, NetlinkError) as exc:
+                    nl.drain()
+                except OSError as exc:  # ENOBUFS: messages lost; the re-read below sees the result anyway
                     log.warning("netlink monitor: %s", exc)
                 self._on_change("netlink")

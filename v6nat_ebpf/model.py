@@ -152,7 +152,7 @@ class Network:
 EndpointKey = tuple[str, str, IPv6Address]
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Endpoint:
     """A running container's address on a managed network."""
 
@@ -166,7 +166,7 @@ class Endpoint:
         return (self.container_id, self.network_name, self.address)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PortMapping:
     """One published port: (proto, host address or any, host port) -> container address and port."""
 
@@ -198,7 +198,7 @@ class PortMapping:
 NetnsRef = tuple[str, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sandbox:
     """A running container's network namespace and its IPv6 addresses on each managed network it is
     attached to (with or without an address): what its veths may send."""
@@ -581,6 +581,50 @@ def mappings_of(data: Mapping[str, Any], endpoint: Endpoint, network: Network) -
 def is_running(data: Mapping[str, Any]) -> bool:
     state = data.get("State") or {}
     return bool(state.get("Running")) and not state.get("Restarting")
+
+
+# The parts of inspect data this module and policy.py read: what DockerSource keeps of each document.
+_CONTAINER_NETWORK_FIELDS = ("NetworkID", "GlobalIPv6Address", "GwPriority")
+_NETWORK_FIELDS = ("Id", "Name", "Driver", "EnableIPv6", "IPAM", "Internal", "Options")
+
+
+def container_inspect_subset(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of `docker container inspect` data that `docker_state_from_inspect` and
+    `policy.declarations_from_inspect` read, in the same shape, so both decide exactly as on the whole
+    document (tests/control/test_model.py checks it on captured data). A container of 5,000 published
+    ports has about 25,000 JSON objects (5.9 MB in Python); what is kept is 2.4 MB: no ExposedPorts, no
+    PortBindings without a requested HostIp (`_requested_host_ips` reads them as "" anyway), no IPv4
+    binding beside an IPv6 one of the same port (`mappings_of` ignores it then)."""
+    state = data.get("State") or {}
+    settings = data.get("NetworkSettings") or {}
+    ports = {}
+    for spec, bindings in (settings.get("Ports") or {}).items():
+        bindings = bindings or []
+        if any(":" in (b.get("HostIp") or "") for b in bindings):
+            bindings = [b for b in bindings if ":" in (b.get("HostIp") or "")]
+        ports[spec] = [{"HostIp": b.get("HostIp") or "", "HostPort": b.get("HostPort") or ""} for b in bindings]
+    requested = {spec: [{"HostIp": b.get("HostIp") or ""} for b in bindings]
+                 for spec, bindings in ((data.get("HostConfig") or {}).get("PortBindings") or {}).items()
+                 if any(b.get("HostIp") for b in bindings or [])}
+    return {
+        "Id": data["Id"],
+        "Name": data.get("Name"),
+        "State": {"Running": state.get("Running"), "Restarting": state.get("Restarting"), "Pid": state.get("Pid")},
+        "Config": {"Labels": (data.get("Config") or {}).get("Labels") or {}},
+        "HostConfig": {"PortBindings": requested},
+        "NetworkSettings": {
+            "SandboxKey": settings.get("SandboxKey"),
+            "Ports": ports,
+            "Networks": {name: {k: ep.get(k) for k in _CONTAINER_NETWORK_FIELDS if k in ep}
+                         for name, ep in (settings.get("Networks") or {}).items()},
+        },
+    }
+
+
+def network_inspect_subset(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of `docker network inspect` data that this module and policy.py read (not the
+    containers attached, which `/networks/ID` lists)."""
+    return {k: data[k] for k in _NETWORK_FIELDS if k in data}
 
 
 def docker_state_from_inspect(networks: Iterable[Mapping[str, Any]],

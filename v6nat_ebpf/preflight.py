@@ -6,8 +6,8 @@ cls_bpf filter) does so in a throw-away network namespace (`unshare --net`)
 that vanishes with its process. Nothing here touches the root namespace.
 
 Imports: stdlib, v6nat_ebpf.{config,constants,errors} and datapath.{bpfsys,hostlocal} (bpf() through
-ctypes, no bcc); bcc and docker are imported inside the checks that need them, so a missing one is a
-finding, not a crash.
+ctypes, no bcc); bcc and docker_api (Docker's API without the SDK) are imported inside the checks that
+need them, so a missing bcc is a finding, not a crash.
 """
 
 from __future__ import annotations
@@ -195,17 +195,17 @@ def double_nat_problems(fw: DockerFirewall, allow_ip6tables: bool = False,
 
 def read_docker_firewall(url: str) -> DockerFirewall:
     """The DockerFirewall of the daemon at `url`: its API first, its process (flags, config) for the settings
-    the API does not report. Raises V6natError when the API does not answer."""
-    try:
-        import docker  # noqa: PLC0415
+    the API does not report. Raises V6natError when the API does not answer. Through docker_api, not the
+    Docker SDK: `v6nat run` asks this too, and the SDK would stay in the daemon's memory (issue 15)."""
+    from v6nat_ebpf.docker_api import ERRORS, DockerApi
 
-        client = docker.DockerClient(base_url=url, timeout=10)
-        try:
-            version, info = client.version().get("Version", ""), client.info()
-        finally:
-            client.close()
-    except Exception as exc:  # the SDK raises DockerException, requests and OS errors alike
-        raise V6natError(f"Docker not reachable at {url}: {str(exc).splitlines()[0][:120]}") from exc
+    api = DockerApi(url)
+    try:
+        version, info = api.version().get("Version", ""), api.info()
+    except ERRORS as exc:
+        raise V6natError(f"Docker not reachable at {url}: {(str(exc).splitlines() or [type(exc).__name__])[0][:120]}") from exc
+    finally:
+        api.close()
     return docker_firewall(version, info, dockerd_settings(url))
 
 

@@ -247,7 +247,9 @@ class Reconciler:
     def _note_written(self, name: str, desired: dict[Any, Any], errors: int) -> None:
         if errors:
             self._written.pop(name, None)  # some writes failed: read the map next time
-        else:
+        elif self._written.get(name) != desired:
+            # An equal table keeps the dict it has: the new one (thousands of small objects for the dnat
+            # table) goes at the end of the pass instead of scattering survivors through the heap (issue 15).
             self._written[name] = desired
 
     def _forget_flows(self, desired: DesiredState, unpublished: set[int], reread: bool) -> int:

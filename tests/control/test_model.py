@@ -333,3 +333,40 @@ def test_a_bad_udp_filtering_option_is_reported_and_the_default_kept(inspect: di
     docker = docker_state_from_inspect(data["networks_verbose"], data["containers"])
     assert next(n for n in docker.networks if n.name == "ula1").udp_filtering == "address-and-port-dependent"
     assert any("v6nat.udp_filtering='full-cone'" in p for p in docker.problems)
+
+
+def _variants(inspect: dict[str, Any]) -> list[dict[str, Any]]:
+    """The capture, and the capture changed the ways the tests above change it (a lone 0.0.0.0 binding, the
+    v6nat.network label, source-policy labels, a stopped container, a GwPriority, a network option)."""
+    out = [copy.deepcopy(inspect) for _ in range(4)]
+    web = container(out[1], "web")
+    web["NetworkSettings"]["Ports"]["80/tcp"] = [{"HostIp": "0.0.0.0", "HostPort": "8080"}]
+    web["Config"]["Labels"] = {model.NETWORK_LABEL: "ula2", "v6nat.allow": "2001:db8:5::/48",
+                               "v6nat.deny.80/tcp": "not a prefix"}
+    container(out[2], "pall")["State"]["Running"] = False
+    next(iter(container(out[2], "web")["NetworkSettings"]["Networks"].values()))["GwPriority"] = 5
+    out[3]["networks_verbose"][0].setdefault("Options", {})["v6nat.allow"] = "2001:db8:7::/48"
+    return out
+
+
+def test_the_inspect_subset_the_docker_source_keeps_decides_as_the_whole_documents(inspect: dict[str, Any]) -> None:
+    """DockerSource keeps only model.*_inspect_subset of each document (issue 15: memory): the model and the
+    source policy must decide on it exactly as on the whole documents."""
+    from v6nat_ebpf.policy import declarations_from_inspect
+
+    host = HostState(public=(PublicInterface(1, "pub0", (HOST,)),))
+    for data in _variants(inspect):
+        networks = [model.network_inspect_subset(n) for n in data["networks_verbose"]]
+        containers = [model.container_inspect_subset(c) for c in data["containers"]]
+        whole = docker_state_from_inspect(data["networks_verbose"], data["containers"])
+        kept = docker_state_from_inspect(networks, containers)
+        assert kept == whole and whole.mappings
+        assert model.desired_state(kept, host) == model.desired_state(whole, host)
+        assert declarations_from_inspect(networks, containers) == declarations_from_inspect(
+            data["networks_verbose"], data["containers"])
+    web = container(inspect, "web")
+    kept_web = model.container_inspect_subset(web)
+    assert "ExposedPorts" not in kept_web["Config"]
+    # Beside an IPv6 binding of the same port, the IPv4 one (which gives no IPv6 mapping) is not kept.
+    assert kept_web["NetworkSettings"]["Ports"]["80/tcp"] == [b for b in web["NetworkSettings"]["Ports"]["80/tcp"]
+                                                             if ":" in b["HostIp"]]

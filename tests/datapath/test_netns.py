@@ -11,6 +11,7 @@ from typing import Iterator
 
 import pytest
 from bcc import BPF
+from pyroute2 import NetNS
 
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, NetworkEntry
 from v6nat_ebpf.datapath import tc as tcmod
@@ -96,10 +97,10 @@ def test_filters_behind_ours_still_see_every_packet(dp: Datapath, world) -> None
         BPF_ARRAY(seen, u64, 1);
         int othertool(struct __sk_buff *skb) { seen.increment(0); return -1; }""")
     try:
-        with tcmod.Tc(w.host) as t:
-            t._nl.tc("add-filter", "bpf", t.ifindex("pub0"), handle=1, name="othertool", prio=tcmod.PREF + 1,
-                     fd=b.load_func(b"othertool", BPF.SCHED_CLS).fd, parent=tcmod.PARENTS["ingress"],
-                     protocol=0x86DD, direct_action=True)
+        with NetNS(w.host) as nl:  # another tool's filter, written with pyroute2
+            nl.tc("add-filter", "bpf", nl.link_lookup(ifname="pub0")[0], handle=1, name="othertool",
+                  prio=tcmod.PREF + 1, fd=b.load_func(b"othertool", BPF.SCHED_CLS).fd,
+                  parent=tcmod.PARENTS["ingress"], protocol=0x86DD, direct_action=True)
         w.serve(w.ctr, *peer_echo("tcp", 80))
         assert w.ask(w.cli, f"[{HOST}]:8080") == CLIENT
         assert b[b"seen"][0].value >= 3  # at least the handshake went through both filters

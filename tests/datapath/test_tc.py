@@ -9,6 +9,7 @@ from typing import Iterator
 
 import pytest
 from bcc import BPF
+from pyroute2 import NetNS
 
 from v6nat_ebpf.datapath import Datapath
 from v6nat_ebpf.datapath import tc as tcmod
@@ -37,14 +38,15 @@ def filters(ns: str, dev: str, direction: str) -> list[dict]:
 
 
 def add_foreign(ns: str, fd: int, dev: str, direction: str, pref: int) -> None:
-    with tcmod.Tc(ns) as t:
-        idx = t.ifindex(dev)
+    """Another tool's filter, written with pyroute2 (not through v6nat's own netlink code)."""
+    with NetNS(ns) as nl:
+        idx = nl.link_lookup(ifname=dev)[0]
         try:
-            t._nl.tc("add", "clsact", idx)
+            nl.tc("add", "clsact", idx)
         except Exception:
             pass
-        t._nl.tc("add-filter", "bpf", idx, handle=1, fd=fd, name="othertool", parent=tcmod.PARENTS[direction],
-                 prio=pref, protocol=0x0003, direct_action=True)
+        nl.tc("add-filter", "bpf", idx, handle=1, fd=fd, name="othertool", parent=tcmod.PARENTS[direction],
+              prio=pref, protocol=0x0003, direct_action=True)
 
 
 def test_attach_replace_detach_keep_other_filters(loaded: Datapath, ns: str, foreign_prog: int) -> None:

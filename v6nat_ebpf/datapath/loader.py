@@ -364,7 +364,7 @@ class Datapath:
     # interfaces
 
     def _attach(self, ifname: str, role: str) -> None:
-        from v6nat_ebpf.datapath import tc  # pyroute2: not for the readers (status, flows)
+        from v6nat_ebpf.datapath import tc  # netlink: not for the readers (status, flows)
 
         with tc.Tc(self.netns) as t:
             for direction, name in PROGRAMS[role].items():

@@ -81,7 +81,7 @@ class DatapathConfig:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DnatKey:
     """A published port: proto, host address (None = any host address), port."""
 
@@ -90,7 +90,7 @@ class DnatKey:
     host_port: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DnatTarget:
     addr: IPv6Address
     port: int

@@ -1,4 +1,4 @@
-"""clsact qdiscs and direct-action bpf filters, through pyroute2.
+"""clsact qdiscs and direct-action bpf filters, through rtnetlink (v6nat_ebpf.rtnl).
 
 Our filters sit at one fixed preference and handle (PREF, HANDLE), match IPv6
 only, and carry a name starting with "v6nat_" (e.g. "v6nat_public_ingress"):
@@ -8,19 +8,16 @@ pref/handle: atomic, no packet sees no filter. Other tools' filters (other
 prefs, or other names) are never touched; the clsact qdisc is added when absent
 and left in place (removing it would remove their filters too).
 
-Imports pyroute2 and errors only.
+Imports rtnl and errors only.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
-
-from pyroute2 import IPRoute, NetNS
-from pyroute2.netlink.exceptions import NetlinkError
 
 from v6nat_ebpf.errors import V6natError
+from v6nat_ebpf.rtnl import IFLA_IFNAME, NetlinkError, Rtnl, iter_filters, text
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +52,8 @@ class Tc:
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
         try:
-            self._nl: Any = NetNS(netns) if netns else IPRoute()
-        except (OSError, NetlinkError) as exc:
+            self._nl = Rtnl(netns)
+        except OSError as exc:
             raise V6natError(f"cannot open netlink in netns {netns or 'current'}: {exc}") from exc
 
     def close(self) -> None:
@@ -69,40 +66,33 @@ class Tc:
         self.close()
 
     def ifindex(self, ifname: str) -> int:
-        found = self._nl.link_lookup(ifname=ifname)
-        if not found:
-            raise V6natError(f"no interface {ifname!r} in netns {self.netns or 'current'}")
-        return found[0]
+        try:
+            return self._nl.link(ifname=ifname)["index"]
+        except NetlinkError as exc:
+            raise V6natError(f"no interface {ifname!r} in netns {self.netns or 'current'}") from exc
 
     def ifname(self, ifindex: int) -> str:
-        links = self._nl.get_links(ifindex)
-        return links[0].get_attr("IFLA_IFNAME") if links else str(ifindex)
+        try:
+            return text(self._nl.link(ifindex).attrs.get(IFLA_IFNAME)) or str(ifindex)
+        except NetlinkError:
+            return str(ifindex)
 
     def filters(self, ifname: str, direction: str) -> list[Filter]:
         """Every filter on one hook of one interface (an absent clsact: none)."""
         idx = self.ifindex(ifname)
         try:
-            msgs = list(self._nl.get_filters(index=idx, parent=PARENTS[direction]))
+            msgs = self._nl.filters(idx, PARENTS[direction])
         except NetlinkError as exc:
             if exc.code in (_ENOENT, 22):  # no clsact qdisc
                 return []
             raise
-        out = []
-        for msg in msgs:
-            options = msg.get_attr("TCA_OPTIONS")
-            if not msg["handle"]:
-                continue  # the per-pref chain head, not a filter
-            name = ""
-            if msg.get_attr("TCA_KIND") == "bpf" and options is not None:
-                name = options.get_attr("TCA_BPF_NAME") or ""
-            out.append(Filter(ifname, idx, direction, msg["info"] >> 16, msg["handle"], name))
-        return out
+        return [Filter(ifname, idx, direction, pref, handle, name) for pref, handle, _, name in iter_filters(msgs)]
 
     def attach(self, ifname: str, direction: str, prog_fd: int, name: str) -> None:
         """Add or atomically replace our filter on one hook of `ifname`."""
         idx = self.ifindex(ifname)
         try:
-            self._nl.tc("add", "clsact", idx)
+            self._nl.clsact_add(idx)
         except NetlinkError as exc:
             if exc.code != _EEXIST:
                 raise V6natError(f"cannot add clsact qdisc to {ifname}: {exc}") from exc
@@ -113,10 +103,7 @@ class Tc:
                     f"({f.name or 'unnamed'}, handle {f.handle:#x}); remove it or free that preference"
                 )
         try:
-            self._nl.tc(
-                "replace-filter", "bpf", idx, handle=HANDLE, fd=prog_fd, name=name,
-                parent=PARENTS[direction], prio=PREF, protocol=ETH_P_IPV6, direct_action=True,
-            )
+            self._nl.bpf_filter_replace(idx, PARENTS[direction], PREF, ETH_P_IPV6, HANDLE, prog_fd, name)
         except NetlinkError as exc:
             raise V6natError(f"cannot attach {name} to {ifname} {direction}: {exc}") from exc
         log.info("attached %s to %s %s", name, ifname, direction)
@@ -129,8 +116,7 @@ class Tc:
                 if not f.ours:
                     continue
                 try:
-                    self._nl.tc("del-filter", "bpf", f.ifindex, handle=HANDLE, parent=PARENTS[direction],
-                                prio=PREF, protocol=ETH_P_IPV6)
+                    self._nl.bpf_filter_delete(f.ifindex, PARENTS[direction], PREF, ETH_P_IPV6, HANDLE)
                 except NetlinkError as exc:
                     if exc.code != _ENOENT:
                         raise V6natError(f"cannot remove {f.name} from {ifname}: {exc}") from exc
@@ -141,8 +127,8 @@ class Tc:
     def ours(self) -> list[Filter]:
         """Our filters on every interface of the namespace."""
         out = []
-        for link in self._nl.get_links():
-            ifname = link.get_attr("IFLA_IFNAME")
+        for link in self._nl.links():
+            ifname = text(link.attrs.get(IFLA_IFNAME)) or ""  # every link has one
             for direction in PARENTS:
                 out += [f for f in self.filters(ifname, direction) if f.ours]
         return out

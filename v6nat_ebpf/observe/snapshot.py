@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Protocol
 
 from v6nat_ebpf import __version__
@@ -103,7 +103,7 @@ class Snapshot:
             },
             "events": dict(self.events),
             "mappings": [
-                {"mapping_id": mapping_id, **vars(labels), "packets": packets, "bytes": octets,
+                {"mapping_id": mapping_id, **asdict(labels), "packets": packets, "bytes": octets,
                  "policy_drops": refused, "host_connects": connects, "host_sendmsgs": sendmsgs}
                 for mapping_id, labels in sorted(c.mappings.items())
                 for packets, octets, refused in (self.mapping_traffic.get(mapping_id, (0, 0, 0)),)

@@ -24,7 +24,7 @@ RECONCILE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 MAPPING_LABELS = ("protocol", "host_port", "container", "network")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MappingLabels:
     """How one published mapping is labelled: protocol ("tcp"/"udp"), host port, container name, network name."""
 
@@ -38,6 +38,10 @@ class MappingLabels:
         """The labels of a mapping of IP protocol `proto` (the one place a mapping's labels are made)."""
         return cls(protocol=protocol_name(proto), host_port=host_port, container=container, network=network)
 
+    def as_dict(self) -> dict[str, str]:
+        """Label name -> value, as exported."""
+        return dict(zip(MAPPING_LABELS, (self.protocol, str(self.host_port), self.container, self.network)))
+
 
 @dataclass(frozen=True)
 class MappingSeries:
@@ -47,7 +51,7 @@ class MappingSeries:
     series is one, the sum of both. Series are in mapping id order.
     """
 
-    labels: tuple[Mapping[str, str], ...]  # label name -> value, one per series
+    series_labels: tuple[MappingLabels, ...]  # one per series
     label_text: tuple[str, ...]  # the same as the text formats write it: 'container="web",host_port="8080",...'
     mapping_ids: tuple[tuple[int, ...], ...]  # the ids summed into each series
 
@@ -56,16 +60,20 @@ class MappingSeries:
         ids: dict[MappingLabels, list[int]] = {}
         for mapping_id, labels in sorted(mappings.items()):
             ids.setdefault(labels, []).append(mapping_id)
-        label_dicts = tuple(
-            dict(zip(MAPPING_LABELS, (m.protocol, str(m.host_port), m.container, m.network))) for m in ids
-        )
         return cls(
-            labels=label_dicts,
+            series_labels=tuple(ids),
             label_text=tuple(
-                ",".join(f'{name}="{_escape_label_value(value)}"' for name, value in sorted(d.items())) for d in label_dicts
+                ",".join(f'{name}="{_escape_label_value(value)}"' for name, value in sorted(m.as_dict().items()))
+                for m in ids
             ),
             mapping_ids=tuple(tuple(group) for group in ids.values()),
         )
+
+    @property
+    def labels(self) -> list[dict[str, str]]:
+        """Label name -> value, one per series: made on each call (only the encoder's own path, for an
+        escaping that renames labels, needs them; the text is `label_text`), not kept for every mapping."""
+        return [m.as_dict() for m in self.series_labels]
 
     def values(self, traffic: Mapping[int, tuple[int, ...]]) -> list[tuple[int, ...]]:
         """Each series' counts (a tuple per mapping id: packets, bytes, policy drops; or host-local connects,
