@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from v6nat_ebpf.constants import DEFAULT_PIN_PATH
 from v6nat_ebpf.datapath import bpfsys, hostlocal, layout
@@ -45,7 +46,7 @@ from v6nat_ebpf.datapath.maps import (
     DatapathConfig,
     DnatTable,
     Flow,
-    FlowRow,
+    FlowRecord,
     HostAddrsTable,
     NetworksTable,
     PolicyTable,
@@ -444,9 +445,9 @@ class Datapath:
     def flows(self) -> list[Flow]:
         return self.conntrack.flows()
 
-    def flow_rows(self) -> list[FlowRow]:
-        """The flows with raw addresses, for listing many quickly (`v6nat flows`)."""
-        return self.conntrack.flow_rows()
+    def flow_records(self, now_ns: int | None = None) -> Iterator[FlowRecord]:
+        """The flows as flat tuples with raw addresses (maps.FlowRecord), for listing many (`v6nat flows`)."""
+        return self.conntrack.flow_records(now_ns)
 
     def conntrack_summary(self) -> ConntrackSummary:
         """Flow counts by (proto, kind, state), SNAT ports in use and the number

@@ -15,9 +15,13 @@ import logging
 import secrets
 import struct
 import time
+from array import array
 from dataclasses import dataclass
+from functools import cache
+from itertools import chain, compress
+from operator import itemgetter
 from ipaddress import IPv6Address, IPv6Network
-from typing import Any, Generic, Iterable, Iterator, Mapping, NamedTuple, TypeVar
+from typing import Any, Generic, Iterable, Iterator, Mapping, TypeVar
 
 from v6nat_ebpf.constants import CONNTRACK_MAX, CONNTRACK_MAX_FLOOR, SNAT_PORT_FLOOR, SNAT_PORT_MAX, SNAT_PORT_MIN
 from v6nat_ebpf.datapath import layout
@@ -180,28 +184,18 @@ class Flow:
     mapping_id: int
 
 
-class FlowRow(NamedTuple):
-    """A flow as `Flow` has it, with each tuple as (saddr, daddr, sport, dport) and addresses as
-    16 raw bytes: listing 100,000s of flows (`v6nat flows`) costs no IPv6Address per address."""
-
-    proto: int
-    kind: str
-    state: str
-    original: tuple[bytes, bytes, int, int]
-    translated: tuple[bytes, bytes, int, int]
-    packets: int
-    bytes: int
-    age_s: float
-    idle_s: float
-    mapping_id: int
-
-    def flow(self) -> Flow:
-        return Flow(self.proto, self.kind, self.state, _flow_tuple(self.original), _flow_tuple(self.translated),
-                    self.packets, self.bytes, self.age_s, self.idle_s, self.mapping_id)
+# A Flow as one flat tuple, for listing 100,000s of flows (`v6nat flows`) with no object per flow, tuple or
+# address: proto, kind, state, the original tuple (saddr, daddr, sport, dport), the translated one (the same
+# four), packets, bytes, age_s, idle_s, mapping_id; addresses as their 16 raw bytes.
+FlowRecord = tuple[int, str, str, bytes, bytes, int, int, bytes, bytes, int, int, int, int, float, float, int]
 
 
-def _flow_tuple(raw: tuple[bytes, bytes, int, int]) -> FlowTuple:
-    return FlowTuple(IPv6Address(raw[0]), IPv6Address(raw[1]), raw[2], raw[3])
+def flow_of(record: FlowRecord) -> Flow:
+    (proto, kind, state, saddr, daddr, sport, dport, new_saddr, new_daddr, new_sport, new_dport,
+     packets, nbytes, age_s, idle_s, mapping_id) = record
+    return Flow(proto, kind, state, FlowTuple(IPv6Address(saddr), IPv6Address(daddr), sport, dport),
+                FlowTuple(IPv6Address(new_saddr), IPv6Address(new_daddr), new_sport, new_dport),
+                packets, nbytes, age_s, idle_s, mapping_id)
 
 
 @dataclass(frozen=True)
@@ -651,13 +645,45 @@ def _fields_struct(ctype: type[ct.Structure], fields: Iterable[tuple[str, str]])
     return struct.Struct(f"{fmt}{ct.sizeof(ctype) - at}x")
 
 
-# What a flow listing reads of a conntrack key and half; ports stay as their 2 network-order bytes.
-_CT_KEY_FIELDS = _fields_struct(layout.RawCtKey, [("saddr", "16s"), ("daddr", "16s"), ("sport", "2s"),
-                                                  ("dport", "2s"), ("proto", "B")])
+# What a flow listing reads of a conntrack key and half. Ports are in network order: unpacked as
+# little-endian u16 they come byte-swapped, which _CtDecoding.net_port undoes.
+_CT_KEY_FIELDS = _fields_struct(layout.RawCtKey, [("saddr", "16s"), ("daddr", "16s"), ("sport", "H"),
+                                                  ("dport", "H"), ("proto", "B")])
 _CT_HALF_FIELDS = _fields_struct(layout.RawCtEntry, [
-    ("saddr", "16s"), ("daddr", "16s"), ("sport", "2s"), ("dport", "2s"), ("kind", "B"), ("dir", "B"),
+    ("saddr", "16s"), ("daddr", "16s"), ("sport", "H"), ("dport", "H"), ("kind", "B"), ("dir", "B"),
     ("tcp_state", "B"), ("mapping_id", "I"), ("created_ns", "Q"), ("last_seen_ns", "Q"), ("packets", "Q"),
     ("bytes", "Q")])
+_CT_REPLY_FIELDS = _fields_struct(layout.RawCtEntry, [("last_seen_ns", "Q"), ("packets", "Q"), ("bytes", "Q")])
+
+
+@dataclass(frozen=True)
+class _CtDecoding:
+    """What ConntrackTable.flow_records looks up per half, from the header."""
+
+    kind_names: list[str]  # CT_KIND_* value -> name (the number as text for any other)
+    state_names: list[str]  # CT_TCP_* value -> name
+    net_port: list[int]  # a network-order port unpacked little-endian -> the port
+    dir_at: int  # offset of a half's direction byte
+    original: int  # its value in an original half
+    is_original: bytes  # bytes.translate tables: direction byte -> 1 for an original half, else 0
+    is_reply: bytes  # ... -> 1 for any other (a reply half), else 0
+
+
+@cache
+def _ct_decoding() -> _CtDecoding:
+    kinds, states = _const_names("CT_KIND_"), _const_names("CT_TCP_")
+    original = layout.header().const("CT_DIR_ORIGINAL")
+    swapped = array("H", range(65536))
+    swapped.byteswap()
+    return _CtDecoding(
+        kind_names=[kinds.get(i, str(i)) for i in range(256)],
+        state_names=[states.get(i, str(i)) for i in range(256)],
+        net_port=swapped.tolist(),
+        dir_at=layout.RawCtEntry.dir.offset,
+        original=original,
+        is_original=bytes(i == original for i in range(256)),
+        is_reply=bytes(i != original for i in range(256)),
+    )
 
 
 def _mirror_key(entry: layout.RawCtEntry, proto: int) -> bytes:
@@ -764,47 +790,50 @@ class ConntrackTable:
         return cfg.udp_ns if proto == 17 else cfg.icmp_ns
 
     def flows(self, now_ns: int | None = None) -> list[Flow]:
-        return [row.flow() for row in self.flow_rows(now_ns)]
+        return [flow_of(record) for record in self.flow_records(now_ns)]
 
-    def flow_rows(self, now_ns: int | None = None) -> list[FlowRow]:
-        """Every pair (a lone half by itself), its original half first, decoded straight from the
-        batch buffers with one unpack per half."""
+    def flow_records(self, now_ns: int | None = None) -> Iterator[FlowRecord]:
+        """Every pair (a lone half by itself), its original half first. Halves are unpacked straight
+        from the batch buffers and told apart by their direction byte in C (bytes.translate,
+        itertools.compress): Python sees each pair once, and keeps only the counters of reply halves."""
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if now_ns is None else now_ns
-        kinds, states = _const_names("CT_KIND_"), _const_names("CT_TCP_")
-        kind_names = [kinds.get(i, str(i)) for i in range(256)]
-        state_names = [states.get(i, str(i)) for i in range(256)]
-        original_dir = layout.header().const("CT_DIR_ORIGINAL")
-        ks = self.raw.key_size
-        halves: dict[bytes, tuple[Any, ...]] = {}
-        for keys, values, n in self.raw.batches():
-            halves.update(zip([keys[i:i + ks] for i in range(0, n * ks, ks)], _CT_HALF_FIELDS.iter_unpack(values)))
-        key_tail = slice(layout.RawCtKey.proto.offset, ks)  # proto and padding: the same in both halves' keys
-        unpack_key, make = _CT_KEY_FIELDS.unpack, FlowRow._make
+        d = _ct_decoding()
+        kinds, states, port = d.kind_names, d.state_names, d.net_port
+        whole_key = struct.Struct(f"{self.raw.key_size}s")
+        vs = self.raw.value_size
+        chunks = [(keys, values, values[d.dir_at::vs]) for keys, values, _ in self.raw.batches()]
+        replies: dict[bytes, tuple[int, int, int]] = {}  # key -> (last_seen, packets, bytes) of each reply half
+        for keys, values, directions in chunks:
+            is_reply = directions.translate(d.is_reply)
+            replies.update(zip(map(itemgetter(0), compress(whole_key.iter_unpack(keys), is_reply)),
+                               compress(_CT_REPLY_FIELDS.iter_unpack(values), is_reply)))
+        originals = chain.from_iterable(
+            zip(compress(_CT_KEY_FIELDS.iter_unpack(keys), is_original),
+                compress(_CT_HALF_FIELDS.iter_unpack(values), is_original))
+            for keys, values, is_original in ((k, v, dirs.translate(d.is_original)) for k, v, dirs in chunks))
 
-        def port(be: bytes) -> int:
-            return be[0] << 8 | be[1]
+        def lone() -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
+            """Reply halves whose original is gone (evicted), once the originals took theirs."""
+            if replies:
+                for keys, values, _ in chunks:
+                    for whole, key, half in zip(map(itemgetter(0), whole_key.iter_unpack(keys)),
+                                                _CT_KEY_FIELDS.iter_unpack(keys), _CT_HALF_FIELDS.iter_unpack(values)):
+                        if whole in replies:
+                            yield key, half
 
-        def mirror(kb: bytes, half: tuple[Any, ...]) -> bytes:
-            return half[1] + half[0] + half[3] + half[2] + kb[key_tail]  # (daddr, saddr, dport, sport)
-
-        # Pairs by their original half, then the reply halves whose original is gone (evicted).
-        originals = [(kb, half) for kb, half in halves.items() if half[5] == original_dir]
-        replied = {mirror(kb, half) for kb, half in originals}
-        lone = [(kb, half) for kb, half in halves.items() if half[5] != original_dir and kb not in replied]
-        out = []
-        for kb, half in originals + lone:
-            # half: saddr, daddr, sport, dport, kind, dir, tcp_state, mapping_id, created, last_seen, packets, bytes
-            peer = halves.get(mirror(kb, half)) if half[5] == original_dir else None
+        # key: saddr, daddr, sport, dport, proto; half: saddr, daddr, sport, dport (the translated tuple),
+        # kind, dir, tcp_state, mapping_id, created, last_seen, packets, bytes; ports as unpacked (net_port).
+        mirror, pop, original = _CT_KEY_FIELDS.pack, replies.pop, d.original
+        for key, half in chain(originals, lone()):
+            # An original's reply half has the translated tuple, reversed, as its key.
+            peer = pop(mirror(half[1], half[0], half[3], half[2], key[4]), None) if half[5] == original else None
             if peer is None:
-                packets, nbytes, last = half[10], half[11], half[9]
+                last, packets, nbytes = half[9], half[10], half[11]
             else:
-                packets, nbytes, last = half[10] + peer[10], half[11] + peer[11], max(half[9], peer[9])
-            key = unpack_key(kb)
-            out.append(make((key[4], kind_names[half[4]], state_names[half[6]],
-                             (key[0], key[1], port(key[2]), port(key[3])),
-                             (half[0], half[1], port(half[2]), port(half[3])),
-                             packets, nbytes, max(0, now - half[8]) / _NS, max(0, now - last) / _NS, half[7])))
-        return out
+                last, packets, nbytes = max(half[9], peer[0]), half[10] + peer[1], half[11] + peer[2]
+            yield (key[4], kinds[half[4]], states[half[6]], key[0], key[1], port[key[2]], port[key[3]],
+                   half[0], half[1], port[half[2]], port[half[3]], packets, nbytes,
+                   max(0, now - half[8]) / _NS, max(0, now - last) / _NS, half[7])
 
     def summary(self) -> ConntrackSummary:
         """Pairs by (proto, kind, state) and SNAT ports in use, decoded from the
@@ -929,8 +958,8 @@ class Conntrack:
     def flows(self, now_ns: int | None = None) -> list[Flow]:
         return [flow for table in self.tables for flow in table.flows(now_ns)]
 
-    def flow_rows(self, now_ns: int | None = None) -> list[FlowRow]:
-        return [row for table in self.tables for row in table.flow_rows(now_ns)]
+    def flow_records(self, now_ns: int | None = None) -> Iterator[FlowRecord]:
+        return chain.from_iterable(table.flow_records(now_ns) for table in self.tables)
 
     def summary(self) -> ConntrackSummary:
         parts = [table.summary() for table in self.tables]
