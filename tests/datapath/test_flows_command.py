@@ -112,7 +112,7 @@ def test_text_and_json_are_exactly_the_format_at_one_instant(dp: Datapath) -> No
     diverse_flows(dp)
     now = 10**18  # later than every flow
     flows = dp.conntrack.flows(now)
-    assert flows_command.flows_text(dp.flow_records(now)) == "".join(expected_line(f) + "\n" for f in flows)
+    assert flows_command.flow_lines(dp.flow_records(now)) == [expected_line(f) + "\n" for f in flows]
     assert flows_command.flows_json(dp.flow_records(now)) == json.dumps([expected_json(f) for f in flows],
                                                                        indent=2) + "\n"
     assert flows_command.flows_json([]) == json.dumps([], indent=2) + "\n"

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from v6nat_ebpf.config import add_pin_path_argument
 from v6nat_ebpf.model import PROTOCOL_NUMBERS, protocol_name
 
-# A flow record (datapath.maps.FlowRecord): proto, kind, state, the original tuple (saddr, daddr, sport, dport),
+# A flow record (datapath.flowlist.FlowRecord): proto, kind, state, the original tuple (saddr, daddr, sport, dport),
 # the translated one, packets, bytes, age_s, idle_s, mapping_id; addresses as 16 raw bytes.
 Record = tuple[Any, ...]
 
@@ -70,13 +70,13 @@ class _Columns(dict[tuple[int, str, str], str]):
         return text
 
 
-def flows_text(records: Iterable[Record]) -> str:
+def flow_lines(records: Iterable[Record]) -> list[str]:
     """The lines of `v6nat flows`, one per flow record."""
     a, columns = _AddressText(), _Columns()
-    return "".join([_LINE % (columns[proto, kind, state], a[saddr], a[daddr], sport, dport, a[new_saddr],
+    return [_LINE % (columns[proto, kind, state], a[saddr], a[daddr], sport, dport, a[new_saddr],
                              a[new_daddr], new_sport, new_dport, packets, nbytes, age_s)
                     for (proto, kind, state, saddr, daddr, sport, dport, new_saddr, new_daddr, new_sport,
-                         new_dport, packets, nbytes, age_s, _, _) in records])
+                         new_dport, packets, nbytes, age_s, _, _) in records]
 
 
 def flows_json(records: Iterable[Record]) -> str:
@@ -119,21 +119,21 @@ def _port(text: str) -> int:
 
 
 def cmd_flows(args: argparse.Namespace) -> int:
-    from v6nat_ebpf.commands import open_pinned_datapath
+    from v6nat_ebpf.datapath.flowlist import pinned_flow_records
 
     # Flat records, each address formatted once, one write: 50,000 flows were 1.2-1.5 s as a Flow and four
     # IPv6Addresses each and a print() per flow. A short-lived command: the cyclic GC would only rescan the
     # tuples it just made.
     gc.disable()
     wanted = _wanted(args)
-    records: Iterable[Record] = open_pinned_datapath(args.pin_path).flow_records()
+    records: Iterable[Record] = pinned_flow_records(args.pin_path)
     if wanted is not None:
         records = filter(wanted, records)
     if args.json:
         sys.stdout.write(flows_json(records))
     else:
-        shown = list(records)
-        sys.stdout.write(flows_text(shown) + f"v6nat flows: {len(shown)} flow entries shown\n")
+        lines = flow_lines(records)
+        sys.stdout.write("".join(lines) + f"v6nat flows: {len(lines)} flow entries shown\n")
     return 0
 
 

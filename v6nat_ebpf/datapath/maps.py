@@ -4,7 +4,7 @@
 bpf/v6nat.h (mirrored in layout.py). put/delete are idempotent; *_many use
 the kernel's batch operations where the map type has them.
 
-Imports the standard library, constants, layout, bpfsys and errors; never bcc.
+Imports the standard library, constants, model, errors and datapath.{bpfsys,flowlist,layout}; never bcc.
 """
 
 from __future__ import annotations
@@ -15,17 +15,15 @@ import logging
 import secrets
 import struct
 import time
-from array import array
 from dataclasses import dataclass
-from functools import cache
-from itertools import chain, compress
-from operator import itemgetter
+from itertools import chain
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Generic, Iterable, Iterator, Mapping, TypeVar
 
 from v6nat_ebpf.constants import CONNTRACK_MAX, CONNTRACK_MAX_FLOOR, SNAT_PORT_FLOOR, SNAT_PORT_MAX, SNAT_PORT_MIN
-from v6nat_ebpf.datapath import layout
+from v6nat_ebpf.datapath import flowlist, layout
 from v6nat_ebpf.datapath.bpfsys import BPF_ANY, BpfMap
+from v6nat_ebpf.datapath.flowlist import FlowRecord
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.model import GATEWAY_ISOLATED, GATEWAY_NAT, GATEWAY_ROUTED, GATEWAY_UNPROTECTED
 
@@ -182,12 +180,6 @@ class Flow:
     age_s: float
     idle_s: float
     mapping_id: int
-
-
-# A Flow as one flat tuple, for listing 100,000s of flows (`v6nat flows`) with no object per flow, tuple or
-# address: proto, kind, state, the original tuple (saddr, daddr, sport, dport), the translated one (the same
-# four), packets, bytes, age_s, idle_s, mapping_id; addresses as their 16 raw bytes.
-FlowRecord = tuple[int, str, str, bytes, bytes, int, int, bytes, bytes, int, int, int, int, float, float, int]
 
 
 def flow_of(record: FlowRecord) -> Flow:
@@ -626,66 +618,6 @@ def read_snat_allocations(raw: BpfMap) -> SnatAllocations:
     )
 
 
-def _const_names(prefix: str) -> dict[int, str]:
-    consts = layout.header().constants
-    return {v: k.removeprefix(prefix).lower() for k, v in consts.items() if k.startswith(prefix)}
-
-
-def _fields_struct(ctype: type[ct.Structure], fields: Iterable[tuple[str, str]]) -> struct.Struct:
-    """A struct.Struct of the size of the ctypes structure `ctype` that unpacks `fields` ((name,
-    struct code), in order of offset) in one call, skipping the bytes between and after them (so
-    `iter_unpack` walks a buffer of such records)."""
-    fmt, at = "<", 0
-    for name, code in fields:
-        offset = getattr(ctype, name).offset
-        if offset < at:
-            raise ValueError(f"{ctype.__name__}.{name}: fields must come in order of offset")
-        fmt += f"{offset - at}x{code}"
-        at = offset + struct.calcsize("<" + code)
-    return struct.Struct(f"{fmt}{ct.sizeof(ctype) - at}x")
-
-
-# What a flow listing reads of a conntrack key and half. Ports are in network order: unpacked as
-# little-endian u16 they come byte-swapped, which _CtDecoding.net_port undoes.
-_CT_KEY_FIELDS = _fields_struct(layout.RawCtKey, [("saddr", "16s"), ("daddr", "16s"), ("sport", "H"),
-                                                  ("dport", "H"), ("proto", "B")])
-_CT_HALF_FIELDS = _fields_struct(layout.RawCtEntry, [
-    ("saddr", "16s"), ("daddr", "16s"), ("sport", "H"), ("dport", "H"), ("kind", "B"), ("dir", "B"),
-    ("tcp_state", "B"), ("mapping_id", "I"), ("created_ns", "Q"), ("last_seen_ns", "Q"), ("packets", "Q"),
-    ("bytes", "Q")])
-_CT_REPLY_FIELDS = _fields_struct(layout.RawCtEntry, [("last_seen_ns", "Q"), ("packets", "Q"), ("bytes", "Q")])
-
-
-@dataclass(frozen=True)
-class _CtDecoding:
-    """What ConntrackTable.flow_records looks up per half, from the header."""
-
-    kind_names: list[str]  # CT_KIND_* value -> name (the number as text for any other)
-    state_names: list[str]  # CT_TCP_* value -> name
-    net_port: list[int]  # a network-order port unpacked little-endian -> the port
-    dir_at: int  # offset of a half's direction byte
-    original: int  # its value in an original half
-    is_original: bytes  # bytes.translate tables: direction byte -> 1 for an original half, else 0
-    is_reply: bytes  # ... -> 1 for any other (a reply half), else 0
-
-
-@cache
-def _ct_decoding() -> _CtDecoding:
-    kinds, states = _const_names("CT_KIND_"), _const_names("CT_TCP_")
-    original = layout.header().const("CT_DIR_ORIGINAL")
-    swapped = array("H", range(65536))
-    swapped.byteswap()
-    return _CtDecoding(
-        kind_names=[kinds.get(i, str(i)) for i in range(256)],
-        state_names=[states.get(i, str(i)) for i in range(256)],
-        net_port=swapped.tolist(),
-        dir_at=layout.RawCtEntry.dir.offset,
-        original=original,
-        is_original=bytes(i == original for i in range(256)),
-        is_reply=bytes(i != original for i in range(256)),
-    )
-
-
 def _mirror_key(entry: layout.RawCtEntry, proto: int) -> bytes:
     """The key of the other half of a conntrack half whose value is `entry`."""
     return bytes(layout.RawCtKey(entry.daddr, entry.saddr, entry.dport, entry.sport, proto))
@@ -793,47 +725,8 @@ class ConntrackTable:
         return [flow_of(record) for record in self.flow_records(now_ns)]
 
     def flow_records(self, now_ns: int | None = None) -> Iterator[FlowRecord]:
-        """Every pair (a lone half by itself), its original half first. Halves are unpacked straight
-        from the batch buffers and told apart by their direction byte in C (bytes.translate,
-        itertools.compress): Python sees each pair once, and keeps only the counters of reply halves."""
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if now_ns is None else now_ns
-        d = _ct_decoding()
-        kinds, states, port = d.kind_names, d.state_names, d.net_port
-        whole_key = struct.Struct(f"{self.raw.key_size}s")
-        vs = self.raw.value_size
-        chunks = [(keys, values, values[d.dir_at::vs]) for keys, values, _ in self.raw.batches()]
-        replies: dict[bytes, tuple[int, int, int]] = {}  # key -> (last_seen, packets, bytes) of each reply half
-        for keys, values, directions in chunks:
-            is_reply = directions.translate(d.is_reply)
-            replies.update(zip(map(itemgetter(0), compress(whole_key.iter_unpack(keys), is_reply)),
-                               compress(_CT_REPLY_FIELDS.iter_unpack(values), is_reply)))
-        originals = chain.from_iterable(
-            zip(compress(_CT_KEY_FIELDS.iter_unpack(keys), is_original),
-                compress(_CT_HALF_FIELDS.iter_unpack(values), is_original))
-            for keys, values, is_original in ((k, v, dirs.translate(d.is_original)) for k, v, dirs in chunks))
-
-        def lone() -> Iterator[tuple[tuple[Any, ...], tuple[Any, ...]]]:
-            """Reply halves whose original is gone (evicted), once the originals took theirs."""
-            if replies:
-                for keys, values, _ in chunks:
-                    for whole, key, half in zip(map(itemgetter(0), whole_key.iter_unpack(keys)),
-                                                _CT_KEY_FIELDS.iter_unpack(keys), _CT_HALF_FIELDS.iter_unpack(values)):
-                        if whole in replies:
-                            yield key, half
-
-        # key: saddr, daddr, sport, dport, proto; half: saddr, daddr, sport, dport (the translated tuple),
-        # kind, dir, tcp_state, mapping_id, created, last_seen, packets, bytes; ports as unpacked (net_port).
-        mirror, pop, original = _CT_KEY_FIELDS.pack, replies.pop, d.original
-        for key, half in chain(originals, lone()):
-            # An original's reply half has the translated tuple, reversed, as its key.
-            peer = pop(mirror(half[1], half[0], half[3], half[2], key[4]), None) if half[5] == original else None
-            if peer is None:
-                last, packets, nbytes = half[9], half[10], half[11]
-            else:
-                last, packets, nbytes = max(half[9], peer[0]), half[10] + peer[1], half[11] + peer[2]
-            yield (key[4], kinds[half[4]], states[half[6]], key[0], key[1], port[key[2]], port[key[3]],
-                   half[0], half[1], port[half[2]], port[half[3]], packets, nbytes,
-                   max(0, now - half[8]) / _NS, max(0, now - last) / _NS, half[7])
+        return flowlist.flow_records(self.raw, now)
 
     def summary(self) -> ConntrackSummary:
         """Pairs by (proto, kind, state) and SNAT ports in use, decoded from the
@@ -870,7 +763,7 @@ class ConntrackTable:
                 counts[group] = counts.get(group, 0) + 1
                 if kind == snat_kind:
                     snat.setdefault(proto, set()).add(public)
-        kinds, states = _const_names("CT_KIND_"), _const_names("CT_TCP_")
+        kinds, states = layout.header().names("CT_KIND_"), layout.header().names("CT_TCP_")
         return ConntrackSummary(
             entries=sum(n for _, _, n in chunks),
             flows={(p, kinds.get(kd, str(kd)), states.get(st, str(st))): n for (p, kd, st), n in counts.items()},
