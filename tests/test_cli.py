@@ -14,7 +14,7 @@ import pytest
 
 from v6nat_ebpf import __version__
 from v6nat_ebpf.cli import COMMANDS, build_parser
-from v6nat_ebpf.datapath.loader import layout_version
+from v6nat_ebpf.datapath.pins import layout_version
 from v6nat_ebpf.lab import Lab, LabConfig, leftovers_of
 
 V6NAT = str(Path(sys.executable).parent / "v6nat")

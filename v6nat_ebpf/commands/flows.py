@@ -13,14 +13,13 @@ import gc
 import ipaddress
 import sys
 from socket import AF_INET6, inet_ntop
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from v6nat_ebpf.config import add_pin_path_argument
 from v6nat_ebpf.model import PROTOCOL_NUMBERS, protocol_name
 
-# A flow record (datapath.flowlist.FlowRecord): proto, kind, state, the original tuple (saddr, daddr, sport, dport),
-# the translated one, packets, bytes, age_s, idle_s, mapping_id; addresses as 16 raw bytes.
-Record = tuple[Any, ...]
+if TYPE_CHECKING:  # at run time only inside cmd_flows: `v6nat --help` does not load the datapath
+    from v6nat_ebpf.datapath.flowlist import FlowRecord
 
 # One line per flow: protocol name and number, kind, state (the columns padded), the original tuple, the
 # translated one, both halves' counters, the age in seconds.
@@ -70,16 +69,16 @@ class _Columns(dict[tuple[int, str, str], str]):
         return text
 
 
-def flow_lines(records: Iterable[Record]) -> list[str]:
+def flow_lines(records: Iterable[FlowRecord]) -> list[str]:
     """The lines of `v6nat flows`, one per flow record."""
     a, columns = _AddressText(), _Columns()
-    return [_LINE % (columns[proto, kind, state], a[saddr], a[daddr], sport, dport, a[new_saddr],
-                             a[new_daddr], new_sport, new_dport, packets, nbytes, age_s)
-                    for (proto, kind, state, saddr, daddr, sport, dport, new_saddr, new_daddr, new_sport,
-                         new_dport, packets, nbytes, age_s, _, _) in records]
+    return [_LINE % (columns[proto, kind, state], a[saddr], a[daddr], sport, dport, a[new_saddr], a[new_daddr],
+                     new_sport, new_dport, packets, nbytes, age_s)
+            for (proto, kind, state, saddr, daddr, sport, dport, new_saddr, new_daddr, new_sport, new_dport,
+                 packets, nbytes, age_s, _, _) in records]
 
 
-def flows_json(records: Iterable[Record]) -> str:
+def flows_json(records: Iterable[FlowRecord]) -> str:
     """`v6nat flows --json`: a list of the flows' fields, addresses as text."""
     a = _AddressText()
     items = [_JSON_FLOW % (proto, kind, state, a[saddr], a[daddr], sport, dport, a[new_saddr], a[new_daddr],
@@ -89,9 +88,10 @@ def flows_json(records: Iterable[Record]) -> str:
     return "[\n" + ",\n".join(items) + "\n]\n" if items else "[]\n"
 
 
-def _wanted(args: argparse.Namespace) -> Callable[[Record], bool] | None:
-    """What the filters keep (None: everything): either end, before or after translation."""
-    tests: list[Callable[[Record], bool]] = []
+def _wanted(args: argparse.Namespace) -> Callable[[FlowRecord], bool] | None:
+    """What the filters keep (None: everything): either end, before or after translation. By position in
+    the record: proto 0, kind 1, addresses 3, 4, 7, 8, ports 5, 6, 9, 10."""
+    tests: list[Callable[[FlowRecord], bool]] = []
     if args.proto is not None:
         proto = PROTOCOL_NUMBERS[args.proto]
         tests.append(lambda r: r[0] == proto)
@@ -123,10 +123,11 @@ def cmd_flows(args: argparse.Namespace) -> int:
 
     # Flat records, each address formatted once, one write: 50,000 flows were 1.2-1.5 s as a Flow and four
     # IPv6Addresses each and a print() per flow. A short-lived command: the cyclic GC would only rescan the
-    # tuples it just made.
+    # tuples it makes, and the interpreter's last collection at exit everything imported (frozen: skipped).
     gc.disable()
+    gc.freeze()
     wanted = _wanted(args)
-    records: Iterable[Record] = pinned_flow_records(args.pin_path)
+    records: Iterable[FlowRecord] = pinned_flow_records(args.pin_path)
     if wanted is not None:
         records = filter(wanted, records)
     if args.json:

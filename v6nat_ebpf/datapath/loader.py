@@ -60,8 +60,7 @@ from v6nat_ebpf.datapath.maps import (
     read_snat_allocations,
     write_config,
 )
-from v6nat_ebpf.datapath.pins import (check_pin_path, check_pinned_maps, layout_version, open_maps, pin_dir,
-                                      pinned_specs)
+from v6nat_ebpf.datapath.pins import check_pin_path, check_pinned_maps, open_maps, pin_dir, pinned_specs
 from v6nat_ebpf.datapath.trace import Tracer
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.versions import bcc_version

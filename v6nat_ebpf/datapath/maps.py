@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from itertools import chain
 from ipaddress import IPv6Address, IPv6Network
-from typing import Any, Generic, Iterable, Iterator, Mapping, TypeVar
+from typing import Generic, Iterable, Iterator, Mapping, TypeVar
 
 from v6nat_ebpf.constants import CONNTRACK_MAX, CONNTRACK_MAX_FLOOR, SNAT_PORT_FLOOR, SNAT_PORT_MAX, SNAT_PORT_MIN
 from v6nat_ebpf.datapath import flowlist, layout
@@ -183,6 +183,7 @@ class Flow:
 
 
 def flow_of(record: FlowRecord) -> Flow:
+    """The Flow of a flow record (an IPv6Address per address)."""
     (proto, kind, state, saddr, daddr, sport, dport, new_saddr, new_daddr, new_sport, new_dport,
      packets, nbytes, age_s, idle_s, mapping_id) = record
     return Flow(proto, kind, state, FlowTuple(IPv6Address(saddr), IPv6Address(daddr), sport, dport),
