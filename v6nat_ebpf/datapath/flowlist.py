@@ -122,7 +122,8 @@ def flow_records(raw: BpfMap, now: int) -> Iterator[FlowRecord]:
     for ((saddr, daddr, sport, dport, proto),
          (new_saddr, new_daddr, new_sport, new_dport, kind, direction, state, mapping_id, created, last,
           packets, nbytes)) in chain(originals, lone()):
-        # An original's reply half has the translated tuple, reversed, as its key.
+        # An original's reply half has the translated tuple, reversed, as its key (ct_key_mirror in
+        # bpf/lib/conntrack.h, padding zeroed).
         peer = pop(mirror(new_daddr, new_saddr, new_dport, new_sport, proto), None) if direction == original else None
         if peer is not None:
             peer_last, peer_packets, peer_bytes = peer
