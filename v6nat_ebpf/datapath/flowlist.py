@@ -95,15 +95,14 @@ def flow_records(raw: BpfMap, now: int) -> Iterator[FlowRecord]:
     only the counters of reply halves."""
     d = _ct_decoding()
     kinds, states, port = d.kind_names, d.state_names, d.net_port
-    whole_key = struct.Struct(f"{raw.key_size}s")  # a key's bytes, as the replies' dict holds them
-    vs = raw.value_size
+    ks, vs = raw.key_size, raw.value_size
+    whole_key = struct.Struct(f"{ks}s")  # a key's bytes, as the replies' dict holds them
     chunks = [(keys, values, values[d.dir_at::vs]) for keys, values, _ in raw.batches()]
     replies: dict[bytes, tuple[int, int, int]] = {}  # key -> (last_seen, packets, bytes) of each reply half
     for keys, values, directions in chunks:
         is_reply = directions.translate(d.is_reply)
         replies.update(zip(map(itemgetter(0), compress(whole_key.iter_unpack(keys), is_reply)),
                            compress(_CT_REPLY_FIELDS.iter_unpack(values), is_reply)))
-    ks = raw.key_size
     originals = chain.from_iterable(  # unpacked at the offsets of original halves only
         zip(map(_CT_KEY_FIELDS.unpack_from, repeat(keys), compress(range(0, len(keys), ks), is_original)),
             map(_CT_HALF_FIELDS.unpack_from, repeat(values), compress(range(0, len(values), vs), is_original)))
