@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import signal
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from v6nat_ebpf import __version__
-from v6nat_ebpf.datapath.loader import layout_version
+from v6nat_ebpf.cli import COMMANDS, build_parser
+from v6nat_ebpf.datapath.pins import layout_version
 from v6nat_ebpf.lab import Lab, LabConfig, leftovers_of
 
 V6NAT = str(Path(sys.executable).parent / "v6nat")
@@ -47,6 +49,19 @@ def test_help_lists_commands_and_examples() -> None:
     for command in ("check", "demo", "lab"):
         assert re.search(rf"^\s+{command}\s", result.stdout, re.M), command
     assert "examples:" in result.stdout and "sudo v6nat demo" in result.stdout
+
+
+def test_each_command_parses_with_its_own_module_alone() -> None:
+    """`v6nat COMMAND` imports only the module COMMANDS names for it: that module must register it, and the
+    full parser (`v6nat --help`) holds exactly COMMANDS, in their order."""
+    def commands(parser: argparse.ArgumentParser) -> list[str]:
+        return list(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+
+    assert commands(build_parser()) == list(COMMANDS)
+    for command in COMMANDS:
+        assert command in commands(build_parser(command))
+    result = v6nat("flows", "--port", "x")  # usage errors of a command parsed alone: still one line, exit 2
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "v6nat flows: error:" in result.stderr
 
 
 def test_version_names_the_datapath_layout() -> None:

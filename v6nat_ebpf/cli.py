@@ -2,9 +2,10 @@
 
 Each subcommand lives in the module that owns its work and registers itself
 with `add_parser(subparsers)`, setting `func` (args -> exit status). To add a
-command, write that function in your module and append the module to
-COMMAND_MODULES; keep heavy imports (bcc, docker) inside the functions so
-`v6nat --help` stays fast and works anywhere.
+command, write that function in your module and name it in COMMANDS; keep
+heavy imports (bcc, docker) inside the functions so `v6nat --help` stays fast
+and works anywhere. A command line that names a command imports only its
+module (`v6nat flows` does not pay for the daemon's imports).
 
 Errors: `V6natError` -> one line `v6nat: error: ...` on stderr, exit 1; bad
 usage -> one line, exit 2; Ctrl-C -> exit 130, quietly.
@@ -22,18 +23,21 @@ from v6nat_ebpf.errors import V6natError
 
 log = logging.getLogger(__name__)
 
-# Order here is the order in `v6nat --help`.
-COMMAND_MODULES = (
-    "v6nat_ebpf.commands.run",  # run
-    "v6nat_ebpf.commands.status",  # status
-    "v6nat_ebpf.commands.flows",  # flows
-    "v6nat_ebpf.commands.bans",  # ban, unban, bans (issue 16)
-    "v6nat_ebpf.commands.trace",  # trace
-    "v6nat_ebpf.commands.cleanup",  # cleanup
-    "v6nat_ebpf.preflight",  # check
-    "v6nat_ebpf.lab.demo",  # demo
-    "v6nat_ebpf.lab.cli",  # lab cleanup
-)
+# Each command and the module that registers it; order here is the order in `v6nat --help`.
+COMMANDS = {
+    "run": "v6nat_ebpf.commands.run",
+    "status": "v6nat_ebpf.commands.status",
+    "flows": "v6nat_ebpf.commands.flows",
+    "ban": "v6nat_ebpf.commands.bans",  # ban, unban, bans (issue 16)
+    "unban": "v6nat_ebpf.commands.bans",
+    "bans": "v6nat_ebpf.commands.bans",
+    "trace": "v6nat_ebpf.commands.trace",
+    "cleanup": "v6nat_ebpf.commands.cleanup",
+    "check": "v6nat_ebpf.preflight",
+    "demo": "v6nat_ebpf.lab.demo",
+    "lab": "v6nat_ebpf.lab.cli",  # lab cleanup
+}
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 EPILOG = """\
 examples:
@@ -65,19 +69,26 @@ class _VersionAction(argparse.Action):
         parser.exit(0)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of `command` alone (with its module's siblings)."""
     parser = _Parser(prog="v6nat", description="IPv6 NAT for Docker ULA networks in TC eBPF.",
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action=_VersionAction, nargs=0, help="show the version and the datapath layout version")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    for name in (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES:
         importlib.import_module(name).add_parser(subparsers)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The command `argv` names: its first word that is not an option (the top-level options take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command(argv)).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

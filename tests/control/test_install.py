@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from v6nat_ebpf import __version__
-from v6nat_ebpf.datapath.loader import layout_version
+from v6nat_ebpf.datapath.pins import layout_version
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,8 @@ from typing import Iterator
 import pytest
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget, hostlocal
-from v6nat_ebpf.datapath.loader import layout_version, program_names
+from v6nat_ebpf.datapath.loader import program_names
+from v6nat_ebpf.datapath.pins import layout_version
 from v6nat_ebpf.errors import V6natError
 from dp_packets import CLIENT, HOST, LO_IFINDEX, PUBLIC_INGRESS, addr, go, tcp
 

@@ -330,7 +330,8 @@ class BpfMap:
                     return
                 raise OSError(err, f"map batch lookup: {os.strerror(err)}")
             if n.value:
-                yield keys.raw[: n.value * self.key_size], values.raw[: n.value * value_size], n.value
+                # string_at: one copy of what was filled (.raw[:k] copies the whole buffer, then k bytes)
+                yield ct.string_at(keys, n.value * self.key_size), ct.string_at(values, n.value * value_size), n.value
             if err == errno.ENOENT:
                 return
             ct.memmove(token_in, token_out, len(token_out))

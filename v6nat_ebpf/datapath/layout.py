@@ -61,6 +61,10 @@ class HeaderNames:
     def const(self, name: str) -> int:
         return self.constants[name]
 
+    def names(self, prefix: str) -> dict[int, str]:
+        """Value -> name of the constants <prefix><NAME>, lower case ("CT_KIND_": 1 -> "dnat")."""
+        return {v: k.removeprefix(prefix).lower() for k, v in self.constants.items() if k.startswith(prefix)}
+
     @property
     def snat_tries_buckets(self) -> tuple[tuple[int, int], ...]:
         """(most tries, slot) of each snat_tries bucket, ascending, from the

@@ -12,20 +12,19 @@ pins compiles nothing, and this process never loads bcc.
 bcc reuses a pinned map without any check, so before compiling, every existing
 pin is checked (type, key size, value size, max entries, flags) against
 layout.py, which a test checks against the compiler: a mismatch is a one-line
-V6natError. A pin directory of another layout version is refused;
-`Datapath.cleanup` removes it.
+V6natError (pins.py, where readers of the maps find the same checks). A pin
+directory of another layout version is refused; `Datapath.cleanup` removes it.
 
 Filters stay attached and maps stay pinned when the process exits: the
 datapath keeps translating established flows while the daemon restarts, and
 the next `Datapath.open` adopts the maps and atomically replaces the filters.
 
-Imports datapath.{bpfsys,hostlocal,layout,maps,tc,trace}; bcc only in `build_programs`,
+Imports datapath.{bpfsys,flowlist,hostlocal,layout,maps,pins,tc,trace}; bcc only in `build_programs`,
 which runs in the child.
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
 import os
@@ -35,9 +34,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from v6nat_ebpf.constants import DEFAULT_PIN_PATH
 from v6nat_ebpf.datapath import bpfsys, hostlocal, layout
+from v6nat_ebpf.datapath.flowlist import CONNTRACK_TABLES, FlowRecord
 from v6nat_ebpf.datapath.maps import (
     BansTable,
     Conntrack,
@@ -45,7 +46,6 @@ from v6nat_ebpf.datapath.maps import (
     DatapathConfig,
     DnatTable,
     Flow,
-    FlowRow,
     HostAddrsTable,
     NetworksTable,
     PolicyTable,
@@ -60,6 +60,7 @@ from v6nat_ebpf.datapath.maps import (
     read_snat_allocations,
     write_config,
 )
+from v6nat_ebpf.datapath.pins import check_pin_path, check_pinned_maps, open_maps, pin_dir, pinned_specs
 from v6nat_ebpf.datapath.trace import Tracer
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.versions import bcc_version
@@ -73,14 +74,6 @@ PROGRAMS = {
     # the host side of a container's veth on a managed network
     "veth": {"ingress": "v6nat_veth_ingress"},
 }
-
-
-def layout_version() -> int:
-    return layout.header().const("V6NAT_LAYOUT_VERSION")
-
-
-def pin_dir(pin_path: str | Path) -> Path:
-    return Path(pin_path) / f"v{layout_version()}"
 
 
 # The program files, compiled as one bcc module: the TC programs, then the socket hooks (host-local access).
@@ -201,43 +194,6 @@ def run_build(pin_path: Path, config: DatapathConfig) -> None:
     raise V6natError(lines[-1].removeprefix("v6nat: error: "))
 
 
-def check_pin_path(pin_path: Path) -> None:
-    """The pin path must be on a bpffs and hold no other layout version."""
-    if not any(pin_path == m or m in pin_path.parents for m in bpfsys.mounts_of_type("bpf")):
-        raise V6natError(f"pin path {pin_path} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)")
-    if not pin_path.is_dir():
-        return
-    current = f"v{layout_version()}"
-    for entry in sorted(pin_path.iterdir()):
-        if re.fullmatch(r"v\d+", entry.name) and entry.name != current:
-            raise V6natError(
-                f"{pin_path} holds maps of layout {entry.name}, this v6nat uses {current}: "
-                f"run `v6nat cleanup --pin-path {pin_path}` first"
-            )
-
-
-def check_pinned_maps(pins: Path, specs: dict[str, layout.MapSpec]) -> None:
-    """Refuse pinned maps whose type or sizes differ from what we compile."""
-    for spec in specs.values():
-        path = pins / spec.name
-        if not path.exists():
-            continue
-        fd = bpfsys.obj_get(str(path))
-        try:
-            info = bpfsys.map_info(fd)
-        finally:
-            os.close(fd)
-        want = bpfsys.MapInfo(spec.type, ctypes.sizeof(spec.key), ctypes.sizeof(spec.value),
-                              spec.max_entries, spec.flags)
-        if info != want:
-            raise V6natError(
-                f"pinned map {path} is {info.type_name} key {info.key_size} value {info.value_size} "
-                f"entries {info.max_entries} flags {info.flags:#x}, expected {want.type_name} key "
-                f"{want.key_size} value {want.value_size} entries {want.max_entries} flags {want.flags:#x}: "
-                f"run `v6nat cleanup --pin-path {pins.parent}` (drops its flows)"
-            )
-
-
 def pinned_conntrack_max(pin_path: str | Path) -> int | None:
     """The capacity of the conntrack map pinned under `pin_path` (this layout), None when there is none."""
     path = pin_dir(Path(pin_path)) / "conntrack"
@@ -266,14 +222,6 @@ def _open_programs(progs: Path) -> dict[str, int]:
     return fds
 
 
-def _open_maps(pins: Path, specs: dict[str, layout.MapSpec]) -> dict[str, bpfsys.BpfMap]:
-    maps = {}
-    for spec in specs.values():
-        fd = bpfsys.obj_get(str(pins / spec.name))
-        maps[spec.name] = bpfsys.BpfMap(fd, ctypes.sizeof(spec.key), ctypes.sizeof(spec.value), spec.percpu)
-    return maps
-
-
 class Datapath:
     """The pinned programs (if opened), the pinned maps, and the filters of one netns."""
 
@@ -289,7 +237,7 @@ class Datapath:
         self.public_ifaces = PublicIfacesTable(maps["public_ifaces"])
         self.host_addrs = HostAddrsTable(maps["host_addrs"])
         self.veths = VethsTable(maps["veths"])
-        self.conntrack = Conntrack([maps["conntrack"], maps["ct_unassured"]], maps["config"])
+        self.conntrack = Conntrack([maps[name] for name in CONNTRACK_TABLES], maps["config"])
         self.policy = PolicyTable(maps["policy"])
         self.bans = BansTable(maps["bans"], maps["ban_state"])
 
@@ -313,7 +261,7 @@ class Datapath:
             run_build(pin_path, config)
         prog_fds = _open_programs(progs)
         try:
-            dp = cls(pin_path, specs, _open_maps(pins, specs), prog_fds, netns)
+            dp = cls(pin_path, specs, open_maps(pins, specs), prog_fds, netns)
         except BaseException:
             for fd in prog_fds.values():
                 os.close(fd)
@@ -327,19 +275,8 @@ class Datapath:
     def open_pinned(cls, pin_path: str | Path = DEFAULT_PIN_PATH, netns: str | None = None) -> Datapath:
         """The pinned maps of a running datapath, without compiling anything
         (for `v6nat status`, `flows`, metrics)."""
-        pin_path = Path(pin_path)
-        check_pin_path(pin_path)
-        pins = pin_dir(pin_path)
-        if not (pins / "conntrack").exists():
-            raise V6natError(f"no datapath pinned at {pins}: is `v6nat run` running with this --pin-path?")
-        info = bpfsys.map_info(fd := bpfsys.obj_get(str(pins / "conntrack")))
-        os.close(fd)
-        dnat_fd = bpfsys.obj_get(str(pins / "dnat"))
-        dnat_max = bpfsys.map_info(dnat_fd).max_entries
-        os.close(dnat_fd)
-        specs = layout.map_specs(info.max_entries, dnat_max)
-        check_pinned_maps(pins, specs)
-        return cls(pin_path, specs, _open_maps(pins, specs), None, netns)
+        pins, specs = pinned_specs(pin_path)
+        return cls(Path(pin_path), specs, open_maps(pins, specs), None, netns)
 
     def close(self) -> None:
         """Close our fds; filters and pins stay (see the module docstring)."""
@@ -444,9 +381,9 @@ class Datapath:
     def flows(self) -> list[Flow]:
         return self.conntrack.flows()
 
-    def flow_rows(self) -> list[FlowRow]:
-        """The flows with raw addresses, for listing many quickly (`v6nat flows`)."""
-        return self.conntrack.flow_rows()
+    def flow_records(self, now_ns: int | None = None) -> Iterator[FlowRecord]:
+        """The flows as flat tuples with raw addresses (flowlist.FlowRecord), for listing many (`v6nat flows`)."""
+        return self.conntrack.flow_records(now_ns)
 
     def conntrack_summary(self) -> ConntrackSummary:
         """Flow counts by (proto, kind, state), SNAT ports in use and the number

@@ -4,7 +4,7 @@
 bpf/v6nat.h (mirrored in layout.py). put/delete are idempotent; *_many use
 the kernel's batch operations where the map type has them.
 
-Imports the standard library, constants, layout, bpfsys and errors; never bcc.
+Imports the standard library, constants, model, errors and datapath.{bpfsys,flowlist,layout}; never bcc.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ import secrets
 import struct
 import time
 from dataclasses import dataclass
+from itertools import chain
 from ipaddress import IPv6Address, IPv6Network
-from typing import Any, Generic, Iterable, Iterator, Mapping, NamedTuple, TypeVar
+from typing import Generic, Iterable, Iterator, Mapping, TypeVar
 
 from v6nat_ebpf.constants import CONNTRACK_MAX, CONNTRACK_MAX_FLOOR, SNAT_PORT_FLOOR, SNAT_PORT_MAX, SNAT_PORT_MIN
-from v6nat_ebpf.datapath import layout
+from v6nat_ebpf.datapath import flowlist, layout
 from v6nat_ebpf.datapath.bpfsys import BPF_ANY, BpfMap
+from v6nat_ebpf.datapath.flowlist import FlowRecord
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.model import GATEWAY_ISOLATED, GATEWAY_NAT, GATEWAY_ROUTED, GATEWAY_UNPROTECTED
 
@@ -180,28 +182,13 @@ class Flow:
     mapping_id: int
 
 
-class FlowRow(NamedTuple):
-    """A flow as `Flow` has it, with each tuple as (saddr, daddr, sport, dport) and addresses as
-    16 raw bytes: listing 100,000s of flows (`v6nat flows`) costs no IPv6Address per address."""
-
-    proto: int
-    kind: str
-    state: str
-    original: tuple[bytes, bytes, int, int]
-    translated: tuple[bytes, bytes, int, int]
-    packets: int
-    bytes: int
-    age_s: float
-    idle_s: float
-    mapping_id: int
-
-    def flow(self) -> Flow:
-        return Flow(self.proto, self.kind, self.state, _flow_tuple(self.original), _flow_tuple(self.translated),
-                    self.packets, self.bytes, self.age_s, self.idle_s, self.mapping_id)
-
-
-def _flow_tuple(raw: tuple[bytes, bytes, int, int]) -> FlowTuple:
-    return FlowTuple(IPv6Address(raw[0]), IPv6Address(raw[1]), raw[2], raw[3])
+def flow_of(record: FlowRecord) -> Flow:
+    """The Flow of a flow record (an IPv6Address per address)."""
+    (proto, kind, state, saddr, daddr, sport, dport, new_saddr, new_daddr, new_sport, new_dport,
+     packets, nbytes, age_s, idle_s, mapping_id) = record
+    return Flow(proto, kind, state, FlowTuple(IPv6Address(saddr), IPv6Address(daddr), sport, dport),
+                FlowTuple(IPv6Address(new_saddr), IPv6Address(new_daddr), new_sport, new_dport),
+                packets, nbytes, age_s, idle_s, mapping_id)
 
 
 @dataclass(frozen=True)
@@ -632,34 +619,6 @@ def read_snat_allocations(raw: BpfMap) -> SnatAllocations:
     )
 
 
-def _const_names(prefix: str) -> dict[int, str]:
-    consts = layout.header().constants
-    return {v: k.removeprefix(prefix).lower() for k, v in consts.items() if k.startswith(prefix)}
-
-
-def _fields_struct(ctype: type[ct.Structure], fields: Iterable[tuple[str, str]]) -> struct.Struct:
-    """A struct.Struct of the size of the ctypes structure `ctype` that unpacks `fields` ((name,
-    struct code), in order of offset) in one call, skipping the bytes between and after them (so
-    `iter_unpack` walks a buffer of such records)."""
-    fmt, at = "<", 0
-    for name, code in fields:
-        offset = getattr(ctype, name).offset
-        if offset < at:
-            raise ValueError(f"{ctype.__name__}.{name}: fields must come in order of offset")
-        fmt += f"{offset - at}x{code}"
-        at = offset + struct.calcsize("<" + code)
-    return struct.Struct(f"{fmt}{ct.sizeof(ctype) - at}x")
-
-
-# What a flow listing reads of a conntrack key and half; ports stay as their 2 network-order bytes.
-_CT_KEY_FIELDS = _fields_struct(layout.RawCtKey, [("saddr", "16s"), ("daddr", "16s"), ("sport", "2s"),
-                                                  ("dport", "2s"), ("proto", "B")])
-_CT_HALF_FIELDS = _fields_struct(layout.RawCtEntry, [
-    ("saddr", "16s"), ("daddr", "16s"), ("sport", "2s"), ("dport", "2s"), ("kind", "B"), ("dir", "B"),
-    ("tcp_state", "B"), ("mapping_id", "I"), ("created_ns", "Q"), ("last_seen_ns", "Q"), ("packets", "Q"),
-    ("bytes", "Q")])
-
-
 def _mirror_key(entry: layout.RawCtEntry, proto: int) -> bytes:
     """The key of the other half of a conntrack half whose value is `entry`."""
     return bytes(layout.RawCtKey(entry.daddr, entry.saddr, entry.dport, entry.sport, proto))
@@ -764,47 +723,11 @@ class ConntrackTable:
         return cfg.udp_ns if proto == 17 else cfg.icmp_ns
 
     def flows(self, now_ns: int | None = None) -> list[Flow]:
-        return [row.flow() for row in self.flow_rows(now_ns)]
+        return [flow_of(record) for record in self.flow_records(now_ns)]
 
-    def flow_rows(self, now_ns: int | None = None) -> list[FlowRow]:
-        """Every pair (a lone half by itself), its original half first, decoded straight from the
-        batch buffers with one unpack per half."""
+    def flow_records(self, now_ns: int | None = None) -> Iterator[FlowRecord]:
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) if now_ns is None else now_ns
-        kinds, states = _const_names("CT_KIND_"), _const_names("CT_TCP_")
-        kind_names = [kinds.get(i, str(i)) for i in range(256)]
-        state_names = [states.get(i, str(i)) for i in range(256)]
-        original_dir = layout.header().const("CT_DIR_ORIGINAL")
-        ks = self.raw.key_size
-        halves: dict[bytes, tuple[Any, ...]] = {}
-        for keys, values, n in self.raw.batches():
-            halves.update(zip([keys[i:i + ks] for i in range(0, n * ks, ks)], _CT_HALF_FIELDS.iter_unpack(values)))
-        key_tail = slice(layout.RawCtKey.proto.offset, ks)  # proto and padding: the same in both halves' keys
-        unpack_key, make = _CT_KEY_FIELDS.unpack, FlowRow._make
-
-        def port(be: bytes) -> int:
-            return be[0] << 8 | be[1]
-
-        def mirror(kb: bytes, half: tuple[Any, ...]) -> bytes:
-            return half[1] + half[0] + half[3] + half[2] + kb[key_tail]  # (daddr, saddr, dport, sport)
-
-        # Pairs by their original half, then the reply halves whose original is gone (evicted).
-        originals = [(kb, half) for kb, half in halves.items() if half[5] == original_dir]
-        replied = {mirror(kb, half) for kb, half in originals}
-        lone = [(kb, half) for kb, half in halves.items() if half[5] != original_dir and kb not in replied]
-        out = []
-        for kb, half in originals + lone:
-            # half: saddr, daddr, sport, dport, kind, dir, tcp_state, mapping_id, created, last_seen, packets, bytes
-            peer = halves.get(mirror(kb, half)) if half[5] == original_dir else None
-            if peer is None:
-                packets, nbytes, last = half[10], half[11], half[9]
-            else:
-                packets, nbytes, last = half[10] + peer[10], half[11] + peer[11], max(half[9], peer[9])
-            key = unpack_key(kb)
-            out.append(make((key[4], kind_names[half[4]], state_names[half[6]],
-                             (key[0], key[1], port(key[2]), port(key[3])),
-                             (half[0], half[1], port(half[2]), port(half[3])),
-                             packets, nbytes, max(0, now - half[8]) / _NS, max(0, now - last) / _NS, half[7])))
-        return out
+        return flowlist.flow_records(self.raw, now)
 
     def summary(self) -> ConntrackSummary:
         """Pairs by (proto, kind, state) and SNAT ports in use, decoded from the
@@ -841,7 +764,7 @@ class ConntrackTable:
                 counts[group] = counts.get(group, 0) + 1
                 if kind == snat_kind:
                     snat.setdefault(proto, set()).add(public)
-        kinds, states = _const_names("CT_KIND_"), _const_names("CT_TCP_")
+        kinds, states = layout.header().names("CT_KIND_"), layout.header().names("CT_TCP_")
         return ConntrackSummary(
             entries=sum(n for _, _, n in chunks),
             flows={(p, kinds.get(kd, str(kd)), states.get(st, str(st))): n for (p, kd, st), n in counts.items()},
@@ -929,8 +852,8 @@ class Conntrack:
     def flows(self, now_ns: int | None = None) -> list[Flow]:
         return [flow for table in self.tables for flow in table.flows(now_ns)]
 
-    def flow_rows(self, now_ns: int | None = None) -> list[FlowRow]:
-        return [row for table in self.tables for row in table.flow_rows(now_ns)]
+    def flow_records(self, now_ns: int | None = None) -> Iterator[FlowRecord]:
+        return chain.from_iterable(table.flow_records(now_ns) for table in self.tables)
 
     def summary(self) -> ConntrackSummary:
         parts = [table.summary() for table in self.tables]
