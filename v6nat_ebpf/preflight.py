@@ -109,7 +109,8 @@ def check_host_local() -> Finding:
 def check_headers() -> Finding:
     build = Path(f"/lib/modules/{platform.release()}/build")
     if not (build / "include").exists():
-        return Finding("fail", "kernel headers", f"{build} missing: run scripts/setup")
+        return Finding("fail", "kernel headers", f"{build} missing: install linux-headers-{platform.release()} "
+                                                 "(in a container: mount the host's /lib/modules and /usr/src)")
     target = build.resolve()
     if platform.release() in target.name:
         return Finding("ok", "kernel headers", str(target))
