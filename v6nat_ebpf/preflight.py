@@ -243,9 +243,14 @@ def dockerd_settings(url: str) -> dict[str, bool] | None:
         flags = _parse_flags(argv[1:])
         if socket and dockerd_serves(flags.get("-H", []) + flags.get("--host", []), socket):
             return _effective_settings(flags, root=proc / "root")
+    # No dockerd in sight (v6nat in a container, in a pid namespace of its own): its config file at the
+    # default path, where the host's /etc/docker is mounted (contrib/compose); flags cannot be seen.
+    if DEFAULT_DOCKER_CONFIG.is_file():
+        return _effective_settings({})
     return None
 
 
+DEFAULT_DOCKER_CONFIG = Path("/etc/docker/daemon.json")
 DEFAULT_DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")  # /var/run is /run on Debian
 
 
@@ -282,7 +287,7 @@ def _effective_settings(flags: dict[str, list[str]], root: Path = Path("/")) -> 
     """The settings dockerd was given explicitly: its config file's (read through `root`, the process's
     /proc/PID/root, so a dockerd in another mount namespace is read where it reads), overridden by its
     flags (a bare `--ip6tables` is true). A key absent means "not set": the engine's default applies."""
-    config_file = flags.get("--config-file", ["/etc/docker/daemon.json"])[-1]
+    config_file = flags.get("--config-file", [str(DEFAULT_DOCKER_CONFIG)])[-1]
     settings: dict[str, bool] = {}
     try:
         config = json.loads(_read_config(root, config_file))

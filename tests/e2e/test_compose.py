@@ -61,7 +61,13 @@ class Compose:
         self.lab = lab
         self.environment = {"V6NAT_PUBLIC_IFACE": lab.public_iface, "V6NAT_PIN_PATH": container_path(lab.pin_path),
                             "V6NAT_LOG_LEVEL": "debug"}
+        # The lab's dockerd takes its settings as flags, which a container cannot see: the same in a daemon.json.
+        etc_docker = lab.state_dir / "etc-docker"
+        etc_docker.mkdir()
+        (etc_docker / "daemon.json").write_text(json.dumps({"userland-proxy": lab.config.userland_proxy,
+                                                            "ip6tables": lab.config.ip6tables}))
         self.volumes = {"/var/run/docker.sock": f"{lab.dockerd.sock}:/var/run/docker.sock:ro",
+                        "/etc/docker": f"{etc_docker}:/etc/docker:ro",
                         "/host/sys/fs/cgroup": f"{cgroup}:{container_path('/sys/fs/cgroup')}:ro"}
         self.override = lab.state_dir / "compose.override.yml"
         # compose merges volumes by their path in the container, environment by name.
@@ -149,6 +155,8 @@ def compose(lab: Lab, image: str) -> Iterator[Compose]:
         try:
             yield compose
         finally:
+            # The service's log, for a failure's report (pytest shows it with the last test's output).
+            sys.stderr.write(compose("logs", "--no-color", "--tail", "60", check=False).stdout)
             compose("down", "--timeout", "20", check=False)
             cleanup = compose("run", "--rm", SERVICE, "cleanup", check=False)
             if cleanup.returncode != 0:
@@ -195,7 +203,7 @@ def test_the_service_serves_with_exactly_its_capabilities(lab: Lab, compose: Com
     eventually(lambda: answers(lab, WEB_PORT), what="a published port answers with the client's address")
     # Host-local access hooks sit on the module's own cgroup, mounted where the compose file mounts cgroup v2.
     shown = run(["bpftool", "-j", "cgroup", "show", compose.volumes["/host/sys/fs/cgroup"].split(":")[0]])
-    assert {e["attach_type"] for e in json.loads(shown.stdout or "[]")} >= {"cgroup_inet6_connect"}, shown
+    assert {e["attach_type"] for e in json.loads(shown.stdout.strip() or "[]")} >= {"cgroup_inet6_connect"}, shown
 
 
 def test_restarting_the_service_drops_no_connection(lab: Lab, compose: Compose, served: None) -> None:
@@ -231,4 +239,4 @@ def test_down_then_cleanup_in_the_image_leaves_nothing(lab: Lab, compose: Compos
             shown = lab.exec(lab.host_ns, ["tc", "filter", "show", "dev", iface, direction], check=False).stdout
             assert "v6nat" not in shown, shown
     shown = run(["bpftool", "-j", "cgroup", "show", compose.volumes["/host/sys/fs/cgroup"].split(":")[0]])
-    assert json.loads(shown.stdout or "[]") == [], shown
+    assert json.loads(shown.stdout.strip() or "[]") == [], shown
