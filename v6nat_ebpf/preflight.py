@@ -243,8 +243,9 @@ def dockerd_settings(url: str) -> dict[str, bool] | None:
         flags = _parse_flags(argv[1:])
         if socket and dockerd_serves(flags.get("-H", []) + flags.get("--host", []), socket):
             return _effective_settings(flags, root=proc / "root")
-    # No dockerd in sight (v6nat in a container, in a pid namespace of its own): its config file at the
-    # default path, where the host's /etc/docker is mounted (contrib/compose); flags cannot be seen.
+    # No dockerd serving this socket in sight (v6nat in a container whose socket path is not dockerd's, or
+    # without the host's pid namespace): the config file at the default path, where contrib/compose mounts
+    # the host's /etc/docker; dockerd's flags cannot be seen then.
     if DEFAULT_DOCKER_CONFIG.is_file():
         return _effective_settings({})
     return None
