@@ -186,6 +186,13 @@ def test_without_kernel_headers_check_says_so_and_run_exits_with_one_line(lab: L
     assert status == 0, out
 
 
+def test_host_local_without_the_cgroup_mount_exits_with_one_line(lab: Lab, compose: Compose) -> None:
+    status, out = one_off(lab, compose, service()["cap_add"], without=("/host/sys/fs/cgroup",))
+    assert status != 0 and "Traceback" not in out, out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("v6nat: error: cgroup path /host/sys/fs/cgroup is not inside a cgroup v2 hierarchy"), out
+
+
 @pytest.mark.parametrize("missing", service()["cap_add"])
 def test_one_capability_less_fails_with_one_line(lab: Lab, compose: Compose, missing: str) -> None:
     caps = [c for c in service()["cap_add"] if c != missing]
