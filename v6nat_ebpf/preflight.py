@@ -246,7 +246,7 @@ def dockerd_settings(url: str) -> dict[str, bool] | None:
     # No dockerd serving this socket in sight (v6nat in a container whose socket path is not dockerd's, or
     # without the host's pid namespace): the config file at the default path, where contrib/compose mounts
     # the host's /etc/docker; dockerd's flags cannot be seen then.
-    if DEFAULT_DOCKER_CONFIG.is_file():
+    if socket and DEFAULT_DOCKER_CONFIG.is_file():
         return _effective_settings({})
     return None
 
