@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
-from e2e_support import LIVE_CLIENT, eventually, tcp_echo_server
+from e2e_support import LIVE_CLIENT, effective_caps, eventually, tcp_echo_server
 
 from v6nat_ebpf.lab import Lab
 from v6nat_ebpf.lab.cgroup import lab_cgroup
@@ -110,13 +110,6 @@ def ready(lab: Lab) -> bool:
 
 def answers(lab: Lab, port: int) -> bool:
     return lab.probe_peer(lab.host_addr, port, timeout_s=1.5).peer == lab.client_addr
-
-
-def effective_caps(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    raise AssertionError("no CapEff")
 
 
 def one_off(lab: Lab, compose: Compose, cap_add: list[str], without: tuple[str, ...] = (),
