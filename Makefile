@@ -7,7 +7,7 @@ VENV := .venv
 # a module that fails to import is an error, but the rest of the suite still runs.
 PYTEST_FLAGS ?= -q -rfEs -p no:cacheprovider --continue-on-collection-errors
 
-.PHONY: setup demo test clean lint bench bench-flood bench-footprint fuzz vagrant-box vagrant-test install uninstall
+.PHONY: setup demo test clean lint bench bench-flood bench-footprint fuzz vagrant-box vagrant-test install uninstall image
 
 setup:
 	scripts/setup
@@ -55,6 +55,13 @@ install:
 uninstall:
 	scripts/install --uninstall
 
+# The container image (Dockerfile) built offline: a Debian 12 root file system from Debian's packages
+# (mmdebstrap), the venv with v6nat's wheel, `docker import`ed as v6nat:<version> and v6nat:latest into
+# $DOCKER_HOST's dockerd (none answering: the tar and the import command are printed). Cached by its
+# inputs under /var/cache/v6nat-vagrant/image; about 1-2 min cold with Debian's .debs cached, seconds warm.
+image:
+	scripts/image
+
 # The datapath fuzzer (tests/fuzz/): FUZZ_PACKETS generated and mutated packets through every
 # TC program with BPF_PROG_TEST_RUN, judged by a model of what may be translated; one worker
 # per core, each in its own network namespace and pin path. Prints the figures; exits 1 on
@@ -82,4 +89,4 @@ clean:
 
 lint: setup
 	$(VENV)/bin/python -m compileall -q v6nat_ebpf tests
-	bash -n scripts/setup scripts/install .ci/run
+	bash -n scripts/setup scripts/install scripts/image scripts/vagrant-common.sh .ci/run

@@ -272,6 +272,10 @@ class Daemon:
     def sync(self, kinds: set[str]) -> None:
         """One reconcile pass: the current host and Docker state into the maps, then the neighbour
         entries of container addresses that appeared since the last pass."""
+        # `known` before the state: a full inspect that lands in between makes the state newer, never emptier.
+        # (Read after, an empty state taken before the first inspect would pass as known and remove every
+        # mapping and its flows: seen on restarts under load.)
+        docker_known = self.docker.known
         docker, declarations = self.docker.state_and_policy()
         # The containers' namespaces, so that host_source can tell which container each veth belongs to.
         host = read_host_state(self.opts.public_ifaces, strict=False, netns=[s.netns for s in docker.sandboxes])
@@ -283,15 +287,15 @@ class Daemon:
         for problem in sorted(problems - self._last_problems):
             log.warning("%s", problem)
         self._last_problems = problems
-        if desired.unowned_veths and self.docker.known:
+        if desired.unowned_veths and docker_known:
             log.debug("veths no running container owns (their IPv6 is dropped): %s", ", ".join(desired.unowned_veths))
-        summary = self.reconciler.apply(desired, docker_known=self.docker.known, reread=bool(kinds & REREAD_KINDS),
+        summary = self.reconciler.apply(desired, docker_known=docker_known, reread=bool(kinds & REREAD_KINDS),
                                         rules=resolution.rules)
         if self.stats is not None:
             self.stats.set_policy_errors(tuple((e.container, e.network, e.label, e.value) for e in resolution.errors))
         if self.stats is not None and summary.flows_forgotten:
             self.stats.flows_forgotten(summary.flows_forgotten)
-        if self.docker.known:
+        if docker_known:
             # The first pass only learns: what ran before this daemon is not known to be new.
             if self._endpoints is not None:
                 renew_neighbours(new_endpoints(docker, host, self._endpoints))

@@ -86,7 +86,12 @@ class PortReservation:
         stale = previously_added - added  # a previous run with another range
         new = (reserved - stale) | added
         if new != reserved:
-            RESERVED_PORTS.write_text(format_port_list(new) or "\n")
+            try:
+                RESERVED_PORTS.write_text(format_port_list(new) or "\n")
+            except OSError as exc:  # a container: Docker mounts /proc/sys read-only (docs/install.md)
+                log.warning("cannot write %s (%s): SNAT ports %d-%d not reserved; keep them outside "
+                            "ip_local_port_range", RESERVED_PORTS, exc.strerror, lo, hi)
+                return
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps({"added": format_port_list(added)}) + "\n")
         log.info("SNAT ports %d-%d reserved in ip_local_reserved_ports", lo, hi)

@@ -109,7 +109,8 @@ def check_host_local() -> Finding:
 def check_headers() -> Finding:
     build = Path(f"/lib/modules/{platform.release()}/build")
     if not (build / "include").exists():
-        return Finding("fail", "kernel headers", f"{build} missing: run scripts/setup")
+        return Finding("fail", "kernel headers", f"{build} missing: install linux-headers-{platform.release()} "
+                                                 "(in a container: mount the host's /lib/modules and /usr/src)")
     target = build.resolve()
     if platform.release() in target.name:
         return Finding("ok", "kernel headers", str(target))
@@ -242,9 +243,15 @@ def dockerd_settings(url: str) -> dict[str, bool] | None:
         flags = _parse_flags(argv[1:])
         if socket and dockerd_serves(flags.get("-H", []) + flags.get("--host", []), socket):
             return _effective_settings(flags, root=proc / "root")
+    # No dockerd serving this socket in sight (v6nat in a container whose socket path is not dockerd's, or
+    # without the host's pid namespace): the config file at the default path, where contrib/compose mounts
+    # the host's /etc/docker; dockerd's flags cannot be seen then.
+    if socket and DEFAULT_DOCKER_CONFIG.is_file():
+        return _effective_settings({})
     return None
 
 
+DEFAULT_DOCKER_CONFIG = Path("/etc/docker/daemon.json")
 DEFAULT_DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")  # /var/run is /run on Debian
 
 
@@ -281,7 +288,7 @@ def _effective_settings(flags: dict[str, list[str]], root: Path = Path("/")) -> 
     """The settings dockerd was given explicitly: its config file's (read through `root`, the process's
     /proc/PID/root, so a dockerd in another mount namespace is read where it reads), overridden by its
     flags (a bare `--ip6tables` is true). A key absent means "not set": the engine's default applies."""
-    config_file = flags.get("--config-file", ["/etc/docker/daemon.json"])[-1]
+    config_file = flags.get("--config-file", [str(DEFAULT_DOCKER_CONFIG)])[-1]
     settings: dict[str, bool] = {}
     try:
         config = json.loads(_read_config(root, config_file))

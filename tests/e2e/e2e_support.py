@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from ipaddress import IPv6Address
+from pathlib import Path
 from typing import Any
 
 from polling import eventually
@@ -15,7 +16,7 @@ from peer_echo import UDP_PEER_ECHO
 from v6nat_ebpf.lab import Lab, LabConfig
 from v6nat_ebpf.lab.daemon import V6NAT, LabDaemon as V6nat
 
-__all__ = ["LIVE_CLIENT", "V6NAT", "V6nat", "address_in", "eventually", "lab_config", "tcp_echo_server", "udp_echo_server", "udp_ask"]
+__all__ = ["LIVE_CLIENT", "V6NAT", "V6nat", "address_in", "effective_caps", "eventually", "lab_config", "tcp_echo_server", "udp_echo_server", "udp_ask"]
 
 
 def lab_config(**kw: Any) -> LabConfig:
@@ -32,6 +33,14 @@ def udp_echo_server(port: int = 53) -> list[str]:
     """A command answering every UDP datagram with the peer address it saw (in a container: the
     host's python3, which the lab image sees through its /usr mount)."""
     return ["python3", "-S", "-c", UDP_PEER_ECHO, str(port)]
+
+
+def effective_caps(pid: int) -> int:
+    """The effective capability set of process `pid`, as its bit mask."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no CapEff in /proc/{pid}/status")
 
 
 def address_in(text: str) -> IPv6Address | None:

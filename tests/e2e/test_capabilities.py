@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e_support import V6nat, address_in, tcp_echo_server
+from e2e_support import V6nat, address_in, effective_caps, tcp_echo_server
 
 from v6nat_ebpf.errors import V6natError
 from v6nat_ebpf.lab import Lab
@@ -36,13 +36,6 @@ class CappedV6nat(V6nat):
 
     def argv(self) -> list[str]:
         return ["setpriv", f"--bounding-set=-all,{self.caps}", f"--inh-caps=-all,{self.caps}", "--", *super().argv()]
-
-
-def effective_caps(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    raise AssertionError("no CapEff")
 
 
 def test_the_units_capabilities_are_enough(lab: Lab) -> None:

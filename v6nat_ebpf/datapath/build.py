@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from v6nat_ebpf import preflight  # its checks report instead of raising: a "fail" is our error
 
     try:
-        for check in (preflight.check_bcc, preflight.check_headers):
+        for check in (preflight.check_headers, preflight.check_bcc):  # no headers: say that, not what bcc makes of it
             finding = check()
             if finding.status == "fail":
                 raise V6natError(f"{finding.what}: {finding.detail}")
