@@ -276,6 +276,20 @@ def render(doc: dict[str, Any], img_rel: str) -> str:
 FOOTPRINT_RESULTS = Path(__file__).resolve().parent / "results" / "footprint-latest.json"
 
 
+def replace_section(page: str, section: list[str]) -> str:
+    """`page` with the section headed by section[0] replaced by `section` (up to the next heading of the
+    same or a higher level), or with `section` appended when the page has no such heading."""
+    heading = section[0]
+    level = len(heading) - len(heading.lstrip("#"))
+    lines = page.rstrip("\n").split("\n")
+    if heading not in lines:
+        return "\n".join(lines + [""] + section).rstrip("\n") + "\n"
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].startswith("#") and len(lines[i]) - len(lines[i].lstrip("#")) <= level), len(lines))
+    return "\n".join(lines[:start] + section + lines[end:]).rstrip("\n") + "\n"
+
+
 def footprint_section(path: Path) -> list[str]:
     """The daemon's memory and restart figures of `make bench-footprint` (bench/footprint.py), when it ran."""
     if not path.exists():

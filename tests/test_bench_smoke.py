@@ -73,3 +73,17 @@ def test_hostlocal_connect_bench_measures_every_variant(tmp_path: Path) -> None:
     assert doc["translated_connects"] == 50
     assert all(row["median_us"] > 0 for row in doc["rows"].values()) and len(doc["rows"]) == 3
     assert leftovers_of(doc["lab"]) == [], f"the bench left lab {doc['lab']} behind (its cgroup included)"
+
+
+def test_footprint_figures_replace_their_own_section_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make bench-footprint` rewrites its section of docs/benchmarks.md; sections written by hand or by
+    `make bench` around it stay (it used to render the whole page again and drop them)."""
+    monkeypatch.syspath_prepend(str(REPO))  # bench/ is the checkout's, not an installed package
+    from bench.report import replace_section
+
+    page = "# Benchmarks\n\n## Control plane\n\n### footprint\n\nold figures\n\n### by hand\n\nkept\n\n## Datapath\n\nkept too\n"
+    new = ["### footprint", "", "new figures", ""]
+    replaced = replace_section(page, new)
+    assert replaced == page.replace("old figures", "new figures")
+    assert replace_section(replaced, new) == replaced
+    assert replace_section("# Benchmarks\n", new) == "# Benchmarks\n\n### footprint\n\nnew figures\n"
