@@ -14,6 +14,8 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
 from v6nat_ebpf.datapath import Datapath
+from v6nat_ebpf.datapath.layout import RawCtKey
+from v6nat_ebpf.lab.datapath import ct_delete_half
 from v6nat_ebpf.lab.testrun import RunResult, run
 
 HOST = "2001:db8:1::1"
@@ -104,6 +106,17 @@ def assert_translated(result: RunResult, expected: bytes) -> None:
 
 def l4(result: RunResult) -> Packet:
     return result.packet[IPv6].payload
+
+
+def delete_ct_half(dp: Datapath, saddr: str, daddr: str, sport: int, dport: int, proto: int) -> None:
+    """Remove the conntrack half keyed by this tuple, as an LRU eviction would (it must be there)."""
+    key = RawCtKey()
+    key.saddr[:] = list(addr(saddr).packed)
+    key.daddr[:] = list(addr(daddr).packed)
+    key.sport = int.from_bytes(sport.to_bytes(2, "big"), "little")
+    key.dport = int.from_bytes(dport.to_bytes(2, "big"), "little")
+    key.proto = proto
+    assert ct_delete_half(dp, key)
 
 
 def addr(a: str) -> IPv6Address:

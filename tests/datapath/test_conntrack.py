@@ -9,11 +9,11 @@ from scapy.layers.inet import TCP
 from scapy.layers.inet6 import IPv6
 
 from v6nat_ebpf.datapath import Datapath, DatapathConfig, DnatKey, DnatTarget
-from v6nat_ebpf.datapath.layout import RawCtEntry, RawCtKey
-from v6nat_ebpf.lab.datapath import ct_delete_half, ct_halves
+from v6nat_ebpf.datapath.layout import RawCtEntry
+from v6nat_ebpf.lab.datapath import ct_halves
 from dp_packets import (
-    C1, CLIENT, HOST, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, addr, assert_translated, eth, go, ping, rewritten, tcp,
-    udp,
+    C1, CLIENT, HOST, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, addr, assert_translated, delete_ct_half, eth, go, ping,
+    rewritten, tcp, udp,
 )
 
 S = 1_000_000_000
@@ -101,26 +101,16 @@ def _raw_values(dp: Datapath) -> list[bytes]:
     return [bytes(half) for half in ct_halves(dp).values()]
 
 
-def _delete_half(dp: Datapath, saddr: str, daddr: str, sport: int, dport: int, proto: int) -> None:
-    key = RawCtKey()
-    key.saddr[:] = list(addr(saddr).packed)
-    key.daddr[:] = list(addr(daddr).packed)
-    key.sport = int.from_bytes(sport.to_bytes(2, "big"), "little")
-    key.dport = int.from_bytes(dport.to_bytes(2, "big"), "little")
-    key.proto = proto
-    assert ct_delete_half(dp, key)
-
-
 def test_a_half_lost_to_eviction_is_rebuilt_from_the_other(dp: Datapath) -> None:
     published(dp)
     go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "S"))
-    _delete_half(dp, C1, CLIENT, 80, 40000, 6)  # the reply half
+    delete_ct_half(dp, C1, CLIENT, 80, 40000, 6)  # the reply half
     go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40000, 8080, "A"))
     assert dp.counters()["ct_rebuilt"] == 1
     reply = tcp(C1, CLIENT, 80, 40000, "A")
     assert_translated(go(dp, PUBLIC_EGRESS, reply), rewritten(reply, src=HOST, sport=8080))
 
-    _delete_half(dp, CLIENT, HOST, 40000, 8080, 6)  # now the original half
+    delete_ct_half(dp, CLIENT, HOST, 40000, 8080, 6)  # now the original half
     go(dp, PUBLIC_EGRESS, reply)
     assert dp.counters()["ct_rebuilt"] == 2
     data = tcp(CLIENT, HOST, 40000, 8080, "A")
@@ -137,8 +127,8 @@ def test_summary_counts_pairs_lone_halves_and_snat_ports_like_flows(dp: Datapath
     go(dp, PUBLIC_EGRESS, tcp(C1, OTHER, 61555, 444))  # the same public (HOST, 61555): one port in use
     go(dp, PUBLIC_EGRESS, udp(C1, OTHER, 5000, 53))
     go(dp, PUBLIC_EGRESS, ping(C1, OTHER, 5))
-    _delete_half(dp, C1, CLIENT, 80, 40000, 6)  # a DNAT pair without its reply half
-    _delete_half(dp, C1, OTHER, 61555, 444, 6)  # an SNAT pair of which only the reply half is left
+    delete_ct_half(dp, C1, CLIENT, 80, 40000, 6)  # a DNAT pair without its reply half
+    delete_ct_half(dp, C1, OTHER, 61555, 444, 6)  # an SNAT pair of which only the reply half is left
 
     summary = dp.conntrack_summary()
     assert summary.flows == {

@@ -15,24 +15,13 @@ from typing import Any
 
 from v6nat_ebpf.commands import flows as flows_command
 from v6nat_ebpf.datapath import Datapath, DnatKey, DnatTarget, Flow, FlowTuple
-from v6nat_ebpf.datapath.layout import RawCtKey
-from v6nat_ebpf.lab.datapath import ct_delete_half
 from v6nat_ebpf.model import protocol_name
 from dp_packets import (
-    BRIDGE_INGRESS, C1, C2, CLIENT, HOST, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, addr, go, ping, tcp, udp,
+    BRIDGE_INGRESS, C1, C2, CLIENT, HOST, OTHER, PUBLIC_EGRESS, PUBLIC_INGRESS, addr, delete_ct_half, go, ping, tcp,
+    udp,
 )
 
 V6NAT = [sys.executable, "-m", "v6nat_ebpf.cli"]
-
-
-def _delete_half(dp: Datapath, saddr: str, daddr: str, sport: int, dport: int, proto: int) -> None:
-    key = RawCtKey()
-    key.saddr[:] = list(addr(saddr).packed)
-    key.daddr[:] = list(addr(daddr).packed)
-    key.sport = int.from_bytes(sport.to_bytes(2, "big"), "little")
-    key.dport = int.from_bytes(dport.to_bytes(2, "big"), "little")
-    key.proto = proto
-    assert ct_delete_half(dp, key)
 
 
 def diverse_flows(dp: Datapath) -> None:
@@ -52,8 +41,8 @@ def diverse_flows(dp: Datapath) -> None:
     go(dp, PUBLIC_EGRESS, ping(C1, OTHER, 5))
     go(dp, BRIDGE_INGRESS, tcp(C2, HOST, 61600, 8080))  # hairpin to C1
     go(dp, PUBLIC_INGRESS, tcp(CLIENT, HOST, 40002, 8080, "S"))
-    _delete_half(dp, C1, CLIENT, 80, 40002, 6)  # a DNAT pair without its reply half
-    _delete_half(dp, C1, OTHER, 61555, 443, 6)  # an SNAT pair of which only the reply half is left
+    delete_ct_half(dp, C1, CLIENT, 80, 40002, 6)  # a DNAT pair without its reply half
+    delete_ct_half(dp, C1, OTHER, 61555, 443, 6)  # an SNAT pair of which only the reply half is left
 
 
 def _tuple_text(t: FlowTuple) -> str:
